@@ -1,0 +1,136 @@
+//! Commands that move a node from one desired state to the next, and the
+//! pure functions that compute (`diff`) and replay (`apply`) them.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{BlockRule, NodeDesiredState, NodeName, Peer, SelfSettings, Unreachable};
+
+/// One change to a node's desired state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Replace everything: sent on (re)connect and on the periodic resync.
+    SyncState(NodeDesiredState),
+    /// Replace the node's own settings.
+    SetSettings(SelfSettings),
+    /// Add a peer or replace it as a whole.
+    PeerUpsert(Arc<Peer>),
+    /// Remove a peer.
+    PeerRemove(NodeName),
+    /// Replace the whole block list.
+    SetBlocks(Vec<BlockRule>),
+    /// Replace the whole list of CIDRs without a tunnel.
+    SetUnreachable(Vec<Unreachable>),
+}
+
+/// The fewest commands that turn `old` into `new` (both for the same node).
+/// Peers are upserted or removed one by one, so a change to one peer touches
+/// only that peer; settings, blocks and unreachable lists are sent whole,
+/// and only when they changed. An unchanged state yields no commands.
+pub fn diff(old: &NodeDesiredState, new: &NodeDesiredState) -> Vec<Command> {
+    let mut out = Vec::new();
+    if old.settings != new.settings {
+        out.push(Command::SetSettings(new.settings.clone()));
+    }
+    for name in old.peers.keys() {
+        if !new.peers.contains_key(name) {
+            out.push(Command::PeerRemove(name.clone()));
+        }
+    }
+    for (name, peer) in &new.peers {
+        if old.peers.get(name) != Some(peer) {
+            out.push(Command::PeerUpsert(peer.clone()));
+        }
+    }
+    if old.blocks != new.blocks {
+        out.push(Command::SetBlocks(new.blocks.iter().copied().collect()));
+    }
+    if old.unreachable != new.unreachable {
+        out.push(Command::SetUnreachable(new.unreachable.iter().copied().collect()));
+    }
+    out
+}
+
+/// Replays `command` onto `state`: what a daemon's view of its desired
+/// state becomes after applying it. `apply(diff(a, b))` on `a` gives `b`.
+pub fn apply(state: &mut NodeDesiredState, command: &Command) {
+    match command {
+        Command::SyncState(full) => *state = full.clone(),
+        Command::SetSettings(settings) => state.settings = settings.clone(),
+        Command::PeerUpsert(peer) => {
+            state.peers.insert(peer.node.clone(), peer.clone());
+        }
+        Command::PeerRemove(name) => {
+            state.peers.remove(name);
+        }
+        Command::SetBlocks(blocks) => state.blocks = blocks.iter().copied().collect(),
+        Command::SetUnreachable(list) => state.unreachable = list.iter().copied().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Cidr, PublicKey, UnreachableReason};
+
+    fn name(s: &str) -> NodeName {
+        NodeName::new(s).unwrap()
+    }
+
+    fn peer(n: &str, key: u8, cidr: &str) -> Peer {
+        Peer {
+            node: name(n),
+            public_key: PublicKey::from_bytes([key; 32]),
+            endpoint: "192.0.2.1:51820".parse().unwrap(),
+            allowed_ips: vec![cidr.parse().unwrap()],
+            persistent_keepalive: None,
+        }
+    }
+
+    fn state(peers: &[Peer]) -> NodeDesiredState {
+        let mut s = NodeDesiredState::empty(name("n1"));
+        for p in peers {
+            s.peers.insert(p.node.clone(), Arc::new(p.clone()));
+        }
+        s
+    }
+
+    #[test]
+    fn unchanged_state_needs_no_commands() {
+        let a = state(&[peer("n2", 2, "10.0.2.0/24")]);
+        assert!(diff(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn one_changed_peer_is_one_upsert() {
+        let a = state(&[peer("n2", 2, "10.0.2.0/24"), peer("n3", 3, "10.0.3.0/24")]);
+        let b = state(&[peer("n2", 2, "10.0.2.0/24"), peer("n3", 9, "10.0.3.0/24")]);
+        assert_eq!(diff(&a, &b), vec![Command::PeerUpsert(Arc::new(peer("n3", 9, "10.0.3.0/24")))]);
+    }
+
+    #[test]
+    fn removed_peer_then_blocks() {
+        let a = state(&[peer("n2", 2, "10.0.2.0/24")]);
+        let mut b = state(&[]);
+        let rule = BlockRule { from: "10.0.1.0/24".parse().unwrap(), to: "10.0.2.0/24".parse().unwrap() };
+        b.blocks.insert(rule);
+        let unreachable =
+            Unreachable { cidr: "10.0.2.0/24".parse::<Cidr>().unwrap(), reason: UnreachableReason::Isolated };
+        b.unreachable.insert(unreachable);
+        let cmds = diff(&a, &b);
+        assert_eq!(
+            cmds,
+            vec![
+                Command::PeerRemove(name("n2")),
+                Command::SetBlocks(vec![rule]),
+                Command::SetUnreachable(vec![unreachable])
+            ]
+        );
+        let mut replay = a.clone();
+        for c in &cmds {
+            apply(&mut replay, c);
+        }
+        assert_eq!(replay, b);
+    }
+}

@@ -1,0 +1,187 @@
+//! The desired state of one node: what its WireGuard device, routes and eBPF
+//! maps should hold. Computed by the controller, applied by the daemon.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Cidr, NodeName, PublicKey};
+
+/// One WireGuard peer as a node should configure it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// The peer node.
+    pub node: NodeName,
+    /// Its active public key.
+    pub public_key: PublicKey,
+    /// Its WireGuard listener on the underlay (node IP and listen port).
+    pub endpoint: SocketAddr,
+    /// What this peer is the tunnel for: its pod CIDRs plus CIDRs a route
+    /// policy sends through it. Sorted, no duplicates. These are also the
+    /// node's routes into the mesh device.
+    pub allowed_ips: Vec<Cidr>,
+    /// Persistent keepalive in seconds, `None` for off.
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// A directional drop: packets from `from` to `to` never cross the mesh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BlockRule {
+    /// Source block.
+    pub from: Cidr,
+    /// Destination block.
+    pub to: Cidr,
+}
+
+/// Why a cluster CIDR has no usable tunnel from a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum UnreachableReason {
+    /// The owning node has published no public key yet.
+    NoKey,
+    /// The tunnel policy does not peer the two nodes.
+    NotPeered,
+    /// The owning node, or this node, is isolated.
+    Isolated,
+    /// The owning node is not Ready or is being deleted.
+    NotReady,
+    /// A route policy names a drained node as the target.
+    Drained,
+}
+
+/// A cluster CIDR with no usable tunnel from this node. Strict mode drops
+/// traffic to it rather than send it in clear on the underlay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Unreachable {
+    /// The CIDR.
+    pub cidr: Cidr,
+    /// Why there is no tunnel.
+    pub reason: UnreachableReason,
+}
+
+/// The node's own settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfSettings {
+    /// WireGuard listen port.
+    pub listen_port: u16,
+    /// Cut from every peer set; all remote traffic dropped.
+    pub isolated: bool,
+    /// No longer a route target for other nodes.
+    pub drained: bool,
+    /// This node's own pod CIDRs.
+    pub pod_cidrs: Vec<Cidr>,
+}
+
+/// Everything one node should hold. `compute` produces one per node; `diff`
+/// turns two of them into the commands between them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDesiredState {
+    /// The node this state is for.
+    pub node: NodeName,
+    /// Its own settings.
+    pub settings: SelfSettings,
+    /// Its peers, by peer node name. Shared: in a full mesh every node holds
+    /// the same `Peer` for a given peer node.
+    pub peers: BTreeMap<NodeName, Arc<Peer>>,
+    /// Blocks this node enforces (as sender or as receiver).
+    pub blocks: BTreeSet<BlockRule>,
+    /// Cluster CIDRs it has no tunnel to, for strict mode.
+    pub unreachable: BTreeSet<Unreachable>,
+}
+
+impl NodeDesiredState {
+    /// An empty state for `node`: no peers, no blocks.
+    pub fn empty(node: NodeName) -> Self {
+        NodeDesiredState {
+            node,
+            settings: SelfSettings::default(),
+            peers: BTreeMap::new(),
+            blocks: BTreeSet::new(),
+            unreachable: BTreeSet::new(),
+        }
+    }
+
+    /// Every CIDR routed into the mesh, with the peer it goes to.
+    pub fn routes(&self) -> impl Iterator<Item = (&Cidr, &NodeName)> {
+        self.peers.values().flat_map(|p| p.allowed_ips.iter().map(move |c| (c, &p.node)))
+    }
+
+    /// Checks what WireGuard and the kernel would silently get wrong: the
+    /// node as its own peer, two peers sharing an allowed IP (the last one
+    /// would win), a peer keyed under a different name, an allowed IP list
+    /// that is not sorted and unique.
+    pub fn validate(&self) -> Result<(), InvalidState> {
+        let mut owners: BTreeMap<Cidr, &NodeName> = BTreeMap::new();
+        let mut keys: BTreeMap<PublicKey, &NodeName> = BTreeMap::new();
+        for (name, peer) in &self.peers {
+            if *name != peer.node {
+                return Err(InvalidState::MisfiledPeer { key: name.clone(), peer: peer.node.clone() });
+            }
+            if peer.node == self.node {
+                return Err(InvalidState::SelfPeer { node: self.node.clone() });
+            }
+            if let Some(other) = keys.insert(peer.public_key, &peer.node) {
+                return Err(InvalidState::SharedKey { first: other.clone(), second: peer.node.clone() });
+            }
+            if !peer.allowed_ips.windows(2).all(|w| w[0] < w[1]) {
+                return Err(InvalidState::UnsortedAllowedIps { peer: peer.node.clone() });
+            }
+            for cidr in &peer.allowed_ips {
+                if let Some(other) = owners.insert(*cidr, &peer.node) {
+                    return Err(InvalidState::SharedAllowedIp {
+                        cidr: *cidr,
+                        first: other.clone(),
+                        second: peer.node.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A desired state the data plane must refuse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidState {
+    /// A node listed as its own peer.
+    #[error("node {node} is listed as its own peer")]
+    SelfPeer {
+        /// The node.
+        node: NodeName,
+    },
+    /// A peer map entry whose key is not the peer's name.
+    #[error("peer {peer} is filed under the name {key}")]
+    MisfiledPeer {
+        /// The map key.
+        key: NodeName,
+        /// The peer's own name.
+        peer: NodeName,
+    },
+    /// Two peers with one public key.
+    #[error("peers {first} and {second} have the same public key; WireGuard would merge them")]
+    SharedKey {
+        /// The first peer with the key.
+        first: NodeName,
+        /// The second.
+        second: NodeName,
+    },
+    /// Two peers claim one allowed IP.
+    #[error(
+        "allowed IP {cidr} is claimed by peers {first} and {second}; WireGuard would silently give it to the last one"
+    )]
+    SharedAllowedIp {
+        /// The CIDR.
+        cidr: Cidr,
+        /// The first peer with it.
+        first: NodeName,
+        /// The second.
+        second: NodeName,
+    },
+    /// Allowed IPs out of order or repeated.
+    #[error("allowed IPs of peer {peer} are not sorted and unique")]
+    UnsortedAllowedIps {
+        /// The peer.
+        peer: NodeName,
+    },
+}
