@@ -1,0 +1,8 @@
+//! vpblu daemon: runs on every node, owns its WireGuard device, routes and
+//! eBPF programs, and applies what the controller sends over the stream.
+
+mod args;
+mod tree;
+
+pub use args::Args;
+pub use tree::run;

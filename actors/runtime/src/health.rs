@@ -1,0 +1,153 @@
+//! The `/healthz`, `/readyz` and `/metrics` endpoints as a supervised actor.
+//!
+//! Liveness says the process and its actor system run; readiness is a flag
+//! the tree sets when it can do its job (the controller: caches synced;
+//! the daemon: data plane applied). Metrics come from one shared
+//! prometheus-client registry.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::oneshot;
+
+/// What the endpoints read: the registry and the readiness flag.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    registry: Arc<Mutex<Registry>>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// An empty registry with the `vpblu` prefix, not ready.
+    pub fn new() -> Self {
+        Health { registry: Arc::new(Mutex::new(Registry::with_prefix("vpblu"))), ready: Arc::default() }
+    }
+
+    /// Registers metrics: `f` gets the registry under its lock.
+    pub fn register(&self, f: impl FnOnce(&mut Registry)) {
+        let mut registry = self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut registry);
+    }
+
+    /// Sets readiness.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let registry = self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+
+    fn router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(self.clone())
+    }
+}
+
+async fn readyz(State(health): State<Health>) -> impl IntoResponse {
+    if health.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn metrics(State(health): State<Health>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], health.render())
+}
+
+/// Serves [`Health`] on an address. Empty; the server task is its state.
+#[derive(Debug, Default)]
+pub struct HealthServer;
+
+/// Where and what to serve.
+#[derive(Debug)]
+pub struct HealthServerArgs {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// What to serve.
+    pub health: Health,
+}
+
+/// The running server: dropping `stop` ends it gracefully.
+#[derive(Debug)]
+pub struct HealthServerState {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Messages the health server takes: none yet; it only serves.
+#[derive(Debug)]
+pub enum HealthServerMsg {}
+
+impl Actor for HealthServer {
+    type Msg = HealthServerMsg;
+    type State = HealthServerState;
+    type Arguments = HealthServerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: HealthServerArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let listener = tokio::net::TcpListener::bind(args.addr).await.map_err(|e| {
+            format!(
+                "cannot listen on {} for /healthz and /metrics: {e} (pick another --metrics-addr)",
+                args.addr
+            )
+        })?;
+        tracing::info!(addr = %args.addr, "serving /healthz, /readyz, /metrics");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = args.health.router();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "health server failed");
+                // Let the supervisor restart us.
+                myself.stop(Some(format!("health server failed: {e}")));
+            }
+        });
+        Ok(HealthServerState { stop: Some(stop), task })
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(stop) = state.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut state.task).await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        _: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {}
+    }
+}

@@ -1,0 +1,13 @@
+//! What both vpblu binaries stand on: a one-for-one [`Supervisor`] for their
+//! ractor trees, the root runner that turns SIGTERM into an orderly stop and
+//! an escalated failure into a non-zero exit, and logging set-up.
+
+mod health;
+mod logging;
+mod root;
+mod supervisor;
+
+pub use health::{Health, HealthServer, HealthServerArgs, HealthServerMsg, HealthServerState};
+pub use logging::{LogFormat, init_logging};
+pub use root::{RootExit, run_root, shutdown_signal};
+pub use supervisor::{ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};

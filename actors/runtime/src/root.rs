@@ -1,0 +1,61 @@
+//! Running the root of a supervision tree for the life of the process.
+
+use std::future::Future;
+
+use ractor::Actor;
+use tokio::sync::oneshot;
+
+use crate::{ChildSpec, RestartPolicy, Supervisor, SupervisorArgs};
+
+/// How the root of a tree ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootExit {
+    /// Stopped on request (SIGTERM, SIGINT): exit 0.
+    Stopped,
+    /// The tree gave up: exit non-zero with this reason.
+    Failed(String),
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        // Without signal handlers we can only wait forever; the process
+        // still dies on the default action.
+        _ => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Starts a root [`Supervisor`] over `children` and runs it until
+/// `shutdown` resolves (then stops it in order: children first) or the tree
+/// gives up.
+pub async fn run_root<S>(children: Vec<ChildSpec>, policy: RestartPolicy, shutdown: S) -> RootExit
+where
+    S: Future<Output = &'static str>,
+{
+    let (tx, rx) = oneshot::channel();
+    let args = SupervisorArgs { children, policy, on_exit: Some(tx) };
+    let (root, handle) = match Actor::spawn(None, Supervisor, args).await {
+        Ok(pair) => pair,
+        Err(e) => return RootExit::Failed(format!("could not start the supervision tree: {e}")),
+    };
+    tokio::pin!(handle);
+    tokio::select! {
+        signal = shutdown => {
+            tracing::info!(signal, "shutting down");
+            root.stop(Some(format!("received {signal}")));
+            let _ = (&mut handle).await;
+        }
+        _ = &mut handle => {}
+    }
+    match rx.await {
+        Ok(Ok(())) => RootExit::Stopped,
+        Ok(Err(reason)) => RootExit::Failed(reason),
+        Err(_) => RootExit::Failed("the supervision tree ended without saying why".into()),
+    }
+}

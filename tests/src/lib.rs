@@ -1,0 +1,5 @@
+//! vpblu's test harness: child processes and (with later parts) a real
+//! Kubernetes control plane, the lab, and the §12 acceptance suite.
+
+pub mod binary_lifecycle;
+pub mod process;
