@@ -2,4 +2,5 @@
 //! Kubernetes control plane, the lab, and the §12 acceptance suite.
 
 pub mod binary_lifecycle;
+pub mod cluster;
 pub mod process;
