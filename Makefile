@@ -6,13 +6,14 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vpblu/target
 CARGO ?= cargo
 
-.PHONY: help deps build test fmt-check clippy unit bench crds testbed lab lab-down
+.PHONY: help deps build test fmt-check clippy bench crds testbed testbed-up lab lab-down
 
 help:
 	@echo "make lab       bring the vpblu mesh up on this machine (see README)"
 	@echo "make test      everything CI runs: fmt, clippy -D warnings, all tests"
 	@echo "make bench     print the speed and memory figures"
 	@echo "make testbed   build kube-apiserver + etcd from the Go module proxy (cached)"
+	@echo "make testbed-up  run them on loopback with vpblu's CRDs, for kubectl, until Ctrl-C"
 	@echo "make crds      regenerate k8s/crds/*.yaml from the Rust types"
 
 # Installs what the build and tests need, idempotently.
@@ -30,6 +31,9 @@ clippy: deps
 
 testbed: deps
 	@tools/testbed/build.sh >/dev/null
+
+testbed-up: testbed
+	$(CARGO) run -q -p vpblu-e2e --bin testbed --locked
 
 test: deps fmt-check clippy build testbed
 	$(CARGO) test --workspace --locked

@@ -1,0 +1,27 @@
+//! `make testbed-up`: a real kube-apiserver + etcd on loopback with vpblu's
+//! CRDs, RBAC and samples installed, kept running for kubectl until Ctrl-C.
+
+use vpblu_e2e::cluster::TestCluster;
+
+#[tokio::main]
+async fn main() {
+    let cluster = TestCluster::start().await;
+    cluster.install_crds().await;
+    let deploy = cluster.repo_root().join("k8s/deploy");
+    for file in ["namespace.yaml", "controller-rbac.yaml", "daemon-rbac.yaml"] {
+        cluster.apply_manifest(&deploy.join(file)).await;
+    }
+    for sample in vpblu_e2e::cluster::yaml_files(&deploy.join("samples")) {
+        cluster.apply_manifest(&sample).await;
+    }
+    println!("kube-apiserver {} is up ({:.1?} to /readyz)", cluster.api_url(), cluster.startup_time());
+    println!("vpblu CRDs, RBAC and samples are installed. In another shell:\n");
+    println!("  export KUBECONFIG={}", cluster.kubeconfig_path().display());
+    println!("  kubectl get vpblu");
+    println!("  kubectl explain blockpolicy.spec\n");
+    println!("Ctrl-C stops both processes and removes {}", cluster.dir().display());
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        eprintln!("cannot wait for Ctrl-C ({e}); stopping now");
+    }
+    println!("stopping");
+}
