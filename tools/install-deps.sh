@@ -13,6 +13,13 @@ want() { # want COMMAND DEBIAN-PACKAGE
 want cargo "(rustup: https://rustup.rs — the Rust toolchain is not a Debian package here)"
 want make make
 want git git
+want clang-19 clang-19
+want llvm-objdump-19 llvm-19
+want bpftool bpftool
+want ip iproute2
+want ping iputils-ping
+want tcpdump tcpdump
+[[ -f /usr/include/bpf/bpf_helpers.h ]] || missing_pkgs+=(libbpf-dev)
 
 for p in "${missing_pkgs[@]}"; do
   case "$p" in

@@ -2,6 +2,7 @@
 //! eBPF programs, and applies what the controller sends over the stream.
 
 mod args;
+pub mod bpf;
 mod tree;
 
 pub use args::Args;

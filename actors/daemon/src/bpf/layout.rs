@@ -1,0 +1,294 @@
+//! The Rust mirror of `ebpf-programs/mesh_maps.h`: map names and shapes,
+//! `#[repr(C)]` keys and values, the dst kinds and reasons, the verdict
+//! indices of `mesh_counters`. This is the one module allowed `unsafe`: aya
+//! reads and writes map entries as raw bytes, which it only permits for
+//! types marked [`aya::Pod`].
+
+#![allow(unsafe_code)]
+
+use std::mem::size_of;
+
+use vpblu_messages::UnreachableReason;
+
+/// `MESH_DST_MAX_ENTRIES`.
+pub const DST_MAX_ENTRIES: u32 = 65_536;
+/// `MESH_BLOCK_SRC_MAX_ENTRIES`.
+pub const BLOCK_SRC_MAX_ENTRIES: u32 = 65_536;
+/// `MESH_BLOCK_PAIR_MAX_ENTRIES`.
+pub const BLOCK_PAIR_MAX_ENTRIES: u32 = 262_144;
+/// `MESH_COUNTERS_MAX_ENTRIES`: more than [`Verdict::ALL`] so verdicts can
+/// be added without reshaping the pinned map.
+pub const COUNTERS_MAX_ENTRIES: u32 = 32;
+
+/// `enum dst_kind`: routed into the mesh.
+pub const DST_PEER: u32 = 1;
+/// `enum dst_kind`: cluster CIDR with no usable tunnel.
+pub const DST_UNREACHABLE: u32 = 2;
+
+/// `struct dst_entry`: the value of `mesh_dst_v4` / `mesh_dst_v6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DstEntry {
+    /// [`DST_PEER`] or [`DST_UNREACHABLE`].
+    pub kind: u32,
+    /// The reason code when unreachable (1 NoKey … 5 Drained), else 0.
+    pub reason: u32,
+}
+
+impl DstEntry {
+    /// Routed into the mesh: classify sets the mesh mark.
+    pub const fn peer() -> Self {
+        DstEntry { kind: DST_PEER, reason: 0 }
+    }
+
+    /// No usable tunnel: classify drops it in strict mode, counted by reason.
+    pub const fn unreachable(reason: UnreachableReason) -> Self {
+        DstEntry { kind: DST_UNREACHABLE, reason: reason_code(reason) }
+    }
+}
+
+/// `enum unreachable_reason` for a reason.
+pub const fn reason_code(reason: UnreachableReason) -> u32 {
+    match reason {
+        UnreachableReason::NoKey => 1,
+        UnreachableReason::NotPeered => 2,
+        UnreachableReason::Isolated => 3,
+        UnreachableReason::NotReady => 4,
+        UnreachableReason::Drained => 5,
+    }
+}
+
+// SAFETY: repr(C), two u32 fields, no padding; every bit pattern is valid.
+unsafe impl aya::Pod for DstEntry {}
+const _: () = assert!(size_of::<DstEntry>() == 8);
+
+/// The data part of a `struct block_pair_v4_key` (aya's `lpm_trie::Key`
+/// supplies `prefixlen`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockPairV4 {
+    /// The source class from `mesh_block_src_v4`, host byte order.
+    pub from_class: u32,
+    /// Destination network address, network byte order.
+    pub dst: [u8; 4],
+}
+
+// SAFETY: repr(C), u32 then [u8; 4]: no padding; every bit pattern is valid.
+unsafe impl aya::Pod for BlockPairV4 {}
+const _: () = assert!(size_of::<BlockPairV4>() == 8);
+
+/// The data part of a `struct block_pair_v6_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockPairV6 {
+    /// The source class from `mesh_block_src_v6`, host byte order.
+    pub from_class: u32,
+    /// Destination network address, network byte order.
+    pub dst: [u8; 16],
+}
+
+// SAFETY: repr(C), u32 then [u8; 16]: no padding; every bit pattern is valid.
+unsafe impl aya::Pod for BlockPairV6 {}
+const _: () = assert!(size_of::<BlockPairV6>() == 20);
+
+/// `struct mesh_config`: slot 0 of the `mesh_config` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshConfig {
+    /// skb->mark for packets routed into the mesh.
+    pub mesh_mark: u32,
+    /// 1: drop traffic to unreachable cluster CIDRs; 0: let it pass.
+    pub strict: u32,
+}
+
+// SAFETY: repr(C), two u32 fields, no padding; every bit pattern is valid.
+unsafe impl aya::Pod for MeshConfig {}
+const _: () = assert!(size_of::<MeshConfig>() == 8);
+
+/// `enum verdict`: what a program decided for one packet; the index into
+/// `mesh_counters`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum Verdict {
+    /// classify: not IPv4/IPv6, or headers unreadable; passed.
+    PassNotIp = 0,
+    /// classify: destination not in mesh_dst (not cluster traffic); passed.
+    PassLocal = 1,
+    /// classify: destination is a peer's CIDR; marked and passed.
+    ToMesh = 2,
+    /// classify: a block rule matched; dropped.
+    DropBlocked = 3,
+    /// classify, strict: unreachable because the owner has no key; dropped.
+    DropUnreachableNoKey = 4,
+    /// classify, strict: unreachable because not peered; dropped.
+    DropUnreachableNotPeered = 5,
+    /// classify, strict: unreachable because a node is isolated; dropped.
+    DropUnreachableIsolated = 6,
+    /// classify, strict: unreachable because the owner is not ready; dropped.
+    DropUnreachableNotReady = 7,
+    /// classify, strict: unreachable because the route target is drained; dropped.
+    DropUnreachableDrained = 8,
+    /// classify, strict: unreachable with a reason code this build does not know; dropped.
+    DropUnreachableOther = 9,
+    /// classify, not strict: unreachable but passed.
+    PassUnreachable = 10,
+    /// deliver: not blocked; passed.
+    DeliverPass = 11,
+    /// deliver: a block rule matched; dropped.
+    DeliverDropBlocked = 12,
+    /// deliver: not IPv4/IPv6, or headers unreadable; passed.
+    DeliverPassNotIp = 13,
+}
+
+impl Verdict {
+    /// Every verdict, in index order.
+    pub const ALL: [Verdict; 14] = [
+        Verdict::PassNotIp,
+        Verdict::PassLocal,
+        Verdict::ToMesh,
+        Verdict::DropBlocked,
+        Verdict::DropUnreachableNoKey,
+        Verdict::DropUnreachableNotPeered,
+        Verdict::DropUnreachableIsolated,
+        Verdict::DropUnreachableNotReady,
+        Verdict::DropUnreachableDrained,
+        Verdict::DropUnreachableOther,
+        Verdict::PassUnreachable,
+        Verdict::DeliverPass,
+        Verdict::DeliverDropBlocked,
+        Verdict::DeliverPassNotIp,
+    ];
+
+    /// The `mesh_counters` index.
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+
+    /// The strict-mode drop verdict for an unreachable reason.
+    pub const fn for_unreachable(reason: UnreachableReason) -> Verdict {
+        match reason {
+            UnreachableReason::NoKey => Verdict::DropUnreachableNoKey,
+            UnreachableReason::NotPeered => Verdict::DropUnreachableNotPeered,
+            UnreachableReason::Isolated => Verdict::DropUnreachableIsolated,
+            UnreachableReason::NotReady => Verdict::DropUnreachableNotReady,
+            UnreachableReason::Drained => Verdict::DropUnreachableDrained,
+        }
+    }
+
+    /// A stable snake_case name, for metrics labels and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::PassNotIp => "pass_not_ip",
+            Verdict::PassLocal => "pass_local",
+            Verdict::ToMesh => "to_mesh",
+            Verdict::DropBlocked => "drop_blocked",
+            Verdict::DropUnreachableNoKey => "drop_unreachable_no_key",
+            Verdict::DropUnreachableNotPeered => "drop_unreachable_not_peered",
+            Verdict::DropUnreachableIsolated => "drop_unreachable_isolated",
+            Verdict::DropUnreachableNotReady => "drop_unreachable_not_ready",
+            Verdict::DropUnreachableDrained => "drop_unreachable_drained",
+            Verdict::DropUnreachableOther => "drop_unreachable_other",
+            Verdict::PassUnreachable => "pass_unreachable",
+            Verdict::DeliverPass => "deliver_pass",
+            Verdict::DeliverDropBlocked => "deliver_drop_blocked",
+            Verdict::DeliverPassNotIp => "deliver_pass_not_ip",
+        }
+    }
+}
+
+const _: () = assert!((Verdict::ALL.len() as u32) <= COUNTERS_MAX_ENTRIES);
+
+/// `BPF_MAP_TYPE_ARRAY`.
+const MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_MAP_TYPE_PERCPU_ARRAY`.
+const MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+/// `BPF_MAP_TYPE_LPM_TRIE`.
+const MAP_TYPE_LPM_TRIE: u32 = 11;
+/// `BPF_F_NO_PREALLOC`, required by LPM tries.
+const F_NO_PREALLOC: u32 = 1;
+
+/// The kernel-visible shape of one map. A pinned map whose shape differs
+/// from this build's is refused rather than reused: the programs would read
+/// it with the wrong layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapShape {
+    /// Name in the object, and file name of the pin.
+    pub name: &'static str,
+    /// `bpf_map_type`.
+    pub map_type: u32,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes.
+    pub value_size: u32,
+    /// `max_entries`.
+    pub max_entries: u32,
+    /// `map_flags`.
+    pub flags: u32,
+}
+
+const fn lpm(name: &'static str, key_size: usize, value_size: usize, max_entries: u32) -> MapShape {
+    MapShape {
+        name,
+        map_type: MAP_TYPE_LPM_TRIE,
+        key_size: key_size as u32,
+        value_size: value_size as u32,
+        max_entries,
+        flags: F_NO_PREALLOC,
+    }
+}
+
+/// `mesh_dst_v4`: LPM {prefixlen, addr[4]} → [`DstEntry`].
+pub const DST_V4: MapShape = lpm("mesh_dst_v4", 4 + 4, size_of::<DstEntry>(), DST_MAX_ENTRIES);
+/// `mesh_dst_v6`: LPM {prefixlen, addr[16]} → [`DstEntry`].
+pub const DST_V6: MapShape = lpm("mesh_dst_v6", 4 + 16, size_of::<DstEntry>(), DST_MAX_ENTRIES);
+/// `mesh_block_src_v4`: LPM {prefixlen, addr[4]} → u32 class.
+pub const BLOCK_SRC_V4: MapShape = lpm("mesh_block_src_v4", 4 + 4, 4, BLOCK_SRC_MAX_ENTRIES);
+/// `mesh_block_src_v6`: LPM {prefixlen, addr[16]} → u32 class.
+pub const BLOCK_SRC_V6: MapShape = lpm("mesh_block_src_v6", 4 + 16, 4, BLOCK_SRC_MAX_ENTRIES);
+/// `mesh_block_pair_v4`: LPM {prefixlen, class, dst[4]} → u8.
+pub const BLOCK_PAIR_V4: MapShape =
+    lpm("mesh_block_pair_v4", 4 + size_of::<BlockPairV4>(), 1, BLOCK_PAIR_MAX_ENTRIES);
+/// `mesh_block_pair_v6`: LPM {prefixlen, class, dst[16]} → u8.
+pub const BLOCK_PAIR_V6: MapShape =
+    lpm("mesh_block_pair_v6", 4 + size_of::<BlockPairV6>(), 1, BLOCK_PAIR_MAX_ENTRIES);
+/// `mesh_config`: ARRAY[1] of [`MeshConfig`].
+pub const CONFIG: MapShape = MapShape {
+    name: "mesh_config",
+    map_type: MAP_TYPE_ARRAY,
+    key_size: 4,
+    value_size: size_of::<MeshConfig>() as u32,
+    max_entries: 1,
+    flags: 0,
+};
+/// `mesh_counters`: PERCPU_ARRAY of u64 indexed by [`Verdict`].
+pub const COUNTERS: MapShape = MapShape {
+    name: "mesh_counters",
+    map_type: MAP_TYPE_PERCPU_ARRAY,
+    key_size: 4,
+    value_size: 8,
+    max_entries: COUNTERS_MAX_ENTRIES,
+    flags: 0,
+};
+
+/// Every map both programs share, all pinned by name.
+pub const ALL_MAPS: [MapShape; 8] =
+    [DST_V4, DST_V6, BLOCK_SRC_V4, BLOCK_SRC_V6, BLOCK_PAIR_V4, BLOCK_PAIR_V6, CONFIG, COUNTERS];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_indices_are_dense_and_in_order() {
+        for (i, v) in Verdict::ALL.iter().enumerate() {
+            assert_eq!(v.index() as usize, i, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn reason_codes_match_the_c_enum() {
+        assert_eq!(DstEntry::unreachable(UnreachableReason::NoKey), DstEntry { kind: 2, reason: 1 });
+        assert_eq!(DstEntry::unreachable(UnreachableReason::Drained), DstEntry { kind: 2, reason: 5 });
+        assert_eq!(DstEntry::peer(), DstEntry { kind: 1, reason: 0 });
+    }
+}

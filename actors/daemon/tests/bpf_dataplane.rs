@@ -1,0 +1,518 @@
+//! The data plane on a real kernel: network namespaces for a pod, its node
+//! and a remote pod, classify attached at tc ingress of the node side of
+//! the pod veth, traffic checked with ping.
+//!
+//! Needs root, `ip` and `ping`; without them every test fails saying what
+//! is missing. Each test makes its own namespaces, veths and bpffs pin
+//! directory, and removes them when it ends, failed or not. Namespaces are
+//! entered with setns(2) from a thread: `ip netns exec` remounts /sys, which
+//! breaks bpffs pinning.
+
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use vpblu_daemon::bpf::layout::{self, Verdict};
+use vpblu_daemon::bpf::{AttachMode, Attached, Dataplane, DstEntry, ProgramKind};
+use vpblu_messages::{BlockRule, Cidr, UnreachableReason};
+
+const MARK: u32 = 0x5650;
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+
+fn require_root_and_tools() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "the BPF data-plane tests need root (network namespaces, bpf(2), tc): run them as root"
+    );
+    for tool in ["ip", "ping"] {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+        assert!(
+            found,
+            "`{tool}` is not on PATH: apt-get install iproute2 iputils-ping (or run tools/install-deps.sh)"
+        );
+    }
+}
+
+fn run(program: &str, args: &[&str]) {
+    let out =
+        Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+fn ip(args: &[&str]) {
+    run("ip", args);
+}
+
+/// True when `ns` gets a ping reply from `addr` within a few tries
+/// (neighbour discovery on fresh veths can eat the first one).
+fn reachable(ns: &str, addr: &str) -> bool {
+    (0..5).any(|_| ping_once(ns, addr, "1"))
+}
+
+/// True when two pings from `ns` to `addr` both go unanswered.
+fn unreachable(ns: &str, addr: &str) -> bool {
+    !ping_once(ns, addr, "2")
+}
+
+fn ping_once(ns: &str, addr: &str, count: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-n", "-q", "-c", count, "-i", "0.2", "-W", "1", addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run ping")
+        .success()
+}
+
+/// A test's own namespaces and pin directory, removed on drop.
+struct Lab {
+    pod: String,
+    node: String,
+    remote: String,
+    /// Host side of the pod veth, in `node`.
+    pod_veth: String,
+    pin_dir: PathBuf,
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+impl Lab {
+    /// Namespaces pod (10.50.1.2, fd50:1::2) — node (forwarding) — remote
+    /// (10.50.2.2, fd50:2::2), each link a veth pair.
+    fn new() -> Lab {
+        require_root_and_tools();
+        let tag = format!("{:x}x{}", std::process::id() & 0xfffff, NEXT.fetch_add(1, Ordering::Relaxed));
+        let lab = Lab {
+            pod: format!("vpblu-pod-{tag}"),
+            node: format!("vpblu-node-{tag}"),
+            remote: format!("vpblu-remote-{tag}"),
+            pod_veth: format!("vh{tag}"),
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/vpblu-test-{tag}")),
+        };
+        let (pod, node, remote) = (lab.pod.as_str(), lab.node.as_str(), lab.remote.as_str());
+        let (vh, vc, vr, vs) =
+            (lab.pod_veth.as_str(), &format!("vc{tag}"), &format!("vr{tag}"), &format!("vs{tag}"));
+        for ns in [pod, node, remote] {
+            ip(&["netns", "add", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&["-n", node, "link", "add", vh, "type", "veth", "peer", "name", vc, "netns", pod]);
+        ip(&["-n", node, "link", "add", vr, "type", "veth", "peer", "name", vs, "netns", remote]);
+        for (ns, dev, v4, v6) in [
+            (pod, vc.as_str(), "10.50.1.2/24", "fd50:1::2/64"),
+            (node, vh, "10.50.1.1/24", "fd50:1::1/64"),
+            (node, vr.as_str(), "10.50.2.1/24", "fd50:2::1/64"),
+            (remote, vs.as_str(), "10.50.2.2/24", "fd50:2::2/64"),
+        ] {
+            ip(&["-n", ns, "addr", "add", v4, "dev", dev]);
+            ip(&["-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        ip(&["-n", pod, "route", "add", "default", "via", "10.50.1.1"]);
+        ip(&["-n", pod, "-6", "route", "add", "default", "via", "fd50:1::1"]);
+        ip(&["-n", remote, "route", "add", "default", "via", "10.50.2.1"]);
+        ip(&["-n", remote, "-6", "route", "add", "default", "via", "fd50:2::1"]);
+        ip(&["netns", "exec", node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+        ip(&["netns", "exec", node, "sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"]);
+        lab
+    }
+
+    /// Runs `f` on a thread that has entered the node namespace.
+    fn in_node<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        in_netns(&self.node, f)
+    }
+
+    /// Loads the data plane with this lab's pin directory and attaches
+    /// classify to the pod veth, from inside the node namespace.
+    fn load_and_attach(&self, mode: AttachMode) -> (Dataplane, Attached) {
+        self.in_node(|| {
+            let mut dp = Dataplane::load(&self.pin_dir, mode).expect("load the data plane");
+            let attached = dp.attach_classify(&self.pod_veth).expect("attach classify");
+            (dp, attached)
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in [&self.pod, &self.node, &self.remote] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+        }
+        remove_pin_dir(&self.pin_dir);
+    }
+}
+
+fn remove_pin_dir(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            rustix::thread::move_into_link_name_space(
+                file.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .unwrap_or_else(|e| panic!("setns into {path}: {e}"));
+            f()
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn cidr(text: &str) -> Cidr {
+    text.parse().unwrap()
+}
+
+fn rule(from: &str, to: &str) -> BlockRule {
+    BlockRule { from: cidr(from), to: cidr(to) }
+}
+
+fn count(dp: &Dataplane, v: Verdict) -> u64 {
+    dp.counters().expect("read counters")[&v]
+}
+
+/// An Ethernet frame carrying an IPv4 (or IPv6) ICMP header from src to dst.
+fn frame(src: IpAddr, dst: IpAddr) -> Vec<u8> {
+    let mut f = vec![0u8; 14];
+    f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f[12..14].copy_from_slice(&[0x08, 0x00]);
+            let mut h = [0u8; 28];
+            h[0] = 0x45;
+            h[2..4].copy_from_slice(&28u16.to_be_bytes());
+            h[8] = 64;
+            h[9] = 1;
+            h[12..16].copy_from_slice(&s.octets());
+            h[16..20].copy_from_slice(&d.octets());
+            h[20] = 8;
+            f.extend_from_slice(&h);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f[12..14].copy_from_slice(&[0x86, 0xdd]);
+            let mut h = [0u8; 48];
+            h[0] = 0x60;
+            h[4..6].copy_from_slice(&8u16.to_be_bytes());
+            h[6] = 58;
+            h[7] = 64;
+            h[8..24].copy_from_slice(&s.octets());
+            h[24..40].copy_from_slice(&d.octets());
+            h[40] = 128;
+            f.extend_from_slice(&h);
+        }
+        _ => panic!("mixed families"),
+    }
+    f
+}
+
+fn classify_verdict(dp: &Dataplane, src: &str, dst: &str) -> u32 {
+    let packet = frame(src.parse().unwrap(), dst.parse().unwrap());
+    dp.test_run(ProgramKind::Classify, &packet, 1).expect("test run classify").return_value
+}
+
+#[test]
+fn both_programs_pass_the_verifier_and_pin_their_maps() {
+    let lab = Lab::new();
+    let (mut dp, attached) = lab.load_and_attach(AttachMode::Tcx);
+    assert_eq!(attached, Attached::Created);
+    for shape in layout::ALL_MAPS {
+        let pin = dp.map_pin_path(&shape);
+        assert!(pin.exists(), "{} is not pinned", pin.display());
+    }
+    let link = dp.link_pin_path(ProgramKind::Classify, &lab.pod_veth);
+    assert!(link.exists(), "the tcx link is not pinned at {}", link.display());
+
+    // deliver on an L3 device: a TUN in the node namespace stands in for
+    // the userspace WireGuard device.
+    let tun = format!("vt{}", &lab.pod_veth[2..]);
+    ip(&["-n", &lab.node, "tuntap", "add", "dev", &tun, "mode", "tun"]);
+    lab.in_node(|| {
+        assert_eq!(dp.attach_deliver(&tun).expect("attach deliver"), Attached::Created);
+        assert_eq!(dp.attach_deliver(&tun).expect("attach deliver again"), Attached::Replaced);
+        assert!(dp.detach(ProgramKind::Deliver, &tun).expect("detach deliver"));
+        assert!(
+            !dp.detach(ProgramKind::Deliver, &tun).expect("detach deliver again"),
+            "nothing left to detach"
+        );
+        // A device deleted and recreated under the same name leaves a pinned
+        // link attached to nothing: the next attach starts over.
+        assert_eq!(dp.attach_deliver(&tun).expect("attach deliver"), Attached::Created);
+        ip(&["-n", &lab.node, "link", "del", &tun]);
+        ip(&["-n", &lab.node, "tuntap", "add", "dev", &tun, "mode", "tun"]);
+        assert_eq!(dp.attach_deliver(&tun).expect("attach deliver to the new device"), Attached::Created);
+        let err = dp.attach_classify("no-such-if0").expect_err("attach to a missing interface");
+        assert!(err.to_string().contains("no-such-if0"), "the error names the interface: {err}");
+    });
+
+    // Both programs share the one set of maps: a block written once is
+    // seen by both.
+    dp.sync_blocks(&[rule("10.60.0.0/16", "10.70.0.0/16")]).expect("sync blocks");
+    assert_eq!(classify_verdict(&dp, "10.60.1.1", "10.70.1.1"), TC_ACT_SHOT);
+    assert_eq!(classify_verdict(&dp, "10.70.1.1", "10.60.1.1"), TC_ACT_OK);
+    assert_eq!(count(&dp, Verdict::DropBlocked), 1);
+}
+
+#[test]
+fn pod_traffic_is_blocked_marked_and_dropped_as_the_maps_say() {
+    let lab = Lab::new();
+    let (mut dp, _) = lab.load_and_attach(AttachMode::Tcx);
+    let pod = lab.pod.as_str();
+
+    // Without entries: not cluster traffic, passed.
+    assert!(reachable(pod, "10.50.2.2"), "pod -> remote over IPv4 before any policy");
+    assert!(reachable(pod, "fd50:2::2"), "pod -> remote over IPv6 before any policy");
+    assert!(count(&dp, Verdict::PassLocal) > 0);
+
+    // Blocks, IPv4 then IPv6.
+    let v4_block = rule("10.50.1.0/24", "10.50.2.0/24");
+    let v6_block = rule("fd50:1::/64", "fd50:2::/64");
+    dp.sync_blocks(&[v4_block]).expect("sync blocks");
+    assert!(unreachable(pod, "10.50.2.2"), "the IPv4 block drops pod -> remote");
+    assert!(reachable(pod, "fd50:2::2"), "IPv6 is not blocked yet");
+    let blocked = count(&dp, Verdict::DropBlocked);
+    assert!(blocked >= 2, "DROP_BLOCKED counted the pings: {blocked}");
+    dp.sync_blocks(&[v4_block, v6_block]).expect("sync blocks");
+    assert!(unreachable(pod, "fd50:2::2"), "the IPv6 block drops pod -> remote");
+    assert!(count(&dp, Verdict::DropBlocked) >= blocked + 2);
+    dp.sync_blocks(&[]).expect("clear blocks");
+    assert!(reachable(pod, "10.50.2.2"), "IPv4 works again once the block is gone");
+    assert!(reachable(pod, "fd50:2::2"), "IPv6 works again once the block is gone");
+    assert_eq!(dp.block_entry_counts().unwrap(), (0, 0));
+
+    // Unreachable cluster CIDRs: dropped in strict mode, counted by reason.
+    dp.set_config(MARK, true).expect("config");
+    dp.sync_destinations(&[
+        (cidr("10.50.2.0/24"), DstEntry::unreachable(UnreachableReason::NotPeered)),
+        (cidr("fd50:2::/64"), DstEntry::unreachable(UnreachableReason::Isolated)),
+    ])
+    .expect("sync destinations");
+    assert!(unreachable(pod, "10.50.2.2"), "strict mode drops IPv4 to an unreachable CIDR");
+    assert!(unreachable(pod, "fd50:2::2"), "strict mode drops IPv6 to an unreachable CIDR");
+    assert!(count(&dp, Verdict::DropUnreachableNotPeered) >= 2);
+    assert!(count(&dp, Verdict::DropUnreachableIsolated) >= 2);
+    assert_eq!(count(&dp, Verdict::DropUnreachableNoKey), 0);
+    dp.set_config(MARK, false).expect("config");
+    assert!(reachable(pod, "10.50.2.2"), "without strict mode unreachable traffic passes");
+    assert!(reachable(pod, "fd50:2::2"), "without strict mode unreachable traffic passes (IPv6)");
+    assert!(count(&dp, Verdict::PassUnreachable) >= 2);
+
+    // PEER: the packet gets the mesh mark before routing. An fwmark rule
+    // sends marked packets to a table that blackholes the remote CIDR, so
+    // marked traffic fails and unmarked traffic works.
+    ip(&["-n", &lab.node, "rule", "add", "fwmark", &MARK.to_string(), "lookup", "100"]);
+    ip(&["-n", &lab.node, "-6", "rule", "add", "fwmark", &MARK.to_string(), "lookup", "100"]);
+    ip(&["-n", &lab.node, "route", "add", "blackhole", "10.50.2.0/24", "table", "100"]);
+    ip(&["-n", &lab.node, "-6", "route", "add", "blackhole", "fd50:2::/64", "table", "100"]);
+    let stats = dp
+        .sync_destinations(&[
+            (cidr("10.50.2.0/24"), DstEntry::peer()),
+            (cidr("fd50:2::/64"), DstEntry::peer()),
+        ])
+        .expect("sync destinations");
+    assert_eq!((stats.added, stats.changed, stats.removed), (0, 2, 0), "{stats:?}");
+    assert!(unreachable(pod, "10.50.2.2"), "marked IPv4 follows the fwmark rule into the blackhole");
+    assert!(unreachable(pod, "fd50:2::2"), "marked IPv6 follows the fwmark rule into the blackhole");
+    assert!(count(&dp, Verdict::ToMesh) >= 4);
+    let stats = dp.sync_destinations(&[]).expect("clear destinations");
+    assert_eq!(stats.removed, 2);
+    assert!(reachable(pod, "10.50.2.2"), "unmarked again once the PEER entry is gone");
+    assert!(reachable(pod, "fd50:2::2"), "unmarked again once the PEER entry is gone (IPv6)");
+}
+
+/// A daemon exit leaves the data plane as it was; a restart with the same
+/// pin directory finds the maps and the attachment and rewrites nothing.
+fn blocks_survive_a_restart(mode: AttachMode) {
+    let lab = Lab::new();
+    let (mut dp, attached) = lab.load_and_attach(mode);
+    assert_eq!(attached, Attached::Created);
+    let rules = [rule("10.50.1.0/24", "10.50.2.0/24"), rule("fd50:1::/64", "fd50:2::/64")];
+    dp.sync_blocks(&rules).expect("sync blocks");
+    assert!(unreachable(&lab.pod, "10.50.2.2"), "blocked before the restart");
+
+    // A pinger runs across the whole restart: not one reply may come back.
+    let pinger: Child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.pod,
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            "40",
+            "-i",
+            "0.05",
+            "-W",
+            "1",
+            "10.50.2.2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ping");
+    drop(dp); // the daemon exits
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut dp, attached) = lab.load_and_attach(mode);
+    assert_eq!(attached, Attached::Replaced, "the restart reuses the attachment");
+    let stats = dp.sync_blocks(&rules).expect("sync blocks after restart");
+    assert!(stats.wrote_nothing(), "the same rules change nothing: {stats:?}");
+    assert_eq!(stats.unchanged, 4, "two sources and two pairs: {stats:?}");
+    let out = pinger.wait_with_output().expect("wait for ping");
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains(" 0 received"), "a packet got through during the restart: {summary}");
+    assert!(count(&dp, Verdict::DropBlocked) >= 40, "counters survive the restart too");
+
+    // The reloaded program and maps are the live ones.
+    dp.sync_blocks(&[]).expect("clear blocks");
+    assert!(reachable(&lab.pod, "10.50.2.2"), "unblocked by the restarted daemon");
+    // Detaching leaves traffic flowing and no pin behind.
+    lab.in_node(|| assert!(dp.detach(ProgramKind::Classify, &lab.pod_veth).expect("detach")));
+    assert!(!dp.link_pin_path(ProgramKind::Classify, &lab.pod_veth).exists());
+    assert!(reachable(&lab.pod, "10.50.2.2"));
+}
+
+#[test]
+fn blocks_survive_a_restart_with_tcx_links() {
+    blocks_survive_a_restart(AttachMode::Tcx);
+}
+
+#[test]
+fn blocks_survive_a_restart_with_netlink_filters() {
+    blocks_survive_a_restart(AttachMode::Netlink);
+}
+
+#[test]
+fn a_pin_of_another_shape_is_refused() {
+    let lab = Lab::new();
+    assert!(
+        Command::new("bpftool").arg("version").output().is_ok_and(|o| o.status.success()),
+        "`bpftool` is missing: apt-get install bpftool (or run tools/install-deps.sh)"
+    );
+    drop(lab.load_and_attach(AttachMode::Tcx));
+    // Replace one pinned map by a map of a different shape, as an
+    // incompatible older build would have left it.
+    let pin = lab.pin_dir.join(layout::CONFIG.name);
+    std::fs::remove_file(&pin).unwrap();
+    run(
+        "bpftool",
+        &[
+            "map",
+            "create",
+            pin.to_str().unwrap(),
+            "type",
+            "array",
+            "key",
+            "4",
+            "value",
+            "4",
+            "entries",
+            "1",
+            "name",
+            "mesh_config",
+        ],
+    );
+    let err =
+        Dataplane::load(&lab.pin_dir, AttachMode::Tcx).expect_err("an incompatible pin must be refused");
+    let text = err.to_string();
+    assert!(
+        text.contains(pin.to_str().unwrap()) && text.contains("rm "),
+        "the error names the pin and the fix: {text}"
+    );
+}
+
+#[test]
+fn ten_thousand_block_rules_load_and_other_traffic_passes() {
+    let lab = Lab::new();
+    let (mut dp, _) = lab.load_and_attach(AttachMode::Tcx);
+    // 100 source /24s × 100 destination /24s, plus the pod's own subnet
+    // blocked towards somewhere else: its packets take the full path
+    // (source class found, no pair) and must still pass.
+    let mut rules = Vec::with_capacity(10_001);
+    for a in 0..100u8 {
+        for b in 0..100u8 {
+            rules.push(BlockRule {
+                from: Cidr::new(IpAddr::from([10, 60, a, 0]), 24).unwrap(),
+                to: Cidr::new(IpAddr::from([10, 70, b, 0]), 24).unwrap(),
+            });
+        }
+    }
+    rules.push(rule("10.50.1.0/24", "10.99.0.0/16"));
+    let started = Instant::now();
+    let stats = dp.sync_blocks(&rules).expect("sync 10,001 block rules");
+    let first = started.elapsed();
+    assert_eq!(stats.added, 101 + 10_001, "{stats:?}");
+    let started = Instant::now();
+    let again = dp.sync_blocks(&rules).expect("sync the same rules again");
+    let second = started.elapsed();
+    assert!(again.wrote_nothing(), "{again:?}");
+    println!("sync_blocks with {} rules: {first:?} to load, {second:?} to confirm unchanged", rules.len());
+
+    assert!(reachable(&lab.pod, "10.50.2.2"), "traffic matching no rule passes");
+    assert_eq!(classify_verdict(&dp, "10.60.42.7", "10.70.99.1"), TC_ACT_SHOT);
+    assert_eq!(classify_verdict(&dp, "10.60.42.7", "10.71.0.1"), TC_ACT_OK);
+    assert_eq!(classify_verdict(&dp, "10.50.1.2", "10.99.3.3"), TC_ACT_SHOT);
+
+    // Removing one rule removes exactly its pair.
+    let removed = rules.remove(0);
+    let stats = dp.sync_blocks(&rules).expect("sync one rule less");
+    assert_eq!((stats.added, stats.changed, stats.removed), (0, 0, 1), "{stats:?}");
+    let (src, dst) = (removed.from.addr().to_string(), removed.to.addr().to_string());
+    assert_eq!(classify_verdict(&dp, &src, &dst), TC_ACT_OK);
+}
+
+/// An IP packet with no link-layer header, as deliver sees it on an L3
+/// device (WireGuard, TUN). Padded: BPF_PROG_TEST_RUN wants a whole IP
+/// header after what it takes for the Ethernet header.
+fn l3_packet(src: IpAddr, dst: IpAddr) -> Vec<u8> {
+    let mut packet = frame(src, dst).split_off(14);
+    packet.resize(packet.len() + 64, 0);
+    packet
+}
+
+#[test]
+fn deliver_reads_the_ip_header_at_offset_zero() {
+    let lab = Lab::new();
+    let (mut dp, _) = lab.load_and_attach(AttachMode::Tcx);
+    // BPF_PROG_TEST_RUN always parses its input as Ethernet to set
+    // skb->protocol. A source address beginning 8.0 (IPv4) or with 86dd in
+    // its third group (IPv6) puts the right EtherType at bytes 12..14 of the
+    // bare IP packet, so the run sees exactly what an L3 device delivers.
+    dp.sync_blocks(&[rule("8.0.0.0/16", "10.50.2.0/24"), rule("fd50:0:86dd::/48", "fd50:2::/64")])
+        .expect("sync blocks");
+    let verdict = |src: &str, dst: &str| {
+        let packet = l3_packet(src.parse().unwrap(), dst.parse().unwrap());
+        dp.test_run(ProgramKind::Deliver, &packet, 1).expect("test run deliver").return_value
+    };
+    assert_eq!(verdict("8.0.1.2", "10.50.2.2"), TC_ACT_SHOT, "blocked pair arriving from the mesh");
+    assert_eq!(verdict("8.0.1.2", "10.50.3.3"), TC_ACT_OK);
+    assert_eq!(
+        verdict("fd50:0:86dd::2", "fd50:2::2"),
+        TC_ACT_SHOT,
+        "blocked IPv6 pair arriving from the mesh"
+    );
+    assert_eq!(verdict("fd50:0:86dd::2", "fd50:3::2"), TC_ACT_OK);
+    let counters = dp.counters().expect("counters");
+    assert_eq!(counters[&Verdict::DeliverDropBlocked], 2);
+    assert_eq!(counters[&Verdict::DeliverPass], 2);
+    assert_eq!(counters[&Verdict::DropBlocked], 0, "deliver counts under its own verdicts");
+}

@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: (BSD-2-Clause OR GPL-2.0)
+/*
+ * The map layout shared by classify.bpf.c and deliver.bpf.c, and mirrored
+ * field for field by actors/daemon/src/bpf/layout.rs. Every map is pinned
+ * by name under the daemon's bpffs directory, so both programs (and every
+ * restart of the daemon) open the same maps.
+ *
+ * Changing a struct, a size or a max_entries here changes the pinned maps'
+ * shape: the daemon refuses to reuse a pin whose shape differs (see
+ * layout.rs), so bump layout.rs in the same commit.
+ */
+#ifndef VPBLU_MESH_MAPS_H
+#define VPBLU_MESH_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#define MESH_DST_MAX_ENTRIES 65536
+#define MESH_BLOCK_SRC_MAX_ENTRIES 65536
+#define MESH_BLOCK_PAIR_MAX_ENTRIES 262144
+/* Room for verdicts added later without reshaping the pinned map. */
+#define MESH_COUNTERS_MAX_ENTRIES 32
+
+/* LPM trie key for one address family: prefixlen counts bits of addr. */
+struct lpm_v4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct lpm_v6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+enum dst_kind {
+	DST_PEER = 1,        /* routed into the mesh: mark it */
+	DST_UNREACHABLE = 2, /* cluster CIDR with no usable tunnel */
+};
+
+enum unreachable_reason {
+	REASON_NO_KEY = 1,
+	REASON_NOT_PEERED = 2,
+	REASON_ISOLATED = 3,
+	REASON_NOT_READY = 4,
+	REASON_DRAINED = 5,
+};
+
+struct dst_entry {
+	__u32 kind;   /* enum dst_kind */
+	__u32 reason; /* enum unreachable_reason when kind == DST_UNREACHABLE, else 0 */
+};
+
+/*
+ * Blocks are two lookups: the source address finds its class (the longest
+ * `from` CIDR containing it, flattened in userspace so that class carries
+ * every rule whose `from` contains the source), then {class, destination}
+ * finds a drop. from_class is stored in host byte order; prefixlen is
+ * always 32 + the destination prefix, so all 32 class bits always match.
+ */
+struct block_pair_v4_key {
+	__u32 prefixlen;
+	__u32 from_class;
+	__u8 dst[4];
+};
+
+struct block_pair_v6_key {
+	__u32 prefixlen;
+	__u32 from_class;
+	__u8 dst[16];
+};
+
+struct mesh_config {
+	__u32 mesh_mark; /* skb->mark for packets routed into the mesh */
+	__u32 strict;    /* 1: drop traffic to unreachable cluster CIDRs */
+};
+
+/* Index into mesh_counters. Append only: userspace names them by number. */
+enum verdict {
+	V_PASS_NOT_IP = 0,               /* classify: not IPv4/IPv6, or headers unreadable */
+	V_PASS_LOCAL = 1,                /* classify: destination not in mesh_dst */
+	V_TO_MESH = 2,                   /* classify: PEER, marked */
+	V_DROP_BLOCKED = 3,              /* classify: block rule */
+	V_DROP_UNREACHABLE_NO_KEY = 4,   /* classify, strict: reason NoKey */
+	V_DROP_UNREACHABLE_NOT_PEERED = 5,
+	V_DROP_UNREACHABLE_ISOLATED = 6,
+	V_DROP_UNREACHABLE_NOT_READY = 7,
+	V_DROP_UNREACHABLE_DRAINED = 8,
+	V_DROP_UNREACHABLE_OTHER = 9,    /* classify, strict: reason code unknown */
+	V_PASS_UNREACHABLE = 10,         /* classify, not strict: unreachable but passed */
+	V_DELIVER_PASS = 11,             /* deliver: not blocked */
+	V_DELIVER_DROP_BLOCKED = 12,     /* deliver: block rule */
+	V_DELIVER_PASS_NOT_IP = 13,      /* deliver: not IPv4/IPv6, or headers unreadable */
+	V_MAX = 14,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MESH_DST_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, struct lpm_v4_key);
+	__type(value, struct dst_entry);
+} mesh_dst_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MESH_DST_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, struct lpm_v6_key);
+	__type(value, struct dst_entry);
+} mesh_dst_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MESH_BLOCK_SRC_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, struct lpm_v4_key);
+	__type(value, __u32); /* from_class */
+} mesh_block_src_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MESH_BLOCK_SRC_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, struct lpm_v6_key);
+	__type(value, __u32); /* from_class */
+} mesh_block_src_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MESH_BLOCK_PAIR_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, struct block_pair_v4_key);
+	__type(value, __u8); /* present = drop */
+} mesh_block_pair_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MESH_BLOCK_PAIR_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, struct block_pair_v6_key);
+	__type(value, __u8); /* present = drop */
+} mesh_block_pair_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, __u32);
+	__type(value, struct mesh_config);
+} mesh_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MESH_COUNTERS_MAX_ENTRIES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, __u32);
+	__type(value, __u64);
+} mesh_counters SEC(".maps");
+
+#endif /* VPBLU_MESH_MAPS_H */
