@@ -1,0 +1,99 @@
+//! The controller's command line: every flag has an environment fallback so
+//! the Deployment can set them either way.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use vpblu_runtime::LogFormat;
+
+/// vpblu controller: turns vpblu Custom Resources into per-node desired
+/// state and pushes it to every node's daemon over a warm gRPC stream.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "vpblu-controller", version)]
+pub struct Args {
+    /// Where daemons connect (the gRPC stream server).
+    #[arg(long, env = "VPBLU_GRPC_ADDR", default_value = "0.0.0.0:9443")]
+    pub grpc_addr: SocketAddr,
+
+    /// /healthz, /readyz and /metrics.
+    #[arg(long, env = "VPBLU_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: SocketAddr,
+
+    /// The built-in web dashboard.
+    #[arg(long, env = "VPBLU_DASHBOARD_ADDR", default_value = "0.0.0.0:8082")]
+    pub dashboard_addr: SocketAddr,
+
+    /// Name of the coordination.k8s.io Lease that elects the leader.
+    #[arg(long, env = "VPBLU_LEASE_NAME", default_value = "vpblu-controller")]
+    pub lease_name: String,
+
+    /// Namespace of that Lease (the controller's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "vpblu-system")]
+    pub lease_namespace: String,
+
+    /// This replica's identity in the Lease (the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "vpblu-controller")]
+    pub identity: String,
+
+    /// How long a Lease holds without renewal.
+    #[arg(long, env = "VPBLU_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// How often the leader renews the Lease.
+    #[arg(long, env = "VPBLU_LEASE_RENEW", default_value = "5s", value_parser = parse_duration)]
+    pub lease_renew: Duration,
+
+    /// Period of the full SyncState resync to every daemon.
+    #[arg(long, env = "VPBLU_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+
+    /// Log line format.
+    #[arg(long, env = "VPBLU_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+/// Parses `300ms`, `15s`, `5m`, `1h`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration: use a number with ms, s, m or h, such as 15s or 5m");
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err(format!("{text:?} must be longer than zero"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300ms").unwrap(), Duration::from_millis(300));
+        assert_eq!(parse_duration("15s").unwrap(), Duration::from_secs(15));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        for bad in ["", "s", "5x", "-1s", "0s", "1.5s"] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn defaults_parse_and_bad_addresses_are_refused() {
+        let args = Args::try_parse_from(["vpblu-controller"]).unwrap();
+        assert_eq!(args.grpc_addr.port(), 9443);
+        assert_eq!(args.resync_interval, Duration::from_secs(300));
+        let err = Args::try_parse_from(["vpblu-controller", "--grpc-addr", "nowhere"]).unwrap_err();
+        assert!(err.to_string().contains("nowhere"), "{err}");
+    }
+}

@@ -1,0 +1,349 @@
+//! Kubernetes objects → the pure engine's inputs.
+//!
+//! The API server rejects most bad input (CEL on CIDRs, names, ports).
+//! What still arrives malformed (objects stored before a rule existed, a
+//! Node with a garbage podCIDR, a key that does not decode) is not
+//! dropped silently: the offending item is skipped and reported as an
+//! `Invalid` finding on its object, and the rest of the object applies.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
+use vpblu_k8s::{BlockPolicy, NodeActionKind, RoutePolicy, TunnelMode, TunnelPolicy, VpbluNode};
+use vpblu_messages::{Cidr, NodeName, PublicKey};
+
+use crate::desired_state::{
+    BlockInput, BlockPolicyInput, Finding, FindingReason, Inputs, NodeAction, NodeInput, Peering, PolicyRef,
+    RouteInput, RoutePolicyInput, SubjectKind, TunnelPolicyInput,
+};
+
+/// The objects desired state is computed from, as the informers hold them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Objects<'a> {
+    /// Nodes.
+    pub nodes: &'a [Node],
+    /// VpbluNodes (their status carries the published public keys).
+    pub vpblu_nodes: &'a [VpbluNode],
+    /// TunnelPolicies.
+    pub tunnel_policies: &'a [TunnelPolicy],
+    /// RoutePolicies.
+    pub route_policies: &'a [RoutePolicy],
+    /// BlockPolicies.
+    pub block_policies: &'a [BlockPolicy],
+}
+
+/// Converts `objects`; every item that could not be converted is a finding.
+pub fn inputs_from(objects: Objects<'_>) -> (Inputs, Vec<Finding>) {
+    let mut findings = Vec::new();
+    let mut invalid = |kind: SubjectKind, name: &str, message: String| {
+        findings.push(Finding {
+            subject: PolicyRef::new(kind, name),
+            reason: FindingReason::Invalid,
+            message,
+        });
+    };
+    let mut inputs = Inputs::default();
+
+    for node in objects.nodes {
+        let name = node.name_any();
+        let Some(node_name) =
+            parse_name(&name, "metadata.name", &mut |m| invalid(SubjectKind::Node, &name, m))
+        else {
+            continue;
+        };
+        let spec = node.spec.clone().unwrap_or_default();
+        let status = node.status.clone().unwrap_or_default();
+        let mut cidr_texts = spec.pod_cidrs.unwrap_or_default();
+        if cidr_texts.is_empty() {
+            cidr_texts.extend(spec.pod_cidr);
+        }
+        let mut pod_cidrs = Vec::new();
+        for text in &cidr_texts {
+            match text.parse::<Cidr>() {
+                Ok(c) => pod_cidrs.push(c),
+                Err(e) => {
+                    invalid(SubjectKind::Node, &name, format!("spec.podCIDRs: {e}; fix the Node's podCIDRs"))
+                }
+            }
+        }
+        let internal_ip = status
+            .addresses
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| a.type_ == "InternalIP")
+            .find_map(|a| a.address.parse::<IpAddr>().ok());
+        let ready =
+            status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        let public_key = objects
+            .vpblu_nodes
+            .iter()
+            .find(|v| v.name_any() == name)
+            .and_then(|v| v.status.as_ref()?.public_key.as_deref())
+            .and_then(|text| match text.parse::<PublicKey>() {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    invalid(SubjectKind::Node, &name, format!("VpbluNode status.publicKey: {e}"));
+                    None
+                }
+            });
+        inputs.nodes.push(NodeInput {
+            name: node_name,
+            internal_ip,
+            pod_cidrs,
+            ready,
+            deleting: node.metadata.deletion_timestamp.is_some(),
+            public_key,
+            created: created(node),
+        });
+    }
+
+    for policy in objects.tunnel_policies {
+        let name = policy.name_any();
+        let mut report = |m| invalid(SubjectKind::TunnelPolicy, &name, m);
+        let Ok(listen_port) = u16::try_from(policy.spec.listen_port)
+            .map_err(|_| ())
+            .and_then(|p| if p == 0 { Err(()) } else { Ok(p) })
+        else {
+            report(format!(
+                "spec.listenPort {} is not a port (1-65535); the policy is ignored",
+                policy.spec.listen_port
+            ));
+            continue;
+        };
+        let persistent_keepalive = match policy.spec.persistent_keepalive_seconds {
+            None | Some(0) => None,
+            Some(s) => match u16::try_from(s) {
+                Ok(s) => Some(s),
+                Err(_) => {
+                    report(format!(
+                        "spec.persistentKeepaliveSeconds {s} is out of range (0-65535); keepalive is off"
+                    ));
+                    None
+                }
+            },
+        };
+        let peering = match policy.spec.mode {
+            TunnelMode::FullMesh => Peering::FullMesh,
+            TunnelMode::Explicit => Peering::Explicit(
+                policy
+                    .spec
+                    .peers
+                    .iter()
+                    .filter_map(|pair| {
+                        let a = parse_name(&pair.a, "spec.peers[].a", &mut report)?;
+                        let b = parse_name(&pair.b, "spec.peers[].b", &mut report)?;
+                        Some((a, b))
+                    })
+                    .collect(),
+            ),
+        };
+        inputs.tunnel_policies.push(TunnelPolicyInput {
+            name: name.clone(),
+            created: created(policy),
+            peering,
+            listen_port,
+            persistent_keepalive,
+        });
+    }
+
+    for policy in objects.route_policies {
+        let name = policy.name_any();
+        let mut report = |m| invalid(SubjectKind::RoutePolicy, &name, m);
+        let routes = policy
+            .spec
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let cidr = parse_cidr(&r.cidr, "spec.routes[].cidr", &mut report)?;
+                let via = parse_name(&r.via, "spec.routes[].via", &mut report)?;
+                Some(RouteInput { cidr, via })
+            })
+            .collect();
+        inputs.route_policies.push(RoutePolicyInput { name: name.clone(), created: created(policy), routes });
+    }
+
+    for policy in objects.block_policies {
+        let name = policy.name_any();
+        let mut report = |m| invalid(SubjectKind::BlockPolicy, &name, m);
+        let blocks = policy
+            .spec
+            .blocks
+            .iter()
+            .filter_map(|b| {
+                let from = parse_cidr(&b.from, "spec.blocks[].from", &mut report)?;
+                let to = parse_cidr(&b.to, "spec.blocks[].to", &mut report)?;
+                Some(BlockInput { from, to, bidirectional: b.bidirectional })
+            })
+            .collect();
+        let nodes = policy
+            .spec
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let node = parse_name(&n.node, "spec.nodes[].node", &mut report)?;
+                let action = match n.action {
+                    NodeActionKind::Isolate => NodeAction::Isolate,
+                    NodeActionKind::Drain => NodeAction::Drain,
+                };
+                Some((node, action))
+            })
+            .collect();
+        inputs.block_policies.push(BlockPolicyInput {
+            name: name.clone(),
+            created: created(policy),
+            blocks,
+            nodes,
+        });
+    }
+
+    findings.sort();
+    findings.dedup();
+    (inputs, findings)
+}
+
+fn parse_name(text: &str, field: &str, report: &mut impl FnMut(String)) -> Option<NodeName> {
+    NodeName::new(text).map_err(|e| report(format!("{field}: {e}; this entry is ignored"))).ok()
+}
+
+fn parse_cidr(text: &str, field: &str, report: &mut impl FnMut(String)) -> Option<Cidr> {
+    text.parse().map_err(|e| report(format!("{field}: {e}; this entry is ignored"))).ok()
+}
+
+/// Creation time in unix seconds; 0 for an object not yet stored.
+fn created(object: &impl kube::Resource) -> i64 {
+    object.meta().creation_timestamp.as_ref().map_or(0, |t| t.0.as_second())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::desired_state::compute;
+
+    fn node(name: &str, ip: &str, cidrs: &[&str], ready: bool) -> Node {
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "creationTimestamp": "2026-01-01T00:00:00Z" },
+            "spec": { "podCIDRs": cidrs },
+            "status": {
+                "addresses": [{ "type": "Hostname", "address": name }, { "type": "InternalIP", "address": ip }],
+                "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }],
+            },
+        }))
+        .expect("a valid Node")
+    }
+
+    fn vnode(name: &str, key_byte: u8) -> VpbluNode {
+        let key = PublicKey::from_bytes([key_byte; 32]).to_base64();
+        serde_json::from_value(json!({
+            "apiVersion": "vpblu.dev/v1alpha1", "kind": "VpbluNode",
+            "metadata": { "name": name }, "spec": {}, "status": { "publicKey": key },
+        }))
+        .expect("a valid VpbluNode")
+    }
+
+    fn object<T: serde::de::DeserializeOwned>(kind: &str, name: &str, spec: serde_json::Value) -> T {
+        serde_json::from_value(json!({
+            "apiVersion": "vpblu.dev/v1alpha1", "kind": kind,
+            "metadata": { "name": name, "creationTimestamp": "2026-02-01T00:00:00Z" },
+            "spec": spec,
+        }))
+        .expect("a valid object")
+    }
+
+    fn invalid_messages(findings: &[Finding]) -> Vec<String> {
+        findings.iter().filter(|f| f.reason == FindingReason::Invalid).map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn nodes_become_inputs_with_their_keys() {
+        let nodes = [node("n1", "192.0.2.1", &["10.244.1.0/24", "fd00:1::/64"], true)];
+        let vnodes = [vnode("n1", 1)];
+        let (inputs, findings) =
+            inputs_from(Objects { nodes: &nodes, vpblu_nodes: &vnodes, ..Objects::default() });
+        assert!(findings.is_empty(), "{findings:?}");
+        let n = &inputs.nodes[0];
+        assert_eq!(n.name.as_str(), "n1");
+        assert_eq!(n.internal_ip, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(n.pod_cidrs.len(), 2);
+        assert!(n.ready && !n.deleting);
+        assert_eq!(n.public_key, Some(PublicKey::from_bytes([1; 32])));
+        assert_eq!(n.created, 1_767_225_600);
+    }
+
+    #[test]
+    fn a_garbage_pod_cidr_is_reported_and_the_rest_kept() {
+        let nodes = [node("n1", "192.0.2.1", &["10.244.1.5/24", "fd00:1::/64"], true)];
+        let (inputs, findings) = inputs_from(Objects { nodes: &nodes, ..Objects::default() });
+        assert_eq!(inputs.nodes[0].pod_cidrs, vec!["fd00:1::/64".parse::<Cidr>().unwrap()]);
+        let messages = invalid_messages(&findings);
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(messages[0].contains("10.244.1.5/24") && messages[0].contains("n1"), "{messages:?}");
+    }
+
+    #[test]
+    fn bad_policy_fields_are_findings_never_silent_drops() {
+        let tunnels: [TunnelPolicy; 2] = [
+            object("TunnelPolicy", "bad-port", json!({ "mode": "FullMesh", "listenPort": 0 })),
+            object(
+                "TunnelPolicy",
+                "explicit",
+                json!({
+                    "mode": "Explicit", "listenPort": 51820,
+                    "peers": [{ "a": "n1", "b": "n2" }, { "a": "N_3", "b": "n1" }],
+                }),
+            ),
+        ];
+        let routes: [RoutePolicy; 1] = [object(
+            "RoutePolicy",
+            "r",
+            json!({
+                "routes": [{ "cidr": "192.168.0.0/33", "via": "n1" }, { "cidr": "192.168.1.0/24", "via": "n2" }],
+            }),
+        )];
+        let blocks: [BlockPolicy; 1] = [object(
+            "BlockPolicy",
+            "b",
+            json!({
+                "blocks": [{ "from": "10.244.1.0/24", "to": "junk" }, { "from": "10.244.1.0/24", "to": "10.244.2.0/24", "bidirectional": true }],
+                "nodes": [{ "node": "n2", "action": "Drain" }],
+            }),
+        )];
+        let (inputs, findings) = inputs_from(Objects {
+            tunnel_policies: &tunnels,
+            route_policies: &routes,
+            block_policies: &blocks,
+            ..Objects::default()
+        });
+        let messages = invalid_messages(&findings).join("\n");
+        for needle in ["TunnelPolicy \"bad-port\"", "listenPort 0", "N_3", "192.168.0.0/33", "\"junk\""] {
+            assert!(messages.contains(needle), "findings should mention {needle}:\n{messages}");
+        }
+        assert_eq!(inputs.tunnel_policies.len(), 1, "the policy without a usable port is skipped");
+        assert_eq!(
+            inputs.tunnel_policies[0].peering,
+            Peering::Explicit(vec![(NodeName::new("n1").unwrap(), NodeName::new("n2").unwrap())])
+        );
+        assert_eq!(inputs.route_policies[0].routes.len(), 1);
+        assert_eq!(inputs.block_policies[0].blocks.len(), 1);
+        assert!(inputs.block_policies[0].blocks[0].bidirectional);
+        assert_eq!(inputs.block_policies[0].nodes, vec![(NodeName::new("n2").unwrap(), NodeAction::Drain)]);
+    }
+
+    #[test]
+    fn converted_objects_compute_a_mesh() {
+        let nodes = [
+            node("n1", "192.0.2.1", &["10.244.1.0/24"], true),
+            node("n2", "192.0.2.2", &["10.244.2.0/24"], true),
+            node("n3", "192.0.2.3", &["10.244.3.0/24"], false),
+        ];
+        let vnodes = [vnode("n1", 1), vnode("n2", 2), vnode("n3", 3)];
+        let (inputs, _) = inputs_from(Objects { nodes: &nodes, vpblu_nodes: &vnodes, ..Objects::default() });
+        let out = compute(&inputs);
+        let n1 = &out.nodes[&NodeName::new("n1").unwrap()];
+        let peers: Vec<&str> = n1.peers.keys().map(NodeName::as_str).collect();
+        assert_eq!(peers, ["n2"], "n3 is not Ready");
+        assert_eq!(n1.peers[&NodeName::new("n2").unwrap()].endpoint, "192.0.2.2:51820".parse().unwrap());
+    }
+}

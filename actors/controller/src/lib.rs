@@ -1,0 +1,14 @@
+//! vpblu controller: turns vpblu Custom Resources into per-node desired
+//! state and pushes it to every node's daemon over a warm gRPC stream.
+//!
+//! `desired_state` is the pure heart (no I/O); `from_k8s` turns the
+//! Kubernetes objects into its inputs (also pure); `tree` is the ractor
+//! supervision tree around them.
+
+mod args;
+pub mod desired_state;
+pub mod from_k8s;
+mod tree;
+
+pub use args::{Args, parse_duration};
+pub use tree::run;

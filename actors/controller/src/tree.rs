@@ -1,0 +1,21 @@
+//! The controller's supervision tree. The root supervises the health and
+//! metrics server; the Leader, Informer, Recompute, Stream server and Status
+//! writer children join as they are built.
+
+use vpblu_runtime::{ChildSpec, Health, HealthServer, HealthServerArgs, RestartPolicy, RootExit, run_root};
+
+use crate::Args;
+
+/// Runs the controller until SIGTERM/SIGINT (→ [`RootExit::Stopped`]) or
+/// until the tree gives up (→ [`RootExit::Failed`]).
+pub async fn run(args: Args) -> RootExit {
+    let health = Health::new();
+    let metrics_addr = args.metrics_addr;
+    let served = health.clone();
+    let children = vec![ChildSpec::new("health", move || {
+        (HealthServer, HealthServerArgs { addr: metrics_addr, health: served.clone() })
+    })];
+    // Nothing yet gates readiness: the leader and informer children will.
+    health.set_ready(true);
+    run_root(children, RestartPolicy::default(), vpblu_runtime::shutdown_signal()).await
+}
