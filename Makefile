@@ -40,6 +40,7 @@ test: deps fmt-check clippy build testbed
 
 bench: deps
 	$(CARGO) bench -p vpblu-controller --bench desired_state --locked
+	$(CARGO) bench -p vpblu-daemon --bench classify --locked
 
 crds:
 	$(CARGO) run -p vpblu-k8s --bin crdgen --locked
