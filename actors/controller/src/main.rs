@@ -5,21 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vpblu_controller::Args;
-use vpblu_runtime::RootExit;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     vpblu_runtime::init_logging(args.log_format);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), grpc = %args.grpc_addr, "vpblu-controller starting");
-    match vpblu_controller::run(args).await {
-        RootExit::Stopped => {
-            tracing::info!("vpblu-controller stopped");
-            ExitCode::SUCCESS
-        }
-        RootExit::Failed(reason) => {
-            tracing::error!(%reason, "vpblu-controller supervision tree gave up");
-            ExitCode::FAILURE
-        }
-    }
+    vpblu_controller::run(args).await.into_exit_code("vpblu-controller")
 }

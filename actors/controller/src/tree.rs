@@ -2,7 +2,7 @@
 //! metrics server; the Leader, Informer, Recompute, Stream server and Status
 //! writer children join as they are built.
 
-use vpblu_runtime::{ChildSpec, Health, HealthServer, HealthServerArgs, RestartPolicy, RootExit, run_root};
+use vpblu_runtime::{Health, HealthServer, RestartPolicy, RootExit, run_root};
 
 use crate::Args;
 
@@ -10,11 +10,7 @@ use crate::Args;
 /// until the tree gives up (→ [`RootExit::Failed`]).
 pub async fn run(args: Args) -> RootExit {
     let health = Health::new();
-    let metrics_addr = args.metrics_addr;
-    let served = health.clone();
-    let children = vec![ChildSpec::new("health", move || {
-        (HealthServer, HealthServerArgs { addr: metrics_addr, health: served.clone() })
-    })];
+    let children = vec![HealthServer::child(args.metrics_addr, &health)];
     // Nothing yet gates readiness: the leader and informer children will.
     health.set_ready(true);
     run_root(children, RestartPolicy::default(), vpblu_runtime::shutdown_signal()).await

@@ -5,21 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vpblu_daemon::Args;
-use vpblu_runtime::RootExit;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     vpblu_runtime::init_logging(args.log_format);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %args.node_name, "vpblu-daemon starting");
-    match vpblu_daemon::run(args).await {
-        RootExit::Stopped => {
-            tracing::info!("vpblu-daemon stopped");
-            ExitCode::SUCCESS
-        }
-        RootExit::Failed(reason) => {
-            tracing::error!(%reason, "vpblu-daemon supervision tree gave up");
-            ExitCode::FAILURE
-        }
-    }
+    vpblu_daemon::run(args).await.into_exit_code("vpblu-daemon")
 }

@@ -76,6 +76,16 @@ async fn metrics(State(health): State<Health>) -> impl IntoResponse {
 #[derive(Debug, Default)]
 pub struct HealthServer;
 
+impl HealthServer {
+    /// The supervised child that serves `health` on `addr`.
+    pub fn child(addr: SocketAddr, health: &Health) -> crate::ChildSpec {
+        let health = health.clone();
+        crate::ChildSpec::new("health", move || {
+            (HealthServer, HealthServerArgs { addr, health: health.clone() })
+        })
+    }
+}
+
 /// Where and what to serve.
 #[derive(Debug)]
 pub struct HealthServerArgs {

@@ -16,6 +16,23 @@ pub enum RootExit {
     Failed(String),
 }
 
+impl RootExit {
+    /// Logs how `program` ended and turns it into its exit code: 0 after an
+    /// orderly stop, 1 when the tree gave up.
+    pub fn into_exit_code(self, program: &str) -> std::process::ExitCode {
+        match self {
+            RootExit::Stopped => {
+                tracing::info!(program, "stopped");
+                std::process::ExitCode::SUCCESS
+            }
+            RootExit::Failed(reason) => {
+                tracing::error!(program, %reason, "supervision tree gave up");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+}
+
 /// Resolves on the first SIGTERM or SIGINT.
 pub async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
