@@ -33,6 +33,7 @@ testbed: deps
 	@tools/testbed/build.sh >/dev/null
 
 testbed-up: testbed
+	@command -v kubectl >/dev/null || tools/testbed/build.sh kubectl >/dev/null
 	$(CARGO) run -q -p vpblu-e2e --bin testbed --locked
 
 test: deps fmt-check clippy build testbed

@@ -9,9 +9,20 @@
 # pins change. Progress goes to stderr; the last (only) line on stdout is the
 # bin directory:   dir=$(tools/testbed/build.sh | tail -1)
 #
+# `build.sh kubectl` also builds a matching kubectl into the same bin dir
+# (for people; the tests do not need it). make testbed-up asks for it when
+# no kubectl is on PATH.
+#
 # Environment: VPBLU_TESTBED_DIR (cache root), GO (go binary; default: go on
 # PATH, else /usr/local/go/bin/go).
 set -euo pipefail
+
+want_kubectl=""
+case "${1:-}" in
+"") ;;
+kubectl) want_kubectl=1 ;;
+*) printf 'usage: %s [kubectl]\n' "$0" >&2; exit 2 ;;
+esac
 
 # Bump when the build recipe (flags, layout) changes, to force a rebuild.
 readonly RECIPE=1
@@ -36,7 +47,7 @@ key="k8s-$k8s_version-etcd-$etcd_version-$hash"
 keydir="$root/$key"
 bindir="$keydir/bin"
 
-up_to_date() { [[ -x $bindir/kube-apiserver && -x $bindir/etcd ]]; }
+up_to_date() { [[ -x $bindir/kube-apiserver && -x $bindir/etcd && ( -z $want_kubectl || -x $bindir/kubectl ) ]]; }
 
 point_current() {
 	# Replace the symlink atomically (rename over the old one).
@@ -116,6 +127,7 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	ldflags+=" -X $p.gitTreeState=clean -X $p.gitCommit= -X $p.buildDate=$build_date"
 done
 build kube-apiserver "$here/apiserver" k8s.io/kubernetes/cmd/kube-apiserver -ldflags "$ldflags"
+[[ -z $want_kubectl ]] || build kubectl "$here/apiserver" k8s.io/kubernetes/cmd/kubectl -ldflags "$ldflags"
 
 up_to_date || die "binaries missing after build in $bindir"
 point_current

@@ -16,6 +16,14 @@ async fn main() {
     }
     println!("kube-apiserver {} is up ({:.1?} to /readyz)", cluster.api_url(), cluster.startup_time());
     println!("vpblu CRDs, RBAC and samples are installed. In another shell:\n");
+    if !on_path("kubectl") {
+        // make testbed-up built one next to kube-apiserver.
+        let root = std::env::var_os("VPBLU_TESTBED_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/vpblu/testbed")
+        });
+        println!("  export PATH={}:$PATH", root.join("current").display());
+    }
     println!("  export KUBECONFIG={}", cluster.kubeconfig_path().display());
     println!("  kubectl get vpblu");
     println!("  kubectl explain blockpolicy.spec\n");
@@ -24,4 +32,9 @@ async fn main() {
         eprintln!("cannot wait for Ctrl-C ({e}); stopping now");
     }
     println!("stopping");
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
