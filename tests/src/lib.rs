@@ -3,4 +3,5 @@
 
 pub mod binary_lifecycle;
 pub mod cluster;
+pub mod netns;
 pub mod process;

@@ -3,7 +3,9 @@
 
 mod args;
 pub mod bpf;
+pub mod keys;
 mod tree;
+pub mod wireguard;
 
 pub use args::Args;
 pub use tree::run;
