@@ -19,6 +19,7 @@ want bpftool bpftool
 want ip iproute2
 want ping iputils-ping
 want tcpdump tcpdump
+want nft nftables
 [[ -f /usr/include/bpf/bpf_helpers.h ]] || missing_pkgs+=(libbpf-dev)
 
 for p in "${missing_pkgs[@]}"; do

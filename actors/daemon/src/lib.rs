@@ -4,6 +4,7 @@
 mod args;
 pub mod bpf;
 pub mod keys;
+pub mod routing;
 mod tree;
 pub mod wireguard;
 
