@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vpblu/target
 CARGO ?= cargo
 
-.PHONY: help deps build test fmt-check clippy bench crds testbed testbed-up lab lab-down
+.PHONY: help deps build test fmt-check clippy bench crds testbed testbed-up wireguard-go lab lab-down
 
 help:
 	@echo "make lab       bring the vpblu mesh up on this machine (see README)"
@@ -15,6 +15,7 @@ help:
 	@echo "make testbed   build kube-apiserver + etcd from the Go module proxy (cached)"
 	@echo "make testbed-up  run them on loopback with vpblu's CRDs, for kubectl, until Ctrl-C"
 	@echo "make crds      regenerate k8s/crds/*.yaml from the Rust types"
+	@echo "make wireguard-go  build the userspace WireGuard from the Go module proxy (cached)"
 
 # Installs what the build and tests need, idempotently.
 deps:
@@ -32,11 +33,15 @@ clippy: deps
 testbed: deps
 	@tools/testbed/build.sh >/dev/null
 
+# The userspace WireGuard the data-plane tests (and the lab) run here.
+wireguard-go: deps
+	@tools/wireguard-go/build.sh >/dev/null
+
 testbed-up: testbed
 	@command -v kubectl >/dev/null || tools/testbed/build.sh kubectl >/dev/null
 	$(CARGO) run -q -p vpblu-e2e --bin testbed --locked
 
-test: deps fmt-check clippy build testbed
+test: deps fmt-check clippy build testbed wireguard-go
 	$(CARGO) test --workspace --locked
 
 bench: deps
