@@ -8,6 +8,7 @@
 mod args;
 pub mod desired_state;
 pub mod from_k8s;
+pub mod stream;
 mod tree;
 
 pub use args::{Args, parse_duration};

@@ -5,6 +5,7 @@ mod args;
 pub mod bpf;
 pub mod keys;
 pub mod routing;
+pub mod stream;
 mod tree;
 pub mod wireguard;
 

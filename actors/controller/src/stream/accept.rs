@@ -1,0 +1,140 @@
+//! The accept path: the tonic server and the start of every daemon stream.
+//!
+//! This is the one place a connection becomes a node's stream. Node
+//! identity (a TLS client certificate that must name the node its Hello
+//! claims) belongs in [`MeshService::authenticate`] and in [`serve`]'s
+//! listener; today the listener is plain TCP and every Hello is believed.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use ractor::ActorRef;
+use ractor::rpc::CallResult;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+use vpblu_messages::wire::WireError;
+use vpblu_messages::{Hello, Upstream};
+use vpblu_proto as pb;
+use vpblu_proto::mesh::mesh_server::{Mesh, MeshServer};
+
+use super::node_stream::upstream_kind;
+use super::rejection::is_too_large;
+use super::stream_server::Attach;
+use super::{Rejection, StreamConfig, StreamMetrics, StreamServerMsg};
+
+/// The highest applied generation a Hello may claim: far beyond anything a
+/// controller sends, and far enough from `u64::MAX` that counting on from
+/// it cannot overflow.
+const MAX_APPLIED_GENERATION: u64 = 1 << 62;
+/// How long accepting a Hello may wait for the server actor.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings find a daemon that vanished without closing its connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `Mesh` gRPC service.
+#[derive(Debug)]
+pub(crate) struct MeshService {
+    server: ActorRef<StreamServerMsg>,
+    config: StreamConfig,
+    metrics: StreamMetrics,
+}
+
+impl MeshService {
+    pub(crate) fn new(
+        server: ActorRef<StreamServerMsg>,
+        config: StreamConfig,
+        metrics: StreamMetrics,
+    ) -> Self {
+        MeshService { server, config, metrics }
+    }
+
+    /// Waits for the first message, which must be a valid Hello.
+    async fn hello(&self, inbound: &mut Streaming<pb::DaemonMessage>) -> Result<Hello, Status> {
+        let first = match tokio::time::timeout(self.config.hello_timeout, inbound.message()).await {
+            Err(_) => return Err(self.reject(Rejection::HelloTimeout(self.config.hello_timeout))),
+            Ok(Err(status)) if is_too_large(&status) => {
+                return Err(self.reject(Rejection::TooLarge(status.message().to_owned())));
+            }
+            // The daemon went away: nothing to count.
+            Ok(Err(status)) => return Err(status),
+            Ok(Ok(None)) => return Err(Status::invalid_argument("the stream ended before its Hello")),
+            Ok(Ok(Some(first))) => first,
+        };
+        match Upstream::try_from(&first) {
+            Ok(Upstream::Hello(hello)) if hello.applied_generation.0 > MAX_APPLIED_GENERATION => Err(self
+                .reject(Rejection::Malformed(WireError::Range {
+                    field: "hello.applied_generation",
+                    value: hello.applied_generation.0,
+                    range: "0..=2^62",
+                }))),
+            Ok(Upstream::Hello(hello)) => Ok(hello),
+            Ok(other) => Err(self.reject(Rejection::NotHello { got: upstream_kind(&other) })),
+            Err(e) => Err(self.reject(Rejection::Malformed(e))),
+        }
+    }
+
+    /// Whether this connection may speak for `hello.node`. Plain TCP
+    /// cannot tell; with mTLS this compares the client certificate's node
+    /// name (from `request.peer_certs()`) with the Hello.
+    fn authenticate(&self, _hello: &Hello) -> Result<(), Status> {
+        Ok(())
+    }
+
+    fn reject(&self, rejection: Rejection) -> Status {
+        tracing::warn!(reason = rejection.reason().as_str(), error = %rejection, "refusing a daemon stream");
+        self.metrics.rejected(rejection.reason());
+        rejection.status()
+    }
+}
+
+#[tonic::async_trait]
+impl Mesh for MeshService {
+    type SessionStream = ReceiverStream<Result<pb::ControllerMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::DaemonMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let remote = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let hello = self.hello(&mut inbound).await?;
+        self.authenticate(&hello)?;
+        tracing::debug!(node = %hello.node, ?remote, "daemon said hello");
+        let (outbound, response) = mpsc::channel(self.config.outbound_capacity);
+        let attach = Attach { hello, inbound: inbound.boxed(), outbound };
+        match self
+            .server
+            .call(|reply| StreamServerMsg::Attach(Box::new(attach), reply), Some(ATTACH_TIMEOUT))
+            .await
+        {
+            Ok(CallResult::Success(Ok(()))) => Ok(Response::new(ReceiverStream::new(response))),
+            Ok(CallResult::Success(Err(e))) => Err(Status::unavailable(e)),
+            Ok(CallResult::Timeout) => Err(Status::unavailable("the stream server is busy; retry")),
+            Ok(CallResult::SenderError) | Err(_) => Err(Status::unavailable("the stream server is stopping")),
+        }
+    }
+}
+
+/// Serves `service` on `listener` until `stop` fires (or its sender drops).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    service: MeshService,
+    stop: oneshot::Receiver<()>,
+) -> Result<(), tonic::transport::Error> {
+    let max_message_size = service.config.max_message_size;
+    let incoming =
+        TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(KEEPALIVE_INTERVAL));
+    Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(MeshServer::new(service).max_decoding_message_size(max_message_size))
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stop.await;
+        })
+        .await
+}

@@ -1,0 +1,97 @@
+//! The desired state every node should hold, the per-node generation
+//! counters, and the node streams to tell when an entry changes.
+//!
+//! Generations live here rather than in a `NodeStream` so that a node that
+//! reconnects continues from the last value sent to it, whichever stream
+//! sent it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use ractor::{ActorId, ActorRef};
+use vpblu_messages::{Generation, NodeDesiredState, NodeName};
+
+use super::NodeStreamMsg;
+
+/// Shared handle to the desired-state store; clones share one store.
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    states: RwLock<BTreeMap<NodeName, NodeDesiredState>>,
+    generations: Mutex<BTreeMap<NodeName, Generation>>,
+    streams: Mutex<BTreeMap<NodeName, ActorRef<NodeStreamMsg>>>,
+}
+
+impl Desired {
+    /// An empty store: no node has a desired state yet.
+    pub fn new() -> Self {
+        Desired::default()
+    }
+
+    /// Replaces every node's desired state with `states` (keyed by node;
+    /// each key must equal its state's `node`, or that daemon refuses it)
+    /// and tells the connected stream of every node whose entry changed,
+    /// appeared or disappeared. Returns those nodes.
+    ///
+    /// A node without an entry is sent nothing: its data plane keeps what it
+    /// last had rather than being emptied.
+    pub fn publish(&self, states: BTreeMap<NodeName, NodeDesiredState>) -> BTreeSet<NodeName> {
+        let changed: BTreeSet<NodeName> = {
+            let mut current = self.inner.states.write().unwrap_or_else(PoisonError::into_inner);
+            let changed = current
+                .keys()
+                .chain(states.keys())
+                .filter(|node| current.get(*node) != states.get(*node))
+                .cloned()
+                .collect();
+            *current = states;
+            changed
+        };
+        let streams = self.inner.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        for node in &changed {
+            if let Some(stream) = streams.get(node) {
+                // A stream that just stopped needs no news.
+                let _stopped = stream.cast(NodeStreamMsg::Changed);
+            }
+        }
+        changed
+    }
+
+    /// The desired state of `node`, if there is one.
+    pub fn get(&self, node: &NodeName) -> Option<NodeDesiredState> {
+        self.inner.states.read().unwrap_or_else(PoisonError::into_inner).get(node).cloned()
+    }
+
+    /// The last generation handed out for `node`, if any.
+    pub fn last_generation(&self, node: &NodeName) -> Option<Generation> {
+        self.inner.generations.lock().unwrap_or_else(PoisonError::into_inner).get(node).copied()
+    }
+
+    /// A new generation for `node`: greater than every one handed out
+    /// before and than `above` (what the daemon said it applied, which
+    /// matters after a controller restart emptied this counter).
+    pub(crate) fn next_generation(&self, node: &NodeName, above: Generation) -> Generation {
+        let mut generations = self.inner.generations.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = generations.entry(node.clone()).or_default();
+        *last = (*last).max(above).next();
+        *last
+    }
+
+    /// Makes `stream` the one told about changes to `node`.
+    pub(crate) fn attach(&self, node: &NodeName, stream: ActorRef<NodeStreamMsg>) {
+        self.inner.streams.lock().unwrap_or_else(PoisonError::into_inner).insert(node.clone(), stream);
+    }
+
+    /// Forgets the stream of `node` if it is still `stream` (a newer stream
+    /// of the same node may have attached already).
+    pub(crate) fn detach(&self, node: &NodeName, stream: ActorId) {
+        let mut streams = self.inner.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        if streams.get(node).is_some_and(|s| s.get_id() == stream) {
+            streams.remove(node);
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! One connected daemon: its outbound half, its generations, what it was
+//! last sent, and which of those it has acked.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tonic::Status;
+use vpblu_messages::wire::WireError;
+use vpblu_messages::{
+    Command, Downstream, Envelope, Generation, Hello, NodeDesiredState, NodeName, Upstream, diff,
+};
+use vpblu_proto as pb;
+
+use super::rejection::is_too_large;
+use super::{Desired, Rejection, StreamConfig, StreamEvent, StreamMetrics};
+
+/// The daemon's half of the stream.
+pub(crate) type Inbound = BoxStream<'static, Result<pb::DaemonMessage, Status>>;
+/// The controller's half: what feeds the tonic response stream.
+pub(crate) type Outbound = mpsc::Sender<Result<pb::ControllerMessage, Status>>;
+
+/// How long a closing status may wait for room in a full outbound queue.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Messages a node stream takes.
+#[derive(Debug)]
+pub enum NodeStreamMsg {
+    /// The node's entry in the desired store changed: send the difference
+    /// from what was last sent.
+    Changed,
+    /// Send the whole desired state again (periodic resync, or a retry after
+    /// an error ack).
+    Resync,
+    /// A message the daemon sent, already converted.
+    Received(Upstream),
+    /// A message from the daemon that is not valid on the wire.
+    Malformed(WireError),
+    /// The daemon's half ended: `None` when it closed it, the status on a
+    /// transport error or an oversized message.
+    InboundEnded(Option<Status>),
+    /// A newer stream of the same node took over: close this one.
+    Replaced,
+    /// This stream's ack tracking, for status.
+    Status(RpcReplyPort<NodeStreamStatus>),
+}
+
+/// A command the daemon refused or failed to apply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AckError {
+    /// The command's generation.
+    pub generation: Generation,
+    /// What the daemon said.
+    pub error: String,
+}
+
+/// What a node stream knows about its daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStreamStatus {
+    /// The Hello the stream opened with.
+    pub hello: Hello,
+    /// The newest generation sent on this stream.
+    pub last_sent: Option<Generation>,
+    /// Generations sent and not acked yet, oldest first.
+    pub unacked: Vec<Generation>,
+    /// The newest generation the daemon acked as applied.
+    pub last_acked: Option<Generation>,
+    /// The newest error ack; the daemon has recovered once `last_acked`
+    /// is past its generation.
+    pub last_error: Option<AckError>,
+}
+
+/// The actor. Empty: everything lives in [`NodeStreamState`].
+#[derive(Debug, Default)]
+pub(crate) struct NodeStream;
+
+/// What a node stream starts with.
+pub(crate) struct NodeStreamArgs {
+    pub hello: Hello,
+    pub inbound: Inbound,
+    pub outbound: Outbound,
+    pub desired: Desired,
+    pub config: StreamConfig,
+    pub metrics: StreamMetrics,
+    pub events: broadcast::Sender<StreamEvent>,
+}
+
+/// The running stream of one node.
+pub(crate) struct NodeStreamState {
+    node: NodeName,
+    hello: Hello,
+    /// Taken in `post_stop`: ractor hands a stopped actor's state to its
+    /// supervisor, and the response stream ends only when this drops.
+    outbound: Option<Outbound>,
+    desired: Desired,
+    config: StreamConfig,
+    metrics: StreamMetrics,
+    events: broadcast::Sender<StreamEvent>,
+    last_sent: Option<NodeDesiredState>,
+    last_sent_generation: Option<Generation>,
+    /// The generation of the newest SyncState sent: an error for anything
+    /// older is already repaired.
+    last_full_sync: Option<Generation>,
+    unacked: BTreeSet<Generation>,
+    last_acked: Option<Generation>,
+    last_error: Option<AckError>,
+    /// An error ack means the daemon may not hold `last_sent`: the next
+    /// update is a full SyncState rather than a diff.
+    needs_full_sync: bool,
+    retry_scheduled: bool,
+    reader: JoinHandle<()>,
+    resync: JoinHandle<()>,
+}
+
+/// The stream can no longer be written: stop.
+struct Closed;
+
+fn command_kind(command: &Command) -> &'static str {
+    match command {
+        Command::SyncState(_) => "SyncState",
+        Command::SetSettings(_) => "SetSettings",
+        Command::PeerUpsert(_) => "PeerUpsert",
+        Command::PeerRemove(_) => "PeerRemove",
+        Command::SetBlocks(_) => "SetBlocks",
+        Command::SetUnreachable(_) => "SetUnreachable",
+    }
+}
+
+/// The name of an upstream message's kind, for errors and logs.
+pub(crate) fn upstream_kind(message: &Upstream) -> &'static str {
+    match message {
+        Upstream::Hello(_) => "Hello",
+        Upstream::Ack { .. } => "Ack",
+        Upstream::Observed(_) => "Observed",
+        Upstream::RotationReport(_) => "RotationReport",
+    }
+}
+
+/// Reads the daemon's half and casts each message into the stream actor;
+/// ends with the stream, at the first malformed message, or when the actor
+/// is gone.
+async fn read_inbound(mut inbound: Inbound, stream: ActorRef<NodeStreamMsg>) {
+    loop {
+        let (msg, last) = match inbound.next().await {
+            Some(Ok(raw)) => match Upstream::try_from(&raw) {
+                Ok(message) => (NodeStreamMsg::Received(message), false),
+                Err(e) => (NodeStreamMsg::Malformed(e), true),
+            },
+            Some(Err(status)) => (NodeStreamMsg::InboundEnded(Some(status)), true),
+            None => (NodeStreamMsg::InboundEnded(None), true),
+        };
+        if stream.cast(msg).is_err() || last {
+            return;
+        }
+    }
+}
+
+impl NodeStreamState {
+    /// Sends what changed in the node's desired state since it was last
+    /// sent, or all of it when `full` (or after an error ack). Sends
+    /// nothing while the store has no entry for the node.
+    fn update(&mut self, full: bool) -> Result<(), Closed> {
+        let Some(desired) = self.desired.get(&self.node) else {
+            tracing::debug!(node = %self.node, "no desired state for this node yet; sending nothing");
+            return Ok(());
+        };
+        let commands = match &self.last_sent {
+            Some(last) if !full && !self.needs_full_sync => diff(last, &desired),
+            Some(_) | None => vec![Command::SyncState(desired.clone())],
+        };
+        if matches!(commands.first(), Some(Command::SyncState(_))) {
+            self.needs_full_sync = false;
+        }
+        self.last_sent = Some(desired);
+        for command in commands {
+            self.send(command)?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, command: Command) -> Result<(), Closed> {
+        let generation = self.desired.next_generation(&self.node, self.hello.applied_generation);
+        let kind = command_kind(&command);
+        let full = matches!(command, Command::SyncState(_));
+        let envelope = Envelope { generation, body: Downstream::State(command) };
+        let Some(outbound) = &self.outbound else {
+            return Err(Closed);
+        };
+        match outbound.try_send(Ok(pb::ControllerMessage::from(&envelope))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::info!(node = %self.node, "daemon stream gone");
+                return Err(Closed);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    node = %self.node,
+                    queued = self.config.outbound_capacity,
+                    "daemon is not reading its stream; closing it (it reconnects and gets a full state)"
+                );
+                self.close(Status::resource_exhausted("the daemon did not read its stream; reconnect"));
+                return Err(Closed);
+            }
+        }
+        tracing::debug!(node = %self.node, %generation, kind, "sent");
+        self.last_sent_generation = Some(generation);
+        if full {
+            self.last_full_sync = Some(generation);
+        }
+        self.unacked.insert(generation);
+        if self.unacked.len() > self.config.max_unacked {
+            self.reject(Rejection::Unacked(self.unacked.len()));
+            return Err(Closed);
+        }
+        Ok(())
+    }
+
+    /// Ends the stream with `status`. The status may have to wait for room
+    /// in the queue, so a short task delivers it; the actor stops anyway.
+    fn close(&self, status: Status) {
+        let Some(outbound) = self.outbound.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let _gone = tokio::time::timeout(CLOSE_TIMEOUT, outbound.send(Err(status))).await;
+        });
+    }
+
+    fn reject(&self, rejection: Rejection) {
+        tracing::warn!(node = %self.node, reason = rejection.reason().as_str(), error = %rejection, "closing a daemon stream");
+        self.metrics.rejected(rejection.reason());
+        self.close(rejection.status());
+    }
+
+    fn ack(&mut self, myself: &ActorRef<NodeStreamMsg>, generation: Generation, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                self.last_acked = self.last_acked.max(Some(generation));
+            }
+            Err(error) => {
+                tracing::warn!(node = %self.node, %generation, %error, "daemon could not apply a command");
+                self.last_error = Some(AckError { generation, error });
+                if self.last_full_sync > Some(generation) {
+                    return; // a full state sent since then repairs it
+                }
+                self.needs_full_sync = true;
+                if !self.retry_scheduled {
+                    self.retry_scheduled = true;
+                    myself.send_after(self.config.error_retry, || NodeStreamMsg::Resync);
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> NodeStreamStatus {
+        NodeStreamStatus {
+            hello: self.hello.clone(),
+            last_sent: self.last_sent_generation,
+            unacked: self.unacked.iter().copied().collect(),
+            last_acked: self.last_acked,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+impl Actor for NodeStream {
+    type Msg = NodeStreamMsg;
+    type State = NodeStreamState;
+    type Arguments = NodeStreamArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: NodeStreamArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let node = args.hello.node.clone();
+        // Attach before reading the store: a publish in between is then
+        // either read below or announced by a Changed.
+        args.desired.attach(&node, myself.clone());
+        let reader = tokio::spawn(read_inbound(args.inbound, myself.clone()));
+        let resync = myself.send_interval(args.config.resync_interval, || NodeStreamMsg::Resync);
+        let _no_subscriber = args.events.send((node.clone(), Upstream::Hello(args.hello.clone())));
+        let mut state = NodeStreamState {
+            node,
+            hello: args.hello,
+            outbound: Some(args.outbound),
+            desired: args.desired,
+            config: args.config,
+            metrics: args.metrics,
+            events: args.events,
+            last_sent: None,
+            last_sent_generation: None,
+            last_full_sync: None,
+            unacked: BTreeSet::new(),
+            last_acked: None,
+            last_error: None,
+            needs_full_sync: false,
+            retry_scheduled: false,
+            reader,
+            resync,
+        };
+        if state.update(true).is_err() {
+            state.reader.abort();
+            state.resync.abort();
+            state.desired.detach(&state.node, myself.get_id());
+            return Err(format!("daemon of node {} left before its first SyncState", state.node).into());
+        }
+        tracing::info!(
+            node = %state.node,
+            applied = %state.hello.applied_generation,
+            sent = ?state.last_sent_generation,
+            "daemon stream open"
+        );
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.outbound = None;
+        state.reader.abort();
+        state.resync.abort();
+        state.desired.detach(&state.node, myself.get_id());
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let outcome = match msg {
+            NodeStreamMsg::Changed => state.update(false),
+            NodeStreamMsg::Resync => {
+                state.retry_scheduled = false;
+                state.update(true)
+            }
+            NodeStreamMsg::Received(Upstream::Hello(_)) => {
+                state.reject(Rejection::SecondHello);
+                Err(Closed)
+            }
+            NodeStreamMsg::Received(Upstream::Ack { generation, result }) => {
+                if state.unacked.remove(&generation) {
+                    state.ack(&myself, generation, result);
+                    Ok(())
+                } else {
+                    state.reject(Rejection::UnknownAck(generation));
+                    Err(Closed)
+                }
+            }
+            NodeStreamMsg::Received(message @ (Upstream::Observed(_) | Upstream::RotationReport(_))) => {
+                let _no_subscriber = state.events.send((state.node.clone(), message));
+                Ok(())
+            }
+            NodeStreamMsg::Malformed(error) => {
+                state.reject(Rejection::Malformed(error));
+                Err(Closed)
+            }
+            NodeStreamMsg::InboundEnded(None) => {
+                tracing::info!(node = %state.node, "daemon closed its stream");
+                Err(Closed)
+            }
+            NodeStreamMsg::InboundEnded(Some(status)) if is_too_large(&status) => {
+                state.reject(Rejection::TooLarge(status.message().to_owned()));
+                Err(Closed)
+            }
+            NodeStreamMsg::InboundEnded(Some(status)) => {
+                tracing::info!(node = %state.node, code = ?status.code(), error = status.message(), "daemon stream broke");
+                Err(Closed)
+            }
+            NodeStreamMsg::Replaced => {
+                tracing::info!(node = %state.node, "a newer stream of this node replaces this one");
+                state.close(Status::aborted(format!(
+                    "a newer stream of node {} replaced this one",
+                    state.node
+                )));
+                Err(Closed)
+            }
+            NodeStreamMsg::Status(reply) => {
+                let _caller_gone = reply.send(state.status());
+                Ok(())
+            }
+        };
+        if let Err(Closed) = outcome {
+            myself.stop(None);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,42 @@
+//! What the stream client applies commands through.
+
+use std::future::Future;
+
+use vpblu_messages::{Backend, Command, Generation, PublicKey};
+
+/// What the Hello says about the node's data plane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelloFacts {
+    /// The active public key.
+    pub public_key: PublicKey,
+    /// A key staged for rotation, if any.
+    pub staged_public_key: Option<PublicKey>,
+    /// The WireGuard backend in use.
+    pub backend: Backend,
+    /// MTU of the mesh device.
+    pub mtu: u32,
+}
+
+/// The node's data plane as the stream client sees it. The real one drives
+/// the WireGuard, Routing and BPF actors; [`RecordingDataPlane`] records.
+///
+/// [`RecordingDataPlane`]: super::RecordingDataPlane
+pub trait DataPlane: Send + 'static {
+    /// Applies one command. The client has already checked it: it is for
+    /// this node and leaves a state that passes `validate()`. On success the
+    /// data plane records `generation` as applied; on error the reason goes
+    /// back to the controller in the ack.
+    fn apply(
+        &mut self,
+        generation: Generation,
+        command: &Command,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// The newest generation applied, 0 for none. It belongs to the data
+    /// plane (not the stream client) so a restarted client says the truth
+    /// in its Hello.
+    fn applied_generation(&self) -> Generation;
+
+    /// Keys, backend and MTU for the Hello.
+    fn hello_facts(&self) -> HelloFacts;
+}

@@ -1,0 +1,92 @@
+//! Why a command is refused, and why a stream could not be kept open.
+
+use std::time::Duration;
+
+use vpblu_messages::wire::WireError;
+use vpblu_messages::{InvalidState, NodeName};
+
+/// Why the daemon refused a command. The text goes back in the ack.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// A full state addressed to another node.
+    #[error("refused a SyncState for node {got}: this daemon runs on node {node}")]
+    OtherNode {
+        /// This daemon's node.
+        node: NodeName,
+        /// The node the state was for.
+        got: NodeName,
+    },
+    /// The state after the command would be invalid.
+    #[error("refused: {0}; the previous state stays in force")]
+    Invalid(#[source] InvalidState),
+    /// A targeted command before any full state on this daemon.
+    #[error("refused a {kind}: no full state yet to apply it to; send a SyncState")]
+    NoBaseState {
+        /// The command's kind.
+        kind: &'static str,
+    },
+    /// A command that does not convert from the wire.
+    #[error("malformed command: {0}")]
+    Malformed(#[source] WireError),
+    /// A rotation step; the key actors that carry them out come later.
+    #[error("rotation commands are not handled by this daemon yet")]
+    RotationUnsupported,
+    /// The data plane could not apply it.
+    #[error("the data plane failed: {0}")]
+    DataPlane(String),
+}
+
+/// Why a stream to the controller ended or never opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The controller endpoint is not a URL.
+    #[error("controller endpoint {endpoint:?} is not a valid URL (use http://HOST:PORT)")]
+    Endpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// TCP or HTTP/2 connect failed.
+    #[error("cannot connect to the controller at {endpoint}")]
+    Connect {
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The controller did not answer the Hello in time.
+    #[error("the controller did not answer the Hello within {0:?}")]
+    HelloTimeout(Duration),
+    /// The controller closed the stream with an error status (or refused it).
+    #[error("the controller closed the stream: {code:?}: {message}")]
+    Status {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// Its message.
+        message: String,
+    },
+    /// The controller ended the stream without an error.
+    #[error("the controller ended the stream")]
+    Ended,
+}
+
+impl From<tonic::Status> for ConnectError {
+    fn from(status: tonic::Status) -> Self {
+        ConnectError::Status { code: status.code(), message: status.message().to_owned() }
+    }
+}
+
+/// An error and its sources on one line, for logs.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

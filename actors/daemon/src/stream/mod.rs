@@ -1,0 +1,33 @@
+//! The warm stream, daemon side.
+//!
+//! The [`StreamClient`] keeps one gRPC stream open to the controller over
+//! the host network, says Hello (node, keys, the generation its data plane
+//! last applied, backend, MTU), then applies every command it is sent, in
+//! order, through a [`DataPlane`], and acks each one. It reconnects with
+//! jittered exponential backoff; while it is disconnected nothing in the
+//! data plane changes.
+//!
+//! **Generation guard.** A command whose generation is not above the data
+//! plane's applied generation is ignored and *not acked*: the controller
+//! never sends one on a live stream (it stamps each stream's commands past
+//! the Hello's applied generation), so such a command is a replay, and an
+//! ack for it would name a generation the current stream never sent, which
+//! the controller treats as a protocol error. Every other command gets
+//! exactly one ack: ok once applied, or the reason it was refused (a
+//! SyncState for another node, a resulting state that fails `validate()`, a
+//! targeted command before any full state, a malformed command, a data
+//! plane error). A refused command leaves the previous state in force and
+//! does not advance the applied generation.
+
+mod backoff;
+mod connection;
+mod data_plane;
+mod error;
+mod recording;
+mod stream_client;
+
+pub use backoff::Backoff;
+pub use data_plane::{DataPlane, HelloFacts};
+pub use error::{ConnectError, Refusal};
+pub use recording::{RecordedCommand, RecordingDataPlane};
+pub use stream_client::{ClientConfig, ClientStatus, StreamClient, StreamClientArgs, StreamClientMsg};

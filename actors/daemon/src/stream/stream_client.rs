@@ -1,0 +1,373 @@
+//! The stream client actor: owns the connection to the controller and
+//! applies what comes down it.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use vpblu_messages::wire::WireError;
+use vpblu_messages::{
+    Command, Downstream, Generation, Hello, NodeDesiredState, NodeName, PeerObservation, RotationReport,
+    Upstream, apply,
+};
+use vpblu_proto as pb;
+
+use super::{Backoff, DataPlane, Refusal, connection};
+
+/// Tunables of the stream client.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Reconnect delays. A stream that stayed up for `backoff.max` resets
+    /// them to the start.
+    pub backoff: Backoff,
+    /// Limit for the TCP connect and for the controller's answer to Hello.
+    pub connect_timeout: Duration,
+    /// Largest message accepted from the controller (a full SyncState of a
+    /// large cluster is several MiB).
+    pub max_message_size: usize,
+    /// Daemon version, for the Hello.
+    pub version: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            backoff: Backoff::default(),
+            connect_timeout: Duration::from_secs(5),
+            max_message_size: 64 * 1024 * 1024,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+/// What the stream client starts with.
+#[derive(Debug)]
+pub struct StreamClientArgs<D> {
+    /// The node this daemon runs on.
+    pub node: NodeName,
+    /// The controller's stream endpoint, `http://HOST:PORT` (host network).
+    pub endpoint: String,
+    /// Where commands are applied.
+    pub data_plane: D,
+    /// Tunables.
+    pub config: ClientConfig,
+}
+
+/// Messages the stream client takes.
+#[derive(Debug)]
+pub enum StreamClientMsg {
+    /// Open a stream (sent to itself at start and after each backoff).
+    Connect,
+    /// Stream `epoch` is open; acks and reports go to `outbound`.
+    Connected {
+        /// Which stream.
+        epoch: u64,
+        /// Its request half.
+        outbound: mpsc::Sender<pb::DaemonMessage>,
+    },
+    /// A command arrived on stream `epoch` (the connection task casts
+    /// these; a test may cast one to replay a command on the current stream).
+    Received {
+        /// Which stream.
+        epoch: u64,
+        /// The command's generation.
+        generation: Generation,
+        /// The command, or why it did not convert.
+        body: Result<Downstream, WireError>,
+    },
+    /// Stream `epoch` ended or never opened.
+    Disconnected {
+        /// Which stream.
+        epoch: u64,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Per-peer observations for the controller (dropped while disconnected).
+    Observed(Vec<PeerObservation>),
+    /// A rotation step's outcome for the controller (dropped while
+    /// disconnected; the controller's rotation times out and rolls back).
+    RotationReport(RotationReport),
+    /// What the client knows, for status and tests.
+    Status(RpcReplyPort<ClientStatus>),
+}
+
+/// The stream client's view of its connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientStatus {
+    /// Whether a stream is open.
+    pub connected: bool,
+    /// The current (or last) stream; a replayed `Received` must carry it.
+    pub epoch: u64,
+    /// Streams opened so far.
+    pub connects: u64,
+    /// The data plane's applied generation.
+    pub applied: Generation,
+    /// Commands ignored by the generation guard.
+    pub ignored_stale: u64,
+    /// Commands refused or failed (acked with an error).
+    pub refused: u64,
+}
+
+/// The stream client actor, generic over its data plane. Empty: everything
+/// lives in [`StreamClientState`].
+pub struct StreamClient<D>(PhantomData<fn() -> D>);
+
+impl<D> StreamClient<D> {
+    /// The actor.
+    pub fn new() -> Self {
+        StreamClient(PhantomData)
+    }
+}
+
+impl<D> Default for StreamClient<D> {
+    fn default() -> Self {
+        StreamClient::new()
+    }
+}
+
+impl<D> fmt::Debug for StreamClient<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StreamClient")
+    }
+}
+
+/// The running client.
+#[derive(Debug)]
+pub struct StreamClientState<D> {
+    node: NodeName,
+    endpoint: String,
+    config: ClientConfig,
+    data_plane: D,
+    /// What the data plane holds as far as the controller told us; `None`
+    /// until the first full state since this client started.
+    current: Option<NodeDesiredState>,
+    epoch: u64,
+    /// The connection task of `epoch`, while it runs.
+    task: Option<JoinHandle<()>>,
+    /// The open stream's request half.
+    outbound: Option<mpsc::Sender<pb::DaemonMessage>>,
+    connected_at: Option<Instant>,
+    attempt: u32,
+    connects: u64,
+    ignored_stale: u64,
+    refused: u64,
+}
+
+fn command_kind(command: &Command) -> &'static str {
+    match command {
+        Command::SyncState(_) => "SyncState",
+        Command::SetSettings(_) => "SetSettings",
+        Command::PeerUpsert(_) => "PeerUpsert",
+        Command::PeerRemove(_) => "PeerRemove",
+        Command::SetBlocks(_) => "SetBlocks",
+        Command::SetUnreachable(_) => "SetUnreachable",
+    }
+}
+
+impl<D: DataPlane> StreamClientState<D> {
+    fn connect(&mut self, myself: &ActorRef<StreamClientMsg>) {
+        if self.task.is_some() {
+            return; // a stream is open or opening
+        }
+        self.epoch += 1;
+        let facts = self.data_plane.hello_facts();
+        let hello = Upstream::Hello(Hello {
+            node: self.node.clone(),
+            public_key: facts.public_key,
+            staged_public_key: facts.staged_public_key,
+            applied_generation: self.data_plane.applied_generation(),
+            backend: facts.backend,
+            mtu: facts.mtu,
+            version: self.config.version.clone(),
+        });
+        tracing::debug!(epoch = self.epoch, endpoint = %self.endpoint, "connecting to the controller");
+        self.task = Some(tokio::spawn(connection::run(
+            myself.clone(),
+            self.epoch,
+            self.endpoint.clone(),
+            pb::DaemonMessage::from(&hello),
+            self.config.clone(),
+        )));
+    }
+
+    /// Forgets the current stream and schedules the next attempt.
+    fn disconnected(&mut self, myself: &ActorRef<StreamClientMsg>, reason: &str) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.outbound = None;
+        if self.connected_at.take().is_some_and(|at| at.elapsed() >= self.config.backoff.max) {
+            self.attempt = 0;
+        }
+        let delay = self.config.backoff.delay(self.attempt, &mut rand::rng());
+        self.attempt = self.attempt.saturating_add(1);
+        tracing::warn!(
+            epoch = self.epoch,
+            %reason,
+            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "controller stream down; the data plane keeps its last state"
+        );
+        myself.send_after(delay, || StreamClientMsg::Connect);
+    }
+
+    fn send(&mut self, myself: &ActorRef<StreamClientMsg>, message: &Upstream) {
+        let Some(outbound) = &self.outbound else {
+            return;
+        };
+        if let Err(e) = outbound.try_send(pb::DaemonMessage::from(message)) {
+            let reason = match e {
+                mpsc::error::TrySendError::Full(_) => "the controller is not reading the stream",
+                mpsc::error::TrySendError::Closed(_) => "the stream closed",
+            };
+            self.disconnected(myself, reason);
+        }
+    }
+
+    /// Checks a state command and applies it through the data plane.
+    async fn apply(&mut self, generation: Generation, command: Command) -> Result<(), Refusal> {
+        let next = match (&command, &self.current) {
+            (Command::SyncState(full), _) if full.node != self.node => {
+                return Err(Refusal::OtherNode { node: self.node.clone(), got: full.node.clone() });
+            }
+            (Command::SyncState(full), _) => full.clone(),
+            (_, None) => return Err(Refusal::NoBaseState { kind: command_kind(&command) }),
+            (_, Some(current)) => {
+                let mut next = current.clone();
+                apply(&mut next, &command);
+                next
+            }
+        };
+        next.validate().map_err(Refusal::Invalid)?;
+        self.data_plane.apply(generation, &command).await.map_err(Refusal::DataPlane)?;
+        self.current = Some(next);
+        Ok(())
+    }
+
+    async fn received(
+        &mut self,
+        myself: &ActorRef<StreamClientMsg>,
+        generation: Generation,
+        body: Result<Downstream, WireError>,
+    ) {
+        let applied = self.data_plane.applied_generation();
+        if generation <= applied {
+            // Not acked: see the module docs.
+            self.ignored_stale += 1;
+            tracing::info!(%generation, %applied, "ignoring a command no newer than what is applied");
+            return;
+        }
+        let outcome = match body {
+            Err(e) => Err(Refusal::Malformed(e)),
+            Ok(Downstream::Rotation(_)) => Err(Refusal::RotationUnsupported),
+            Ok(Downstream::State(command)) => {
+                let kind = command_kind(&command);
+                let outcome = self.apply(generation, command).await;
+                tracing::debug!(%generation, kind, ok = outcome.is_ok(), "command handled");
+                outcome
+            }
+        };
+        let result = outcome.map_err(|refusal| {
+            self.refused += 1;
+            tracing::warn!(%generation, error = %refusal, "command not applied");
+            refusal.to_string()
+        });
+        self.send(myself, &Upstream::Ack { generation, result });
+    }
+
+    fn status(&self) -> ClientStatus {
+        ClientStatus {
+            connected: self.outbound.is_some(),
+            epoch: self.epoch,
+            connects: self.connects,
+            applied: self.data_plane.applied_generation(),
+            ignored_stale: self.ignored_stale,
+            refused: self.refused,
+        }
+    }
+}
+
+impl<D: DataPlane> Actor for StreamClient<D> {
+    type Msg = StreamClientMsg;
+    type State = StreamClientState<D>;
+    type Arguments = StreamClientArgs<D>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: StreamClientArgs<D>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut state = StreamClientState {
+            node: args.node,
+            endpoint: args.endpoint,
+            config: args.config,
+            data_plane: args.data_plane,
+            current: None,
+            epoch: 0,
+            task: None,
+            outbound: None,
+            connected_at: None,
+            attempt: 0,
+            connects: 0,
+            ignored_stale: 0,
+            refused: 0,
+        };
+        state.connect(&myself);
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // ractor hands a stopped actor's state to its supervisor: end the
+        // request half now rather than when that drops it.
+        state.outbound = None;
+        if let Some(task) = state.task.take() {
+            task.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            StreamClientMsg::Connect => state.connect(&myself),
+            StreamClientMsg::Connected { epoch, outbound } => {
+                if epoch == state.epoch && state.task.is_some() {
+                    tracing::info!(epoch, node = %state.node, "controller stream open");
+                    state.outbound = Some(outbound);
+                    state.connected_at = Some(Instant::now());
+                    state.connects += 1;
+                }
+            }
+            StreamClientMsg::Received { epoch, generation, body } => {
+                if epoch == state.epoch && state.outbound.is_some() {
+                    state.received(&myself, generation, body).await;
+                } else {
+                    // A closed stream's leftovers: its commands were never
+                    // acked, and the next stream starts with a full state.
+                    tracing::debug!(epoch, %generation, "dropping a command from a closed stream");
+                }
+            }
+            StreamClientMsg::Disconnected { epoch, reason } => {
+                if epoch == state.epoch && state.task.is_some() {
+                    state.disconnected(&myself, &reason);
+                }
+            }
+            StreamClientMsg::Observed(peers) => state.send(&myself, &Upstream::Observed(peers)),
+            StreamClientMsg::RotationReport(report) => state.send(&myself, &Upstream::RotationReport(report)),
+            StreamClientMsg::Status(reply) => {
+                let _caller_gone = reply.send(state.status());
+            }
+        }
+        Ok(())
+    }
+}
