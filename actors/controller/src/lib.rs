@@ -8,6 +8,9 @@
 mod args;
 pub mod desired_state;
 pub mod from_k8s;
+pub mod informers;
+pub mod leader;
+pub mod recompute;
 pub mod stream;
 mod tree;
 

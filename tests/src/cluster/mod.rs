@@ -24,6 +24,7 @@ mod identity;
 mod manifests;
 mod objects;
 mod processes;
+mod restart;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

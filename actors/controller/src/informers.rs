@@ -1,0 +1,610 @@
+//! Informers: one actor per watched kind (Node, VpbluNode, TunnelPolicy,
+//! RoutePolicy, BlockPolicy), each a kube-runtime watcher filling a
+//! reflector store and telling Recompute when something it reads changed.
+//!
+//! - The stores live in [`Caches`], outside the actors: a restarted informer
+//!   relists into the same store, so Recompute never reads a stale one.
+//! - Watch errors (API server gone, 5xx, an expired resourceVersion) are
+//!   logged, counted and retried by the watcher with kube's default backoff;
+//!   they do not stop the actor. On reconnect the watcher resumes or relists,
+//!   and the store swaps in the new list whole (`InitDone`), never half.
+//! - Applies, deletes and finished (re)lists reach Recompute as
+//!   [`RecomputeMsg::Changed`](crate::recompute::RecomputeMsg::Changed), but
+//!   only when they change what `from_k8s` reads: a Node heartbeat or a
+//!   status condition written by the controller itself does not.
+//! - Informers run on every replica, leader or not, so a standby's caches
+//!   are warm when it takes over.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinSet;
+use vpblu_k8s::{BlockPolicy, RoutePolicy, TunnelPolicy, VpbluNode};
+use vpblu_runtime::{ChildSpec, Health};
+
+use crate::from_k8s::{Objects, inputs_from};
+use crate::recompute::RecomputeHandle;
+
+/// The kinds desired state is computed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, EncodeLabelValue)]
+pub enum Kind {
+    /// `v1` Node.
+    Node,
+    /// `vpblu.dev` VpbluNode (its status carries the node's public key).
+    VpbluNode,
+    /// `vpblu.dev` TunnelPolicy.
+    TunnelPolicy,
+    /// `vpblu.dev` RoutePolicy.
+    RoutePolicy,
+    /// `vpblu.dev` BlockPolicy.
+    BlockPolicy,
+}
+
+impl Kind {
+    /// Every kind, in the order the informers start.
+    pub const ALL: [Kind; 5] =
+        [Kind::Node, Kind::VpbluNode, Kind::TunnelPolicy, Kind::RoutePolicy, Kind::BlockPolicy];
+
+    /// The Kubernetes kind.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Node => "Node",
+            Kind::VpbluNode => "VpbluNode",
+            Kind::TunnelPolicy => "TunnelPolicy",
+            Kind::RoutePolicy => "RoutePolicy",
+            Kind::BlockPolicy => "BlockPolicy",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A kind an [`Informer`] can watch: which [`Kind`] it is, and whether an
+/// update changes anything desired state is computed from.
+pub trait Watched:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + fmt::Debug + Send + Sync + 'static
+{
+    /// Which kind this is.
+    const KIND: Kind;
+
+    /// Whether `old` and `new` (the same object) give `from_k8s` the same
+    /// inputs, so the update needs no recompute.
+    fn same_inputs(old: &Self, new: &Self) -> bool;
+}
+
+// Nodes and policies are compared through `inputs_from` itself, so this
+// stays right when the conversion starts reading another field.
+impl Watched for Node {
+    const KIND: Kind = Kind::Node;
+    fn same_inputs(old: &Self, new: &Self) -> bool {
+        let inputs = |n| inputs_from(Objects { nodes: std::slice::from_ref(n), ..Objects::default() });
+        inputs(old) == inputs(new)
+    }
+}
+
+impl Watched for VpbluNode {
+    const KIND: Kind = Kind::VpbluNode;
+    /// `from_k8s` reads only `status.publicKey` (for the Node of that name).
+    fn same_inputs(old: &Self, new: &Self) -> bool {
+        let key = |v: &VpbluNode| v.status.as_ref().and_then(|s| s.public_key.clone());
+        key(old) == key(new)
+    }
+}
+
+impl Watched for TunnelPolicy {
+    const KIND: Kind = Kind::TunnelPolicy;
+    fn same_inputs(old: &Self, new: &Self) -> bool {
+        let inputs =
+            |p| inputs_from(Objects { tunnel_policies: std::slice::from_ref(p), ..Objects::default() });
+        inputs(old) == inputs(new)
+    }
+}
+
+impl Watched for RoutePolicy {
+    const KIND: Kind = Kind::RoutePolicy;
+    fn same_inputs(old: &Self, new: &Self) -> bool {
+        let inputs =
+            |p| inputs_from(Objects { route_policies: std::slice::from_ref(p), ..Objects::default() });
+        inputs(old) == inputs(new)
+    }
+}
+
+impl Watched for BlockPolicy {
+    const KIND: Kind = Kind::BlockPolicy;
+    fn same_inputs(old: &Self, new: &Self) -> bool {
+        let inputs =
+            |p| inputs_from(Objects { block_policies: std::slice::from_ref(p), ..Objects::default() });
+        inputs(old) == inputs(new)
+    }
+}
+
+/// The reflector store of one kind, shared by its informer (which writes it)
+/// and Recompute (which reads it). Clones share one store; it outlives
+/// informer restarts.
+pub struct Cache<K: Watched> {
+    reader: Store<K>,
+    writer: Arc<Mutex<Writer<K>>>,
+    synced: Arc<AtomicBool>,
+}
+
+impl<K: Watched> Clone for Cache<K> {
+    fn clone(&self) -> Self {
+        Cache {
+            reader: self.reader.clone(),
+            writer: Arc::clone(&self.writer),
+            synced: Arc::clone(&self.synced),
+        }
+    }
+}
+
+impl<K: Watched> fmt::Debug for Cache<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("kind", &K::KIND)
+            .field("objects", &self.reader.len())
+            .field("synced", &self.synced())
+            .finish()
+    }
+}
+
+impl<K: Watched> Default for Cache<K> {
+    fn default() -> Self {
+        let writer = Writer::default();
+        Cache { reader: writer.as_reader(), writer: Arc::new(Mutex::new(writer)), synced: Arc::default() }
+    }
+}
+
+impl<K: Watched> Cache<K> {
+    /// An empty store, not synced.
+    pub fn new() -> Self {
+        Cache::default()
+    }
+
+    /// The reader: every object as the watch last saw it.
+    pub fn store(&self) -> Store<K> {
+        self.reader.clone()
+    }
+
+    /// Whether the store has held a complete list (the watcher's first
+    /// `InitDone`). A relist keeps the old list readable until the new one
+    /// is complete, so this never goes back to false.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Copies of every object.
+    pub fn objects(&self) -> Vec<K> {
+        self.reader.state().iter().map(|o| K::clone(o.as_ref())).collect()
+    }
+
+    /// Applies one watch event; true when Recompute should hear of it.
+    fn apply(&self, event: &watcher::Event<K>) -> bool {
+        let relevant = match event {
+            watcher::Event::Apply(new) => {
+                self.reader.get(&ObjectRef::from_obj(new)).is_none_or(|old| !K::same_inputs(&old, new))
+            }
+            watcher::Event::Delete(_) | watcher::Event::InitDone => true,
+            watcher::Event::Init | watcher::Event::InitApply(_) => false,
+        };
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner).apply_watcher_event(event);
+        if matches!(event, watcher::Event::InitDone) {
+            self.synced.store(true, Ordering::Release);
+        }
+        relevant
+    }
+}
+
+/// The five caches desired state is computed from. Clones share them.
+#[derive(Clone, Debug, Default)]
+pub struct Caches {
+    /// Nodes.
+    pub nodes: Cache<Node>,
+    /// VpbluNodes.
+    pub vpblu_nodes: Cache<VpbluNode>,
+    /// TunnelPolicies.
+    pub tunnel_policies: Cache<TunnelPolicy>,
+    /// RoutePolicies.
+    pub route_policies: Cache<RoutePolicy>,
+    /// BlockPolicies.
+    pub block_policies: Cache<BlockPolicy>,
+}
+
+impl Caches {
+    /// Five empty, unsynced caches.
+    pub fn new() -> Self {
+        Caches::default()
+    }
+
+    /// The kinds whose cache has not held a complete list yet.
+    pub fn unsynced(&self) -> Vec<Kind> {
+        let synced = [
+            self.nodes.synced(),
+            self.vpblu_nodes.synced(),
+            self.tunnel_policies.synced(),
+            self.route_policies.synced(),
+            self.block_policies.synced(),
+        ];
+        Kind::ALL.into_iter().zip(synced).filter(|(_, s)| !s).map(|(k, _)| k).collect()
+    }
+
+    /// Every cache has held a complete list: the controller's readiness.
+    pub fn synced(&self) -> bool {
+        self.unsynced().is_empty()
+    }
+
+    /// Copies of every object. Each kind is read at once; the kinds one
+    /// after the other (a change in between shows up in the next snapshot).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            nodes: self.nodes.objects(),
+            vpblu_nodes: self.vpblu_nodes.objects(),
+            tunnel_policies: self.tunnel_policies.objects(),
+            route_policies: self.route_policies.objects(),
+            block_policies: self.block_policies.objects(),
+        }
+    }
+
+    /// One supervised informer per kind, all feeding `recompute`.
+    pub fn informers(
+        &self,
+        client: &Client,
+        recompute: &RecomputeHandle,
+        metrics: &InformerMetrics,
+    ) -> Vec<ChildSpec> {
+        fn child<K: Watched>(
+            client: &Client,
+            cache: &Cache<K>,
+            recompute: &RecomputeHandle,
+            metrics: &InformerMetrics,
+        ) -> ChildSpec {
+            Informer::child(InformerArgs {
+                api: Api::all(client.clone()),
+                cache: cache.clone(),
+                recompute: recompute.clone(),
+                metrics: metrics.clone(),
+            })
+        }
+        vec![
+            child(client, &self.nodes, recompute, metrics),
+            child(client, &self.vpblu_nodes, recompute, metrics),
+            child(client, &self.tunnel_policies, recompute, metrics),
+            child(client, &self.route_policies, recompute, metrics),
+            child(client, &self.block_policies, recompute, metrics),
+        ]
+    }
+}
+
+/// Copies of every cached object, what `from_k8s` converts.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Nodes.
+    pub nodes: Vec<Node>,
+    /// VpbluNodes.
+    pub vpblu_nodes: Vec<VpbluNode>,
+    /// TunnelPolicies.
+    pub tunnel_policies: Vec<TunnelPolicy>,
+    /// RoutePolicies.
+    pub route_policies: Vec<RoutePolicy>,
+    /// BlockPolicies.
+    pub block_policies: Vec<BlockPolicy>,
+}
+
+impl Snapshot {
+    /// The snapshot as `from_k8s` takes it.
+    pub fn objects(&self) -> Objects<'_> {
+        Objects {
+            nodes: &self.nodes,
+            vpblu_nodes: &self.vpblu_nodes,
+            tunnel_policies: &self.tunnel_policies,
+            route_policies: &self.route_policies,
+            block_policies: &self.block_policies,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: Kind,
+}
+
+/// Counters of the informers. Registered once per process (a restarted
+/// informer reuses them; registering twice would print every series twice).
+#[derive(Clone, Debug, Default)]
+pub struct InformerMetrics {
+    changes: Family<KindLabels, Counter>,
+    errors: Family<KindLabels, Counter>,
+}
+
+impl InformerMetrics {
+    /// Creates the metrics and registers them in `health`:
+    /// `vpblu_informer_changes_total{kind}` and
+    /// `vpblu_informer_watch_errors_total{kind}`.
+    pub fn register(health: &Health) -> Self {
+        let metrics = InformerMetrics::default();
+        health.register(|registry| {
+            registry.register(
+                "informer_changes",
+                "Watch events that changed desired-state inputs, by kind",
+                metrics.changes.clone(),
+            );
+            registry.register(
+                "informer_watch_errors",
+                "Watch errors, retried with backoff, by kind",
+                metrics.errors.clone(),
+            );
+        });
+        metrics
+    }
+
+    /// Watch errors seen for `kind` so far.
+    pub fn watch_errors(&self, kind: Kind) -> u64 {
+        self.errors.get_or_create(&KindLabels { kind }).get()
+    }
+
+    /// Input-changing events seen for `kind` so far.
+    pub fn changes(&self, kind: Kind) -> u64 {
+        self.changes.get_or_create(&KindLabels { kind }).get()
+    }
+}
+
+/// What an informer starts with. Cheap to clone: a restart gets a copy.
+pub struct InformerArgs<K: Watched> {
+    /// Where to watch (cluster-wide for every kind vpblu reads).
+    pub api: Api<K>,
+    /// The store to fill.
+    pub cache: Cache<K>,
+    /// Where changes go.
+    pub recompute: RecomputeHandle,
+    /// Counters, registered once by the caller.
+    pub metrics: InformerMetrics,
+}
+
+impl<K: Watched> Clone for InformerArgs<K> {
+    fn clone(&self) -> Self {
+        InformerArgs {
+            api: self.api.clone(),
+            cache: self.cache.clone(),
+            recompute: self.recompute.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+impl<K: Watched> fmt::Debug for InformerArgs<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InformerArgs").field("kind", &K::KIND).finish_non_exhaustive()
+    }
+}
+
+/// Messages an informer takes.
+#[derive(Debug)]
+pub enum InformerMsg {
+    /// The watch applied an event that changes desired-state inputs (the
+    /// cache already holds it): tell Recompute.
+    Changed,
+    /// The watch failed with this error; the watcher retries by itself
+    /// after a backoff.
+    WatchError(String),
+    /// The watch stream ended, which a watcher never does by itself:
+    /// restart the informer.
+    Ended,
+    /// Whether the cache has held a complete list.
+    Synced(RpcReplyPort<bool>),
+}
+
+/// Watches one kind. Empty: the watch task and the cache are its state.
+pub struct Informer<K>(PhantomData<fn() -> K>);
+
+impl<K> Default for Informer<K> {
+    fn default() -> Self {
+        Informer(PhantomData)
+    }
+}
+
+impl<K: Watched> fmt::Debug for Informer<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Informer<{}>", K::KIND)
+    }
+}
+
+impl<K: Watched> Informer<K> {
+    /// The supervised child `informer-<Kind>` that runs with `args`.
+    pub fn child(args: InformerArgs<K>) -> ChildSpec {
+        ChildSpec::new(format!("informer-{}", K::KIND), move || (Informer::<K>::default(), args.clone()))
+    }
+}
+
+/// A running informer.
+pub struct InformerState<K: Watched> {
+    cache: Cache<K>,
+    recompute: RecomputeHandle,
+    metrics: InformerMetrics,
+    // Dropping the set aborts the watch task, however the actor ends.
+    _watch: JoinSet<()>,
+}
+
+impl<K: Watched> fmt::Debug for InformerState<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InformerState").field("cache", &self.cache).finish_non_exhaustive()
+    }
+}
+
+impl<K: Watched> Actor for Informer<K> {
+    type Msg = InformerMsg;
+    type State = InformerState<K>;
+    type Arguments = InformerArgs<K>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: InformerArgs<K>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let cache = args.cache.clone();
+        let events = watcher(args.api, watcher::Config::default()).default_backoff();
+        let mut watch = JoinSet::new();
+        watch.spawn(async move {
+            let mut events = pin!(events);
+            while let Some(event) = events.next().await {
+                let msg = match event {
+                    Ok(event) if cache.apply(&event) => InformerMsg::Changed,
+                    Ok(_) => continue,
+                    Err(e) => InformerMsg::WatchError(error_chain(&e)),
+                };
+                if myself.cast(msg).is_err() {
+                    return; // the informer is stopping
+                }
+            }
+            let _stopping = myself.cast(InformerMsg::Ended);
+        });
+        tracing::debug!(kind = %K::KIND, "watching");
+        Ok(InformerState {
+            cache: args.cache,
+            recompute: args.recompute,
+            metrics: args.metrics,
+            _watch: watch,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let labels = KindLabels { kind: K::KIND };
+        match msg {
+            InformerMsg::Changed => {
+                state.metrics.changes.get_or_create(&labels).inc();
+                state.recompute.changed(K::KIND);
+            }
+            InformerMsg::WatchError(error) => {
+                state.metrics.errors.get_or_create(&labels).inc();
+                tracing::warn!(kind = %K::KIND, %error, "watch failed; retrying with backoff");
+            }
+            InformerMsg::Ended => {
+                return Err(format!("the {} watch stream ended", K::KIND).into());
+            }
+            InformerMsg::Synced(reply) => {
+                let _caller_gone = reply.send(state.cache.synced());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `error: source: source…`, so a log line shows why a connection failed.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Node n1 as stored at `version`, whose heartbeat is `version` seconds in.
+    fn node(ready: &str, version: u32, cidr: &str) -> Node {
+        let heartbeat = format!("2026-01-01T00:00:{version:02}Z");
+        serde_json::from_value(json!({
+            "metadata": { "name": "n1", "resourceVersion": version.to_string() },
+            "spec": { "podCIDRs": [cidr] },
+            "status": {
+                "addresses": [{ "type": "InternalIP", "address": "192.0.2.1" }],
+                "conditions": [{ "type": "Ready", "status": ready, "lastHeartbeatTime": heartbeat }],
+            },
+        }))
+        .expect("a valid Node")
+    }
+
+    fn block(to: &str, conditions: serde_json::Value) -> BlockPolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "vpblu.dev/v1alpha1", "kind": "BlockPolicy",
+            "metadata": { "name": "b" },
+            "spec": { "blocks": [{ "from": "10.244.1.0/24", "to": to }] },
+            "status": { "conditions": conditions },
+        }))
+        .expect("a valid BlockPolicy")
+    }
+
+    #[test]
+    fn a_heartbeat_is_no_change_but_readiness_and_cidrs_are() {
+        let before = node("True", 0, "10.244.1.0/24");
+        assert!(Node::same_inputs(&before, &node("True", 10, "10.244.1.0/24")));
+        assert!(!Node::same_inputs(&before, &node("False", 10, "10.244.1.0/24")));
+        assert!(!Node::same_inputs(&before, &node("True", 0, "10.244.7.0/24")));
+    }
+
+    #[test]
+    fn a_policy_status_is_no_change_but_its_spec_is() {
+        let before = block("10.244.2.0/24", json!([]));
+        let status = json!([{
+            "type": "Ready", "status": "True", "reason": "Enforced", "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }]);
+        assert!(BlockPolicy::same_inputs(&before, &block("10.244.2.0/24", status)));
+        assert!(!BlockPolicy::same_inputs(&before, &block("10.244.3.0/24", json!([]))));
+    }
+
+    #[test]
+    fn only_the_public_key_of_a_vpblu_node_matters() {
+        let vnode = |key: &str, peers: i32| -> VpbluNode {
+            serde_json::from_value(json!({
+                "apiVersion": "vpblu.dev/v1alpha1", "kind": "VpbluNode",
+                "metadata": { "name": "n1" }, "spec": {},
+                "status": { "publicKey": key, "peers": peers },
+            }))
+            .expect("a valid VpbluNode")
+        };
+        assert!(VpbluNode::same_inputs(&vnode("k1", 1), &vnode("k1", 5)));
+        assert!(!VpbluNode::same_inputs(&vnode("k1", 1), &vnode("k2", 1)));
+    }
+
+    #[test]
+    fn the_cache_reports_changes_and_syncs_on_the_first_complete_list() {
+        let cache = Cache::<Node>::new();
+        let n = node("True", 1, "10.244.1.0/24");
+        assert!(!cache.apply(&watcher::Event::Init));
+        assert!(!cache.apply(&watcher::Event::InitApply(n.clone())));
+        assert!(!cache.synced() && cache.objects().is_empty(), "a list shows only once complete");
+        assert!(cache.apply(&watcher::Event::InitDone));
+        assert!(cache.synced());
+        assert_eq!(cache.objects(), vec![n.clone()]);
+        assert!(!cache.apply(&watcher::Event::Apply(node("True", 2, "10.244.1.0/24"))), "a heartbeat");
+        assert_eq!(cache.objects()[0].metadata.resource_version.as_deref(), Some("2"), "still stored");
+        assert!(cache.apply(&watcher::Event::Apply(node("False", 3, "10.244.1.0/24"))));
+        assert!(cache.apply(&watcher::Event::Delete(n)));
+        assert!(cache.objects().is_empty());
+        // A relist keeps the old list readable and the cache synced.
+        assert!(!cache.apply(&watcher::Event::Init));
+        assert!(cache.synced());
+    }
+}

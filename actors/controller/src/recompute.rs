@@ -1,0 +1,493 @@
+//! Recompute: turns the informers' caches into every node's desired state
+//! and hands it to a [`DesiredSink`] (the stream server's `Desired` store).
+//!
+//! - **Coalescing.** A change waits [`RecomputeConfig::debounce`] for more;
+//!   a pass runs once the changes pause for that long, or at the latest
+//!   [`RecomputeConfig::max_delay`] after the first of them, so sustained
+//!   churn still publishes regularly.
+//! - **A pass** copies the caches, converts them (`from_k8s`) and computes
+//!   (`desired_state::compute`) on a blocking thread (5000 nodes take about
+//!   half a second), and publishes only when the states or the findings
+//!   differ from the last published ones.
+//! - **Leadership.** Only the leader computes, publishes and writes. A
+//!   standby's informers keep its caches warm; when it is elected it
+//!   computes and publishes at once, and when it loses the Lease it stops.
+//! - **VpbluNodes.** The leader makes sure every Node has its VpbluNode
+//!   (server-side apply under [`vpblu_k8s::FIELD_MANAGER`]). It only creates:
+//!   it never deletes one nor touches a spec it did not write; an owner
+//!   reference lets Kubernetes collect it with its Node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use vpblu_k8s::{FIELD_MANAGER, VpbluNode};
+use vpblu_messages::{NodeDesiredState, NodeName};
+use vpblu_runtime::{ChildSpec, Health};
+
+use crate::desired_state::{self, Finding, Output};
+use crate::from_k8s::inputs_from;
+use crate::informers::{Caches, Kind, Snapshot};
+
+/// How long one VpbluNode apply may take.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Delay before a failed VpbluNode apply is tried again.
+const APPLY_RETRY: Duration = Duration::from_secs(2);
+
+/// Where computed desired state goes. The stream server's `Desired` store
+/// implements it; tests record what they are given.
+pub trait DesiredSink: fmt::Debug + Send + Sync {
+    /// The newest desired state of every node (keyed by node, each key
+    /// equal to its state's `node`) and every finding, sorted. Called from
+    /// a blocking thread, only when the states or the findings changed.
+    fn publish(&self, states: BTreeMap<NodeName, NodeDesiredState>, findings: Vec<Finding>);
+}
+
+/// How long changes are gathered before a pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecomputeConfig {
+    /// A pass runs once no change has come for this long...
+    pub debounce: Duration,
+    /// ...or this long after the first change it covers, whichever is first.
+    pub max_delay: Duration,
+}
+
+impl Default for RecomputeConfig {
+    fn default() -> Self {
+        RecomputeConfig { debounce: Duration::from_millis(50), max_delay: Duration::from_millis(200) }
+    }
+}
+
+/// How the informers reach the running Recompute actor, across its
+/// restarts: Recompute registers itself here when it starts. A change sent
+/// while it is restarting is not lost: a fresh Recompute reads every cache.
+#[derive(Clone, Debug, Default)]
+pub struct RecomputeHandle(Arc<Mutex<Option<ActorRef<RecomputeMsg>>>>);
+
+impl RecomputeHandle {
+    /// A handle no Recompute has registered with yet.
+    pub fn new() -> Self {
+        RecomputeHandle::default()
+    }
+
+    /// The running Recompute, if one has started.
+    pub fn actor(&self) -> Option<ActorRef<RecomputeMsg>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Tells Recompute that objects of `kind` changed.
+    pub fn changed(&self, kind: Kind) {
+        if let Some(actor) = self.actor() {
+            // A Recompute that just stopped re-reads every cache when it restarts.
+            let _stopped = actor.cast(RecomputeMsg::Changed { kind });
+        }
+    }
+
+    fn register(&self, actor: ActorRef<RecomputeMsg>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(actor);
+    }
+}
+
+/// Recompute's metrics. Registered once per process (a restarted Recompute
+/// reuses them).
+#[derive(Clone, Debug)]
+pub struct RecomputeMetrics {
+    duration: Histogram,
+    passes: Counter,
+    publishes: Counter,
+    nodes: Gauge,
+    findings: Gauge,
+    apply_errors: Counter,
+}
+
+impl RecomputeMetrics {
+    /// Creates the metrics and registers them in `health`:
+    /// `vpblu_recompute_duration_seconds`, `vpblu_recomputes_total`,
+    /// `vpblu_recompute_publishes_total`, `vpblu_desired_nodes`,
+    /// `vpblu_findings` and `vpblu_vpblu_node_apply_errors_total`.
+    pub fn register(health: &Health) -> Self {
+        let metrics = RecomputeMetrics {
+            // 1 ms … 16 s.
+            duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            passes: Counter::default(),
+            publishes: Counter::default(),
+            nodes: Gauge::default(),
+            findings: Gauge::default(),
+            apply_errors: Counter::default(),
+        };
+        health.register(|registry| {
+            registry.register(
+                "recompute_duration_seconds",
+                "Time to read the caches and compute every node's desired state",
+                metrics.duration.clone(),
+            );
+            registry.register("recomputes", "Desired-state computations", metrics.passes.clone());
+            registry.register(
+                "recompute_publishes",
+                "Computations whose result differed from the last and was published",
+                metrics.publishes.clone(),
+            );
+            registry.register("desired_nodes", "Nodes with a desired state", metrics.nodes.clone());
+            registry.register("findings", "Findings of the last computation", metrics.findings.clone());
+            registry.register(
+                "vpblu_node_apply_errors",
+                "Failed attempts to create a Node's VpbluNode (retried)",
+                metrics.apply_errors.clone(),
+            );
+        });
+        metrics
+    }
+}
+
+/// What Recompute starts with. Cheap to clone: a restart gets a copy.
+#[derive(Clone)]
+pub struct RecomputeArgs {
+    /// The informers' caches.
+    pub caches: Caches,
+    /// Where desired state goes.
+    pub sink: Arc<dyn DesiredSink>,
+    /// For creating VpbluNodes.
+    pub client: Client,
+    /// True while this replica leads (from the Leader).
+    pub leading: watch::Receiver<bool>,
+    /// Where Recompute registers itself for the informers.
+    pub handle: RecomputeHandle,
+    /// Coalescing delays.
+    pub config: RecomputeConfig,
+    /// Metrics, registered once by the caller.
+    pub metrics: RecomputeMetrics,
+    /// Readiness is set once every cache has synced.
+    pub health: Health,
+}
+
+impl fmt::Debug for RecomputeArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecomputeArgs")
+            .field("caches", &self.caches)
+            .field("sink", &self.sink)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Messages Recompute takes.
+#[derive(Debug)]
+pub enum RecomputeMsg {
+    /// Objects of `kind` changed; the informer's cache already shows it.
+    Changed {
+        /// The kind that changed.
+        kind: Kind,
+    },
+    /// The coalescing timer fired: run a pass if the burst is over or has
+    /// lasted `max_delay` (sent to itself).
+    Flush,
+    /// Run a pass now (sent to itself on start).
+    Now,
+    /// This replica became the leader (`true`) or stopped being it.
+    Leading(bool),
+    /// A VpbluNode apply finished; `Err` says why it failed.
+    Applied {
+        /// The node (and VpbluNode) name.
+        node: String,
+        /// The outcome.
+        result: Result<(), String>,
+    },
+    /// Create the VpbluNodes still missing (sent to itself to retry).
+    EnsureVpbluNodes,
+    /// What Recompute has done so far.
+    Status(RpcReplyPort<RecomputeStatus>),
+}
+
+/// Recompute's progress, for tests and the dashboard.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecomputeStatus {
+    /// Whether it acts as the leader.
+    pub leading: bool,
+    /// Whether every cache has synced.
+    pub synced: bool,
+    /// Passes run since it started.
+    pub passes: u64,
+    /// Passes whose result was published.
+    pub publishes: u64,
+    /// Nodes in the last published result.
+    pub nodes: usize,
+    /// Findings in the last published result.
+    pub findings: usize,
+}
+
+/// Computes desired state. Empty: everything lives in its state.
+#[derive(Debug, Default)]
+pub struct Recompute;
+
+impl Recompute {
+    /// The supervised child `recompute` that runs with `args`.
+    pub fn child(args: RecomputeArgs) -> ChildSpec {
+        ChildSpec::new("recompute", move || (Recompute, args.clone()))
+    }
+}
+
+/// Changes not yet covered by a pass.
+#[derive(Clone, Copy, Debug)]
+struct Burst {
+    first: Instant,
+    last: Instant,
+}
+
+/// A running Recompute.
+pub struct RecomputeState {
+    caches: Caches,
+    sink: Arc<dyn DesiredSink>,
+    vpblu_nodes: Api<VpbluNode>,
+    config: RecomputeConfig,
+    metrics: RecomputeMetrics,
+    health: Health,
+    leading: bool,
+    burst: Option<Burst>,
+    flush_scheduled: bool,
+    // The last published output; `None` forces the next pass to publish.
+    last: Option<Arc<Output>>,
+    applying: BTreeSet<String>,
+    status: RecomputeStatus,
+    // Dropping the set aborts the leadership forwarder, however the actor ends.
+    _tasks: JoinSet<()>,
+}
+
+impl fmt::Debug for RecomputeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecomputeState").field("status", &self.status).finish_non_exhaustive()
+    }
+}
+
+impl Actor for Recompute {
+    type Msg = RecomputeMsg;
+    type State = RecomputeState;
+    type Arguments = RecomputeArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: RecomputeArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut leading = args.leading;
+        let is_leading = *leading.borrow_and_update();
+        let mut tasks = JoinSet::new();
+        let me = myself.clone();
+        tasks.spawn(async move {
+            while leading.changed().await.is_ok() {
+                let now = *leading.borrow_and_update();
+                if me.cast(RecomputeMsg::Leading(now)).is_err() {
+                    return;
+                }
+            }
+            // The Leader is gone for good: act as a standby.
+            let _stopping = me.cast(RecomputeMsg::Leading(false));
+        });
+        args.handle.register(myself.clone());
+        args.health.set_ready(args.caches.synced());
+        // Changes made while no Recompute ran are in the caches already.
+        myself.cast(RecomputeMsg::Now)?;
+        Ok(RecomputeState {
+            caches: args.caches,
+            sink: args.sink,
+            vpblu_nodes: Api::all(args.client),
+            config: args.config,
+            metrics: args.metrics,
+            health: args.health,
+            leading: is_leading,
+            burst: None,
+            flush_scheduled: false,
+            last: None,
+            applying: BTreeSet::new(),
+            status: RecomputeStatus { leading: is_leading, ..RecomputeStatus::default() },
+            _tasks: tasks,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RecomputeMsg::Changed { kind } => {
+                tracing::trace!(%kind, "changed");
+                state.health.set_ready(state.caches.synced());
+                let now = Instant::now();
+                match &mut state.burst {
+                    Some(burst) => burst.last = now,
+                    None => state.burst = Some(Burst { first: now, last: now }),
+                }
+                if !state.flush_scheduled {
+                    state.flush_scheduled = true;
+                    myself.send_after(state.config.debounce, || RecomputeMsg::Flush);
+                }
+            }
+            RecomputeMsg::Flush => {
+                state.flush_scheduled = false;
+                let Some(burst) = state.burst else { return Ok(()) };
+                let due = (burst.last + state.config.debounce).min(burst.first + state.config.max_delay);
+                let now = Instant::now();
+                if now >= due {
+                    state.burst = None;
+                    pass(&myself, state).await?;
+                } else {
+                    state.flush_scheduled = true;
+                    myself.send_after(due - now, || RecomputeMsg::Flush);
+                }
+            }
+            RecomputeMsg::Now => {
+                state.burst = None;
+                pass(&myself, state).await?;
+            }
+            RecomputeMsg::Leading(leading) => {
+                if leading != state.leading {
+                    tracing::info!(leading, "leadership changed");
+                    state.leading = leading;
+                    state.status.leading = leading;
+                    // A new term publishes in full; a standby forgets.
+                    state.last = None;
+                    state.burst = None;
+                    if leading {
+                        pass(&myself, state).await?;
+                    }
+                }
+            }
+            RecomputeMsg::Applied { node, result } => {
+                state.applying.remove(&node);
+                match result {
+                    Ok(()) => tracing::info!(%node, "created VpbluNode"),
+                    Err(error) => {
+                        state.metrics.apply_errors.inc();
+                        tracing::warn!(%node, %error, "cannot create VpbluNode; will retry");
+                        myself.send_after(APPLY_RETRY, || RecomputeMsg::EnsureVpbluNodes);
+                    }
+                }
+            }
+            RecomputeMsg::EnsureVpbluNodes => {
+                if state.leading && state.caches.synced() {
+                    let snapshot = state.caches.snapshot();
+                    ensure_vpblu_nodes(&myself, state, &snapshot);
+                }
+            }
+            RecomputeMsg::Status(reply) => {
+                let status = RecomputeStatus { synced: state.caches.synced(), ..state.status.clone() };
+                let _caller_gone = reply.send(status);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One pass: snapshot, convert, compute, publish if changed, then create
+/// missing VpbluNodes. Only the leader with synced caches runs one.
+async fn pass(myself: &ActorRef<RecomputeMsg>, state: &mut RecomputeState) -> Result<(), ActorProcessingErr> {
+    if !state.leading {
+        return Ok(());
+    }
+    if !state.caches.synced() {
+        tracing::debug!(waiting_for = ?state.caches.unsynced(), "caches not synced yet; not computing");
+        return Ok(());
+    }
+    let started = Instant::now();
+    let caches = state.caches.clone();
+    let sink = Arc::clone(&state.sink);
+    let last = state.last.clone();
+    let (output, snapshot, published) = tokio::task::spawn_blocking(move || {
+        let snapshot = caches.snapshot();
+        let (inputs, mut findings) = inputs_from(snapshot.objects());
+        let computed = desired_state::compute(&inputs);
+        findings.extend(computed.findings);
+        findings.sort();
+        findings.dedup();
+        let output = Arc::new(Output { nodes: computed.nodes, findings });
+        let changed = last.as_deref() != Some(&*output);
+        if changed {
+            sink.publish(output.nodes.clone(), output.findings.clone());
+        }
+        (output, snapshot, changed)
+    })
+    .await
+    .map_err(|e| format!("computing desired state failed: {e}"))?;
+    let elapsed = started.elapsed();
+    let metrics = &state.metrics;
+    metrics.duration.observe(elapsed.as_secs_f64());
+    metrics.passes.inc();
+    state.status.passes += 1;
+    if published {
+        metrics.publishes.inc();
+        metrics.nodes.set(i64::try_from(output.nodes.len()).unwrap_or(i64::MAX));
+        metrics.findings.set(i64::try_from(output.findings.len()).unwrap_or(i64::MAX));
+        state.status.publishes += 1;
+        state.status.nodes = output.nodes.len();
+        state.status.findings = output.findings.len();
+        tracing::info!(
+            nodes = output.nodes.len(),
+            findings = output.findings.len(),
+            ms = elapsed.as_millis() as u64,
+            "published desired state"
+        );
+        for finding in &output.findings {
+            tracing::debug!(%finding, "finding");
+        }
+    } else {
+        tracing::debug!(ms = elapsed.as_millis() as u64, "desired state unchanged");
+    }
+    state.last = Some(output);
+    ensure_vpblu_nodes(myself, state, &snapshot);
+    Ok(())
+}
+
+/// Starts a server-side apply for every Node without a VpbluNode (and none
+/// in flight). Each reports back with [`RecomputeMsg::Applied`].
+fn ensure_vpblu_nodes(myself: &ActorRef<RecomputeMsg>, state: &mut RecomputeState, snapshot: &Snapshot) {
+    let existing: BTreeSet<String> = snapshot.vpblu_nodes.iter().map(ResourceExt::name_any).collect();
+    for node in &snapshot.nodes {
+        let name = node.name_any();
+        if node.metadata.deletion_timestamp.is_some()
+            || existing.contains(&name)
+            || state.applying.contains(&name)
+        {
+            continue;
+        }
+        let Some(uid) = node.metadata.uid.clone() else { continue };
+        state.applying.insert(name.clone());
+        let api = state.vpblu_nodes.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let result = apply_vpblu_node(&api, &name, &uid).await;
+            let _stopped = me.cast(RecomputeMsg::Applied { node: name, result });
+        });
+    }
+}
+
+/// Creates VpbluNode `name` owned by the Node with `uid`, or leaves an
+/// existing one as it is: the apply sets no field but the owner reference.
+async fn apply_vpblu_node(api: &Api<VpbluNode>, name: &str, uid: &str) -> Result<(), String> {
+    let object = json!({
+        "apiVersion": "vpblu.dev/v1alpha1",
+        "kind": "VpbluNode",
+        "metadata": {
+            "name": name,
+            "ownerReferences": [{ "apiVersion": "v1", "kind": "Node", "name": name, "uid": uid }],
+        },
+        "spec": {},
+    });
+    let params = PatchParams::apply(FIELD_MANAGER);
+    match tokio::time::timeout(APPLY_TIMEOUT, api.patch(name, &params, &Patch::Apply(&object))).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer from the API server within {APPLY_TIMEOUT:?}")),
+    }
+}

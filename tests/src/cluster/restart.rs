@@ -1,0 +1,100 @@
+//! Taking the API server away and bringing it back, for tests of what
+//! clients do meanwhile. etcd keeps running, so every object survives.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::certs::Pki;
+use super::processes::{Ports, spawn_apiserver};
+use super::{API_AUDIENCES, TestCluster};
+
+/// How a running kube-apiserver was started: what a restart needs again.
+#[derive(Debug)]
+struct ApiserverLaunch {
+    bin_dir: PathBuf,
+    ports: Ports,
+}
+
+impl TestCluster {
+    /// Stops kube-apiserver (SIGTERM, as on drop: its connections close),
+    /// leaves it down for `down`, then starts it again on the same port with
+    /// the same flags and PKI and waits for `/readyz`. Returns how long
+    /// clients had no API server. Panics, with the logs, if it does not
+    /// come back.
+    pub async fn restart_apiserver(&mut self, down: Duration) -> Duration {
+        let launch = self.apiserver_launch();
+        let stopped = Instant::now();
+        self.apiserver.stop();
+        tokio::time::sleep(down).await;
+        let dir = self.dir().to_owned();
+        // Keep the first run's log beside the new one.
+        let log = dir.join("kube-apiserver.log");
+        let _ = std::fs::rename(&log, dir.join("kube-apiserver.1.log"));
+        self.apiserver = spawn_apiserver(&launch.bin_dir, &dir, launch.ports, &pki_in(&dir), API_AUDIENCES);
+        if let Err(why) = self.wait_ready().await {
+            let why = match why {
+                super::NotReady::PortTaken(why) | super::NotReady::Failed(why) => why,
+            };
+            panic!("kube-apiserver did not come back after a restart: {why}");
+        }
+        let outage = stopped.elapsed();
+        println!("test cluster: kube-apiserver restarted; no API for {:.2} s", outage.as_secs_f64());
+        outage
+    }
+
+    /// Reads the running API server's command line (found by its
+    /// `--cert-dir`, which is unique to this cluster) for its binary and
+    /// its etcd port.
+    fn apiserver_launch(&self) -> ApiserverLaunch {
+        let cert_dir = format!("--cert-dir={}", self.dir().join("apiserver-certs").display());
+        let argv = running_command_lines()
+            .into_iter()
+            .find(|argv| {
+                argv.first().is_some_and(|exe| exe.ends_with("kube-apiserver")) && argv.contains(&cert_dir)
+            })
+            .unwrap_or_else(|| panic!("no running kube-apiserver with {cert_dir} in /proc"));
+        let bin_dir = Path::new(&argv[0]).parent().expect("kube-apiserver runs from a bin dir").to_owned();
+        let etcd_client = argv
+            .iter()
+            .find_map(|a| a.strip_prefix("--etcd-servers=http://127.0.0.1:"))
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("kube-apiserver has no loopback --etcd-servers: {argv:?}"));
+        let apiserver = self
+            .api_url()
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("{} has no port", self.api_url()));
+        // The peer port only matters to etcd itself.
+        ApiserverLaunch { bin_dir, ports: Ports { etcd_client, etcd_peer: 0, apiserver } }
+    }
+}
+
+/// The PEM files `write_pki` put in `dir`.
+fn pki_in(dir: &Path) -> Pki {
+    Pki {
+        ca_cert: dir.join("ca.crt"),
+        serving_cert: dir.join("serving.crt"),
+        serving_key: dir.join("serving.key"),
+        admin_cert: dir.join("admin.crt"),
+        admin_key: dir.join("admin.key"),
+        sa_public_key: dir.join("sa.pub"),
+        sa_private_key: dir.join("sa.key"),
+    }
+}
+
+/// The argv of every process we can read.
+fn running_command_lines() -> Vec<Vec<String>> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|arg| !arg.is_empty())
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect()
+        })
+        .collect()
+}
