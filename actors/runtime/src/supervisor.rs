@@ -60,6 +60,12 @@ impl ChildSpec {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// Starts the child linked to `supervisor` (which receives its
+    /// supervision events); for supervisors other than [`Supervisor`].
+    pub async fn start_linked(&self, supervisor: ActorCell) -> Result<ActorCell, SpawnErr> {
+        (self.start)(supervisor).await
+    }
 }
 
 /// When to restart and when to give up.

@@ -180,3 +180,24 @@ async fn shutdown_stops_children_in_order() {
     assert_eq!(exit, RootExit::Stopped);
     assert_eq!(stops.load(Ordering::SeqCst), 1, "the child's post_stop ran before the root returned");
 }
+
+#[tokio::test]
+async fn a_gate_runs_its_child_only_while_open() {
+    let (starts, stops) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (open, open_rx) = tokio::sync::watch::channel(false);
+    let gate = vpblu_runtime::GateArgs { open: open_rx, child: flaky_spec(&starts, &stops, None) };
+    let (gate, handle) = Actor::spawn(None, vpblu_runtime::Gate, gate).await.expect("gate starts");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(starts.load(Ordering::SeqCst), 0, "closed gate: nothing runs");
+
+    open.send_replace(true);
+    wait_for("start when opened", || starts.load(Ordering::SeqCst) == 1).await;
+    open.send_replace(false);
+    wait_for("stop when closed", || stops.load(Ordering::SeqCst) == 1).await;
+    open.send_replace(true);
+    wait_for("start again", || starts.load(Ordering::SeqCst) == 2).await;
+
+    gate.stop(None);
+    handle.await.expect("gate joins");
+    assert_eq!(stops.load(Ordering::SeqCst), 2, "stopping the gate stops its child");
+}
