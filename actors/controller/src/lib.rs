@@ -11,6 +11,7 @@ pub mod from_k8s;
 pub mod informers;
 pub mod leader;
 pub mod recompute;
+pub mod status_writer;
 pub mod stream;
 mod tree;
 

@@ -10,7 +10,9 @@
 //! - `stream-server`, behind a gate: listens for daemons only while this
 //!   replica leads, so a daemon the Service sends to the standby is refused
 //!   at once and retries (with backoff) until it reaches the leader; losing
-//!   the Lease closes every stream, and the daemons reconnect.
+//!   the Lease closes every stream, and the daemons reconnect;
+//! - `status-writer`, behind a gate too: daemons' Hello/Ack/Observed become
+//!   VpbluNode status (the published key feeds the next recompute).
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use crate::Args;
 use crate::informers::{Caches, InformerMetrics};
 use crate::leader::{Leader, LeaderArgs, LeaderConfig, LeaderMetrics};
 use crate::recompute::{Recompute, RecomputeArgs, RecomputeConfig, RecomputeHandle, RecomputeMetrics};
+use crate::status_writer::{StatusWriter, StatusWriterArgs};
 use crate::stream::{Desired, StreamConfig, StreamMetrics, StreamServer, StreamServerArgs};
 
 /// Hello, Observed and RotationReport messages waiting for the status writer.
@@ -72,6 +75,7 @@ pub async fn run(args: Args) -> RootExit {
     let stream_config = StreamConfig { resync_interval: args.resync_interval, ..StreamConfig::default() };
     let stream_metrics = StreamMetrics::register(&health);
     let grpc_addr = args.grpc_addr;
+    let status_writer = StatusWriter::child(StatusWriterArgs { client, events: events.clone() });
     let stream_server = ChildSpec::new("stream-server", move || {
         let args = StreamServerArgs {
             addr: grpc_addr,
@@ -82,6 +86,7 @@ pub async fn run(args: Args) -> RootExit {
         };
         (StreamServer, args)
     });
-    children.push(Gate::child("stream-gate", leading, stream_server));
+    children.push(Gate::child("stream-gate", leading.clone(), stream_server));
+    children.push(Gate::child("status-gate", leading, status_writer));
     run_root(children, RestartPolicy::default(), vpblu_runtime::shutdown_signal()).await
 }

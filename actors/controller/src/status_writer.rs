@@ -1,0 +1,244 @@
+//! The status writer: what daemons report over their streams becomes the
+//! status of their VpbluNode, so `kubectl get vpblunodes` shows each node's
+//! public key, backend, MTU, applied generation and peer health, and the
+//! published key feeds the next recompute (that is how a new node's key
+//! reaches every peer).
+//!
+//! It runs only on the leader (behind a gate), writes with server-side
+//! apply under [`vpblu_k8s::FIELD_MANAGER`] to the status subresource, and
+//! skips a write when nothing it owns would change.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::json;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use vpblu_k8s::vpblu_node::short_key;
+use vpblu_k8s::{FIELD_MANAGER, VpbluNode};
+use vpblu_messages::{Backend, NodeName, PeerObservation, Upstream};
+
+use crate::stream::StreamEvent;
+
+/// A peer counts as up when its last handshake is at most this old
+/// (WireGuard re-handshakes every 2 minutes on an active session).
+const PEER_UP_WITHIN: Duration = Duration::from_secs(180);
+
+/// How long one status write may take.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the status writer starts with.
+#[derive(Clone)]
+pub struct StatusWriterArgs {
+    /// The API client.
+    pub client: kube::Client,
+    /// The stream server's events (Hello, Ack, Observed, RotationReport).
+    pub events: broadcast::Sender<StreamEvent>,
+}
+
+impl std::fmt::Debug for StatusWriterArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusWriterArgs").finish_non_exhaustive()
+    }
+}
+
+/// Messages the status writer takes.
+#[derive(Debug)]
+pub enum StatusWriterMsg {
+    /// A daemon said something on its stream (sent by the event task).
+    Event(NodeName, Upstream),
+    /// Events were lost because the writer fell behind; the next message of
+    /// every node rewrites its status in full.
+    Lagged(u64),
+}
+
+/// Writes VpbluNode status. Empty: everything lives in its state.
+#[derive(Debug, Default)]
+pub struct StatusWriter;
+
+/// What one node has reported, in the shape its status takes.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct NodeReport {
+    public_key: Option<String>,
+    staged_public_key: Option<String>,
+    backend: Option<&'static str>,
+    mtu: Option<u32>,
+    applied_generation: Option<u64>,
+    peers: Option<usize>,
+    peers_up: Option<usize>,
+    oldest_handshake_seconds: Option<u64>,
+}
+
+impl NodeReport {
+    fn status(&self) -> serde_json::Value {
+        let mut status = serde_json::Map::new();
+        if let Some(key) = &self.public_key {
+            status.insert("publicKey".into(), json!(key));
+            status.insert("shortKey".into(), json!(short_key(key)));
+        }
+        if let Some(key) = &self.staged_public_key {
+            status.insert("stagedPublicKey".into(), json!(key));
+        }
+        if let Some(backend) = self.backend {
+            status.insert("backend".into(), json!(backend));
+        }
+        if let Some(mtu) = self.mtu {
+            status.insert("mtu".into(), json!(mtu));
+        }
+        if let Some(generation) = self.applied_generation {
+            status.insert("appliedGeneration".into(), json!(generation));
+        }
+        if let Some(peers) = self.peers {
+            status.insert("peers".into(), json!(peers));
+        }
+        if let Some(up) = self.peers_up {
+            status.insert("peersUp".into(), json!(up));
+        }
+        if let Some(age) = self.oldest_handshake_seconds {
+            status.insert("lastHandshakeSeconds".into(), json!(age));
+        }
+        serde_json::Value::Object(status)
+    }
+
+    fn observe(&mut self, peers: &[PeerObservation]) {
+        self.peers = Some(peers.len());
+        self.peers_up = Some(
+            peers.iter().filter(|p| p.last_handshake_age.is_some_and(|age| age <= PEER_UP_WITHIN)).count(),
+        );
+        self.oldest_handshake_seconds =
+            peers.iter().filter_map(|p| p.last_handshake_age).max().map(|d| d.as_secs());
+    }
+}
+
+/// The status writer's state.
+#[derive(Debug)]
+pub struct StatusWriterState {
+    api: Api<VpbluNode>,
+    reports: BTreeMap<NodeName, NodeReport>,
+    written: BTreeMap<NodeName, NodeReport>,
+    task: JoinHandle<()>,
+}
+
+impl StatusWriter {
+    /// The supervised child `status-writer` that runs with `args`.
+    pub fn child(args: StatusWriterArgs) -> vpblu_runtime::ChildSpec {
+        vpblu_runtime::ChildSpec::new("status-writer", move || (StatusWriter, args.clone()))
+    }
+}
+
+impl Actor for StatusWriter {
+    type Msg = StatusWriterMsg;
+    type State = StatusWriterState;
+    type Arguments = StatusWriterArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: StatusWriterArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut events = args.events.subscribe();
+        let task = tokio::spawn(async move {
+            loop {
+                let msg = match events.recv().await {
+                    Ok((node, upstream)) => StatusWriterMsg::Event(node, upstream),
+                    Err(broadcast::error::RecvError::Lagged(n)) => StatusWriterMsg::Lagged(n),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if myself.cast(msg).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(StatusWriterState {
+            api: Api::all(args.client),
+            reports: BTreeMap::new(),
+            written: BTreeMap::new(),
+            task,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.task.abort();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let node = match msg {
+            StatusWriterMsg::Lagged(lost) => {
+                tracing::warn!(
+                    lost,
+                    "status writer fell behind; rewriting every node's status on its next report"
+                );
+                state.written.clear();
+                return Ok(());
+            }
+            StatusWriterMsg::Event(node, upstream) => {
+                let report = state.reports.entry(node.clone()).or_default();
+                match upstream {
+                    Upstream::Hello(hello) => {
+                        report.public_key = Some(hello.public_key.to_base64());
+                        report.staged_public_key = hello.staged_public_key.map(|k| k.to_base64());
+                        report.backend = Some(match hello.backend {
+                            Backend::Kernel => "kernel",
+                            Backend::Userspace => "userspace",
+                        });
+                        report.mtu = Some(hello.mtu);
+                        report.applied_generation = Some(hello.applied_generation.0);
+                    }
+                    Upstream::Ack { generation, result: Ok(()) } => {
+                        report.applied_generation = Some(generation.0);
+                    }
+                    // A failed apply changes nothing the daemon runs; the
+                    // stream's ack tracking keeps the error.
+                    Upstream::Ack { result: Err(_), .. } => return Ok(()),
+                    Upstream::Observed(peers) => report.observe(&peers),
+                    // Rotation progress is written by the rotation scheduler.
+                    Upstream::RotationReport(_) => return Ok(()),
+                }
+                node
+            }
+        };
+        write(state, &node).await;
+        Ok(())
+    }
+}
+
+/// Applies `node`'s report when it differs from what was last written.
+/// Failures are logged and retried with the node's next report (a status
+/// is a view, not a command: nothing breaks while it lags).
+async fn write(state: &mut StatusWriterState, node: &NodeName) {
+    let Some(report) = state.reports.get(node) else { return };
+    if state.written.get(node) == Some(report) {
+        return;
+    }
+    let patch = json!({
+        "apiVersion": "vpblu.dev/v1alpha1",
+        "kind": "VpbluNode",
+        "status": report.status(),
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let result = tokio::time::timeout(
+        WRITE_TIMEOUT,
+        state.api.patch_status(node.as_str(), &params, &Patch::Apply(&patch)),
+    )
+    .await;
+    match result {
+        Ok(Ok(_)) => {
+            state.written.insert(node.clone(), report.clone());
+        }
+        Ok(Err(e)) => tracing::warn!(node = %node, error = %e, "could not write VpbluNode status"),
+        Err(_) => tracing::warn!(node = %node, "VpbluNode status write timed out"),
+    }
+}
