@@ -30,6 +30,10 @@ const PEER_UP_WITHIN: Duration = Duration::from_secs(180);
 /// How long one status write may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// When a write failed (e.g. the VpbluNode is not created yet), try again
+/// after this long.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// What the status writer starts with.
 #[derive(Clone)]
 pub struct StatusWriterArgs {
@@ -53,6 +57,8 @@ pub enum StatusWriterMsg {
     /// Events were lost because the writer fell behind; the next message of
     /// every node rewrites its status in full.
     Lagged(u64),
+    /// Write this node's status again after a failed write (sent to itself).
+    Retry(NodeName),
 }
 
 /// Writes VpbluNode status. Empty: everything lives in its state.
@@ -171,11 +177,12 @@ impl Actor for StatusWriter {
 
     async fn handle(
         &self,
-        _: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let node = match msg {
+            StatusWriterMsg::Retry(node) => node,
             StatusWriterMsg::Lagged(lost) => {
                 tracing::warn!(
                     lost,
@@ -210,18 +217,20 @@ impl Actor for StatusWriter {
                 node
             }
         };
-        write(state, &node).await;
+        if !write(state, &node).await {
+            myself.send_after(RETRY_AFTER, move || StatusWriterMsg::Retry(node));
+        }
         Ok(())
     }
 }
 
-/// Applies `node`'s report when it differs from what was last written.
-/// Failures are logged and retried with the node's next report (a status
-/// is a view, not a command: nothing breaks while it lags).
-async fn write(state: &mut StatusWriterState, node: &NodeName) {
-    let Some(report) = state.reports.get(node) else { return };
+/// Applies `node`'s report when it differs from what was last written;
+/// false when the write failed (logged; the caller retries). A status is a
+/// view, not a command: nothing breaks while it lags.
+async fn write(state: &mut StatusWriterState, node: &NodeName) -> bool {
+    let Some(report) = state.reports.get(node) else { return true };
     if state.written.get(node) == Some(report) {
-        return;
+        return true;
     }
     let patch = json!({
         "apiVersion": "vpblu.dev/v1alpha1",
@@ -237,8 +246,15 @@ async fn write(state: &mut StatusWriterState, node: &NodeName) {
     match result {
         Ok(Ok(_)) => {
             state.written.insert(node.clone(), report.clone());
+            true
         }
-        Ok(Err(e)) => tracing::warn!(node = %node, error = %e, "could not write VpbluNode status"),
-        Err(_) => tracing::warn!(node = %node, "VpbluNode status write timed out"),
+        Ok(Err(e)) => {
+            tracing::warn!(node = %node, error = %e, "could not write VpbluNode status; will retry");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(node = %node, "VpbluNode status write timed out; will retry");
+            false
+        }
     }
 }

@@ -1,0 +1,197 @@
+//! The real controller binary, the real API server, real daemon stream
+//! clients (recording data planes): keys published in Hello reach every
+//! peer, node joins and deletes and BlockPolicies reach the daemons they
+//! concern, and a controller killed and replaced by another replica changes
+//! nothing in the data plane.
+
+mod stream_support;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use vpblu_e2e::cluster::TestCluster;
+use vpblu_e2e::process::{Guarded, free_addr, wait_http_ok};
+use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule};
+use vpblu_messages::{Command as MeshCommand, NodeDesiredState};
+
+use stream_support::{Daemon, key};
+
+const EXE: &str = env!("CARGO_BIN_EXE_vpblu-controller");
+/// Lease timings for the test: failover within a few seconds.
+const LEASE: &str = "4s";
+const RENEW: &str = "1s";
+/// Generous: a change crosses API server, informer, recompute, stream.
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// A controller process whose log is printed if the test fails.
+struct Controller {
+    /// Killed (SIGKILL, no goodbye) when dropped.
+    _process: Guarded,
+    log: PathBuf,
+}
+
+impl Controller {
+    fn start(cluster: &TestCluster, identity: &str, grpc: &str) -> Controller {
+        let metrics = free_addr();
+        let log = cluster.dir().join(format!("{identity}.log"));
+        let out = File::create(&log).expect("controller log file");
+        let process = Command::new(EXE)
+            .args(["--grpc-addr", grpc, "--metrics-addr", &metrics.to_string()])
+            .args(["--dashboard-addr", &free_addr().to_string(), "--identity", identity])
+            .args(["--lease-duration", LEASE, "--lease-renew", RENEW, "--log-format", "text"])
+            .env("KUBECONFIG", cluster.kubeconfig_path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log"))
+            .stderr(out)
+            .spawn()
+            .expect("start vpblu-controller");
+        let controller = Controller { _process: Guarded::new(process), log };
+        wait_http_ok(metrics, "/readyz", Duration::from_secs(30));
+        controller
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            print_tail(&self.log);
+        }
+    }
+}
+
+fn print_tail(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    eprintln!("---- last lines of {} ----", path.display());
+    for line in &lines[lines.len().saturating_sub(40)..] {
+        eprintln!("{line}");
+    }
+}
+
+async fn converge(what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < CONVERGE {
+        if check() {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out after {CONVERGE:?} waiting for {what}");
+}
+
+fn peers_of(state: &NodeDesiredState) -> Vec<String> {
+    state.peers.keys().map(|n| n.as_str().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mesh_follows_the_api_through_the_real_controller() {
+    let cluster = TestCluster::start().await;
+    cluster.install_crds().await;
+    cluster.apply_manifest(&cluster.repo_root().join("k8s/deploy/namespace.yaml")).await;
+    for i in 1..=3 {
+        cluster
+            .register_node(
+                &format!("node-{i}"),
+                &format!("192.0.2.{i}"),
+                &[&format!("10.244.{i}.0/24")],
+                true,
+            )
+            .await;
+    }
+    let grpc = free_addr().to_string();
+    let endpoint = format!("http://{grpc}");
+    let first = tokio::task::block_in_place(|| Controller::start(&cluster, "controller-0", &grpc));
+
+    let mut daemons = Vec::new();
+    for i in 1..=3 {
+        daemons.push(Daemon::start(&format!("node-{i}"), i, &endpoint).await);
+    }
+    // Keys travel Hello -> status writer -> VpbluNode -> informer ->
+    // recompute -> stream: every daemon ends up with the other two, keyed
+    // by what they said in their Hello.
+    let took = converge("a full mesh of 3", || {
+        daemons.iter().all(|d| {
+            let state = d.plane.state();
+            state.peers.len() == 2
+                && state.peers.values().all(|p| {
+                    let i: usize = p.node.as_str().trim_start_matches("node-").parse().unwrap();
+                    p.public_key == key(i)
+                })
+        })
+    })
+    .await;
+    println!("full mesh of 3 formed {took:.2?} after the daemons started");
+
+    // A node joins: everyone gets it.
+    cluster.register_node("node-4", "192.0.2.4", &["10.244.4.0/24"], true).await;
+    daemons.push(Daemon::start("node-4", 4, &endpoint).await);
+    let took =
+        converge("node-4 in every peer set", || daemons.iter().all(|d| d.plane.state().peers.len() == 3))
+            .await;
+    println!("node join reached every daemon in {took:.2?}");
+
+    // A node is deleted: its peer disappears everywhere (12.5).
+    cluster.delete_node("node-2").await;
+    let took = converge("node-2 gone from every peer set", || {
+        daemons
+            .iter()
+            .filter(|d| d.node.as_str() != "node-2")
+            .all(|d| !peers_of(&d.plane.state()).contains(&"node-2".to_owned()))
+    })
+    .await;
+    println!("node delete reached every daemon in {took:.2?}");
+
+    // A BlockPolicy reaches the two nodes at its ends, and only them.
+    let blocks: Api<BlockPolicy> = Api::all(cluster.client());
+    let policy = BlockPolicy::new(
+        "one-to-three",
+        BlockPolicySpec {
+            blocks: vec![BlockRule {
+                from: "10.244.1.0/24".into(),
+                to: "10.244.3.0/24".into(),
+                bidirectional: false,
+            }],
+            ..BlockPolicySpec::default()
+        },
+    );
+    let before_node4 = daemons[3].commands().len();
+    blocks.create(&PostParams::default(), &policy).await.expect("create the BlockPolicy");
+    let took = converge("the block on node-1 and node-3", || {
+        [0, 2].iter().all(|&i| daemons[i].plane.state().blocks.len() == 1)
+    })
+    .await;
+    println!("BlockPolicy create -> applied on both ends in {took:.2?}");
+    assert!(
+        daemons[3].commands()[before_node4..].iter().all(|c| !matches!(c.command, MeshCommand::SetBlocks(_))),
+        "node-4 is not at either end of the block and must not be sent it"
+    );
+    blocks.delete("one-to-three", &DeleteParams::default()).await.expect("delete the BlockPolicy");
+    converge("the block gone", || [0, 2].iter().all(|&i| daemons[i].plane.state().blocks.is_empty())).await;
+
+    // The controller dies without a goodbye; another replica takes the
+    // Lease and the streams. The data plane must not change at all.
+    let live: Vec<&Daemon> = daemons.iter().filter(|d| d.node.as_str() != "node-2").collect();
+    let states: Vec<NodeDesiredState> = live.iter().map(|d| d.plane.state()).collect();
+    let counts: Vec<usize> = live.iter().map(|d| d.commands().len()).collect();
+    drop(first);
+    let killed = Instant::now();
+    let _second = tokio::task::block_in_place(|| Controller::start(&cluster, "controller-1", &grpc));
+    converge("every daemon reconnected to the new leader", || {
+        live.iter().zip(&counts).all(|(d, n)| d.commands().len() > *n)
+    })
+    .await;
+    println!("leader killed -> every daemon resynced by the new leader in {:.2?}", killed.elapsed());
+    for ((daemon, state), count) in live.iter().zip(&states).zip(&counts) {
+        assert_eq!(daemon.plane.state(), *state, "{}: the handover changed the data plane", daemon.node);
+        let after = &daemon.commands()[*count..];
+        assert!(
+            after.iter().all(|c| matches!(c.command, MeshCommand::SyncState(_))),
+            "{}: only a full, identical SyncState may follow a handover, got {after:?}",
+            daemon.node
+        );
+    }
+}
