@@ -3,7 +3,9 @@
 
 mod args;
 pub mod bpf;
+pub mod data_plane;
 pub mod keys;
+pub mod pod_interfaces;
 pub mod routing;
 pub mod stream;
 mod tree;

@@ -1,0 +1,70 @@
+//! What the node's data plane is built from.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vpblu_messages::Backend;
+
+use crate::bpf::AttachMode;
+use crate::pod_interfaces;
+use crate::routing::RoutingConfig;
+use crate::wireguard::UserspaceOptions;
+
+/// Paths, names and switches of the node's data plane.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The key directory (0700; `private.key` 0600 inside).
+    pub key_dir: PathBuf,
+    /// Where the applied generation is recorded.
+    pub state_dir: PathBuf,
+    /// The bpffs directory the maps and links are pinned in.
+    pub pin_dir: PathBuf,
+    /// The WireGuard device, e.g. `wg-mesh`; unique on the machine for the
+    /// userspace backend. Must equal `routing.mesh_interface`.
+    pub interface: String,
+    /// Kernel or userspace WireGuard; `None` picks the kernel when it has
+    /// the module.
+    pub backend: Option<Backend>,
+    /// Which wireguard-go to start (or adopt), its sockets and logs.
+    pub userspace: UserspaceOptions,
+    /// fwmark, table, rule priority, MTU overhead. The BPF mark is this
+    /// fwmark, so the two always agree.
+    pub routing: RoutingConfig,
+    /// Drop traffic to cluster CIDRs without a tunnel rather than let it
+    /// leave in clear.
+    pub strict: bool,
+    /// Names of pod-facing interfaces (`veth*` style prefixes allowed).
+    pub pod_interfaces: Vec<String>,
+    /// How often the pod interface watcher relists the links.
+    pub pod_interface_resync: Duration,
+    /// How classify and deliver are attached; `None`: tcx where the
+    /// kernel has it.
+    pub attach_mode: Option<AttachMode>,
+}
+
+impl Config {
+    /// Defaults (strict, the default pod interface patterns, detected
+    /// backend, wireguard-go found automatically) for these directories and
+    /// device name.
+    pub fn new(
+        key_dir: impl Into<PathBuf>,
+        state_dir: impl Into<PathBuf>,
+        pin_dir: impl Into<PathBuf>,
+        interface: impl Into<String>,
+    ) -> Self {
+        let interface = interface.into();
+        Config {
+            key_dir: key_dir.into(),
+            state_dir: state_dir.into(),
+            pin_dir: pin_dir.into(),
+            routing: RoutingConfig::new(interface.clone()),
+            interface,
+            backend: None,
+            userspace: UserspaceOptions::default(),
+            strict: true,
+            pod_interfaces: pod_interfaces::DEFAULT_PATTERNS.iter().map(|p| (*p).to_owned()).collect(),
+            pod_interface_resync: pod_interfaces::DEFAULT_RESYNC,
+            attach_mode: None,
+        }
+    }
+}

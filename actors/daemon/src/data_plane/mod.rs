@@ -1,0 +1,39 @@
+//! The node's data plane: the key store, the WireGuard device, routing and
+//! the BPF programs, converged together to each desired state the
+//! controller sends, as the stream client's [`DataPlane`](crate::stream::DataPlane).
+//!
+//! Applying a command:
+//!
+//! 1. Replay it onto a copy of the state in force; refuse a result that
+//!    fails `validate()` or [`plan::check`] (an unusable key, a route over
+//!    this node's own pods). A refusal touches nothing: the old state stays
+//!    in force and traffic keeps flowing.
+//! 2. Turn the state into one [`Plan`] per component (routes, classify
+//!    destinations, blocks, endpoints).
+//! 3. Converge in an order that never lets pod traffic out in clear: listen
+//!    port, the mesh device's address and rp_filter (so decrypted traffic
+//!    passes reverse-path filtering), WireGuard peers, MTU and MSS clamp (when the endpoints change),
+//!    new routes, blocks, destinations, then removal of old routes. Every
+//!    writer diffs against what the kernel or device holds and writes only
+//!    the difference; a targeted command skips the components it does not
+//!    change, a SyncState redoes all of them.
+//! 4. Record the generation (atomically, in the state directory) so a
+//!    restarted daemon's Hello says what is really in force.
+//!
+//! Blocking calls (UAPI, bpf(2), files) run on `spawn_blocking` threads.
+//! Everything that touches interfaces runs in the network namespace of the
+//! runtime [`NodeDataPlane::start`] is called on: its blocking threads are
+//! spawned from it and inherit it.
+
+mod applied_generation;
+mod config;
+mod error;
+mod mesh_link;
+mod node_data_plane;
+pub mod plan;
+
+pub use applied_generation::{FILE as GENERATION_FILE, GenerationFile};
+pub use config::Config;
+pub use error::DataPlaneError;
+pub use node_data_plane::NodeDataPlane;
+pub use plan::{Plan, Refused};
