@@ -2,6 +2,7 @@
 //! Kubernetes control plane, the lab, and the §12 acceptance suite.
 
 pub mod binary_lifecycle;
+pub mod built_tools;
 pub mod cluster;
 pub mod netns;
 pub mod process;

@@ -28,10 +28,10 @@ use std::fs::File;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,26 +49,6 @@ const PORT: u16 = 51820;
 const NODES: [u8; 3] = [1, 2, 3];
 /// Underlay 1500 − WireGuard overhead 80.
 const MESH_MTU: u32 = 1420;
-
-/// The pinned wireguard-go, built (or found up to date) once.
-fn wireguard_go() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/wireguard-go/build.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-        assert!(out.status.success(), "{} failed ({}): see its output above", script.display(), out.status);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let dir =
-            stdout.lines().last().unwrap_or_else(|| panic!("{} printed no directory", script.display()));
-        let bin = Path::new(dir.trim()).join("wireguard-go");
-        assert!(bin.is_file(), "{} said {dir} but {} is missing", script.display(), bin.display());
-        bin
-    })
-}
 
 fn cidr(text: &str) -> Cidr {
     text.parse().unwrap()
@@ -360,7 +340,7 @@ impl Lab {
             let mut config = Config::new(dir.join("keys"), dir.join("state"), &pin_dir, interface);
             config.backend = Some(Backend::Userspace);
             config.userspace = UserspaceOptions {
-                program: WireGuardGo::Path(wireguard_go().to_path_buf()),
+                program: WireGuardGo::Path(vpblu_e2e::built_tools::wireguard_go().to_path_buf()),
                 log_dir: tmp.path().join("logs"),
                 ..UserspaceOptions::default()
             };
@@ -646,7 +626,7 @@ fn three_node_mesh_encrypts_blocks_and_fails_closed() {
         )
         .with_test_writer()
         .try_init();
-    wireguard_go();
+    vpblu_e2e::built_tools::wireguard_go();
     let test_start = Instant::now();
     let mut summary: Vec<String> = Vec::new();
     let mut phase = Instant::now();

@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use vpblu_daemon::keys::{ACTIVE_FILE, KeyStore, PrivateKey};
@@ -24,26 +24,6 @@ use vpblu_e2e::netns::{Netns, require_root_and, veth};
 use vpblu_messages::{Backend, Cidr, NodeName, Peer};
 
 const PORT: u16 = 51820;
-
-/// The pinned wireguard-go, built (or found up to date) once per test binary.
-fn wireguard_go() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/wireguard-go/build.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-        assert!(out.status.success(), "{} failed ({}): see its output above", script.display(), out.status);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let dir =
-            stdout.lines().last().unwrap_or_else(|| panic!("{} printed no directory", script.display()));
-        let bin = Path::new(dir.trim()).join("wireguard-go");
-        assert!(bin.is_file(), "{} said {dir} but {} is missing", script.display(), bin.display());
-        bin
-    })
-}
 
 /// One node: its namespace, underlay and overlay addresses, WireGuard name.
 struct Node {
@@ -129,7 +109,7 @@ fn lab() -> Lab {
     let wg = WireGuard::new(
         Backend::Userspace,
         UserspaceOptions {
-            program: WireGuardGo::Path(wireguard_go().to_path_buf()),
+            program: WireGuardGo::Path(vpblu_e2e::built_tools::wireguard_go().to_path_buf()),
             log_dir: logs.path().to_path_buf(),
             ..UserspaceOptions::default()
         },

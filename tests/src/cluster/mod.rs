@@ -88,7 +88,7 @@ impl TestCluster {
     /// an admin kubeconfig. Panics, with the logs, if any of that fails.
     pub async fn start() -> TestCluster {
         let repo_root = repo_root();
-        let bin_dir = testbed_bin_dir(&repo_root).await;
+        let bin_dir = testbed_bin_dir().await;
         for attempt in 1..=PORT_ATTEMPTS {
             let mut cluster = TestCluster::launch(&bin_dir, &repo_root).await;
             match cluster.wait_ready().await {

@@ -16,34 +16,10 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Runs `tools/testbed/build.sh` (instant when the binaries are cached) and
 /// returns the bin directory it prints. Panics with the script's output
 /// when it fails: a missing control plane is a failure, never a skip.
-pub(crate) async fn testbed_bin_dir(repo_root: &Path) -> PathBuf {
-    let script = repo_root.join("tools/testbed/build.sh");
-    let output = tokio::process::Command::new(&script)
-        .current_dir(repo_root)
-        .stdin(Stdio::null())
-        .output()
+pub(crate) async fn testbed_bin_dir() -> PathBuf {
+    tokio::task::spawn_blocking(|| crate::built_tools::bin_dir("testbed", &["etcd", "kube-apiserver"]))
         .await
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        panic!(
-            "{} failed ({}), so there is no kube-apiserver/etcd to test against.\n\
-             --- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
-            script.display(),
-            output.status
-        );
-    }
-    let bin_dir = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-    for exe in ["etcd", "kube-apiserver"] {
-        assert!(
-            bin_dir.join(exe).is_file(),
-            "{} succeeded but printed {:?}, which has no {exe}; stderr:\n{stderr}",
-            script.display(),
-            bin_dir
-        );
-    }
-    bin_dir
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// `N` distinct loopback ports that were free a moment ago. All listeners
