@@ -10,6 +10,7 @@ pub mod desired_state;
 pub mod from_k8s;
 pub mod informers;
 pub mod leader;
+pub mod policy_status;
 pub mod recompute;
 pub mod status_writer;
 pub mod stream;

@@ -7,21 +7,29 @@
 //! - `leader`: holds the Lease and flips the `leading` flag;
 //! - `recompute` and one informer per kind: watch the API, compute desired
 //!   state (only while leading) into the stream server's `Desired` store;
-//! - `stream-server`, behind a gate: listens for daemons only while this
-//!   replica leads, so a daemon the Service sends to the standby is refused
-//!   at once and retries (with backoff) until it reaches the leader; losing
-//!   the Lease closes every stream, and the daemons reconnect;
-//! - `status-writer`, behind a gate too: daemons' Hello/Ack/Observed become
-//!   VpbluNode status (the published key feeds the next recompute).
+//! - behind a gate, a supervisor of what only the leader runs:
+//!   - `stream-server`: listens for daemons only while this replica leads,
+//!     so a daemon the Service sends to the standby is refused at once and
+//!     retries (with backoff) until it reaches the leader; losing the Lease
+//!     closes every stream, and the daemons reconnect;
+//!   - `status-writer`: daemons' Hello/Ack/Observed become VpbluNode status
+//!     (the published key feeds the next recompute);
+//!   - `policy-status`: the engine's findings become policy conditions.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, watch};
-use vpblu_runtime::{ChildSpec, Gate, Health, HealthServer, RestartPolicy, RootExit, run_root};
+use vpblu_messages::{NodeDesiredState, NodeName};
+use vpblu_runtime::{
+    ChildSpec, Gate, Health, HealthServer, RestartPolicy, RootExit, Supervisor, SupervisorArgs, run_root,
+};
 
 use crate::Args;
+use crate::desired_state::Finding;
 use crate::informers::{Caches, InformerMetrics};
 use crate::leader::{Leader, LeaderArgs, LeaderConfig, LeaderMetrics};
+use crate::policy_status::{PolicyStatus, PolicyStatusArgs};
 use crate::recompute::{Recompute, RecomputeArgs, RecomputeConfig, RecomputeHandle, RecomputeMetrics};
 use crate::status_writer::{StatusWriter, StatusWriterArgs};
 use crate::stream::{Desired, StreamConfig, StreamMetrics, StreamServer, StreamServerArgs};
@@ -51,6 +59,7 @@ pub async fn run(args: Args) -> RootExit {
     let recompute = RecomputeHandle::new();
     let desired = Desired::new();
     let (events, _) = broadcast::channel(EVENT_BUFFER);
+    let (findings_tx, findings) = watch::channel(Vec::new());
 
     let mut children = vec![
         HealthServer::child(args.metrics_addr, &health),
@@ -62,7 +71,7 @@ pub async fn run(args: Args) -> RootExit {
         }),
         Recompute::child(RecomputeArgs {
             caches: caches.clone(),
-            sink: Arc::new(desired.clone()),
+            sink: Arc::new(Published { desired: desired.clone(), findings: findings_tx }),
             client: client.clone(),
             leading: leading.clone(),
             handle: recompute.clone(),
@@ -75,7 +84,9 @@ pub async fn run(args: Args) -> RootExit {
     let stream_config = StreamConfig { resync_interval: args.resync_interval, ..StreamConfig::default() };
     let stream_metrics = StreamMetrics::register(&health);
     let grpc_addr = args.grpc_addr;
-    let status_writer = StatusWriter::child(StatusWriterArgs { client, events: events.clone() });
+    let status_writer =
+        StatusWriter::child(StatusWriterArgs { client: client.clone(), events: events.clone() });
+    let policy_status = PolicyStatus::child(PolicyStatusArgs { client, caches, findings });
     let stream_server = ChildSpec::new("stream-server", move || {
         let args = StreamServerArgs {
             addr: grpc_addr,
@@ -86,7 +97,27 @@ pub async fn run(args: Args) -> RootExit {
         };
         (StreamServer, args)
     });
-    children.push(Gate::child("stream-gate", leading.clone(), stream_server));
-    children.push(Gate::child("status-gate", leading, status_writer));
+    let leader_only = vec![stream_server, status_writer, policy_status];
+    let leader_tree = ChildSpec::new("leader-only", move || {
+        let args =
+            SupervisorArgs { children: leader_only.clone(), policy: RestartPolicy::default(), on_exit: None };
+        (Supervisor, args)
+    });
+    children.push(Gate::child("leader-gate", leading, leader_tree));
     run_root(children, RestartPolicy::default(), vpblu_runtime::shutdown_signal()).await
+}
+
+/// Where Recompute's results go: states to the daemons' streams, findings
+/// to the policy status writer.
+#[derive(Debug)]
+struct Published {
+    desired: Desired,
+    findings: watch::Sender<Vec<Finding>>,
+}
+
+impl crate::recompute::DesiredSink for Published {
+    fn publish(&self, states: BTreeMap<NodeName, NodeDesiredState>, findings: Vec<Finding>) {
+        self.desired.publish(states);
+        self.findings.send_replace(findings);
+    }
 }

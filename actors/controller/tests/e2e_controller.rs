@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use vpblu_e2e::cluster::TestCluster;
 use vpblu_e2e::process::{Guarded, free_addr, wait_http_ok};
-use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule};
+use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule, Route, RoutePolicy, RoutePolicySpec};
 use vpblu_messages::{Command as MeshCommand, NodeDesiredState};
 
 use stream_support::{Daemon, key};
@@ -81,6 +82,25 @@ async fn converge(what: &str, mut check: impl FnMut() -> bool) -> Duration {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("timed out after {CONVERGE:?} waiting for {what}");
+}
+
+/// Waits for a policy's condition of `type_` (written by the leader).
+async fn until_condition<K>(api: &Api<K>, name: &str, type_: &str) -> Condition
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    let start = Instant::now();
+    while start.elapsed() < CONVERGE {
+        let object = serde_json::to_value(api.get(name).await.expect("read the policy")).expect("json");
+        let conditions = object["status"]["conditions"].clone();
+        if let Ok(list) = serde_json::from_value::<Vec<Condition>>(conditions)
+            && let Some(c) = list.into_iter().find(|c| c.type_ == type_)
+        {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} never got a {type_} condition");
 }
 
 fn peers_of(state: &NodeDesiredState) -> Vec<String> {
@@ -169,6 +189,22 @@ async fn the_mesh_follows_the_api_through_the_real_controller() {
         daemons[3].commands()[before_node4..].iter().all(|c| !matches!(c.command, MeshCommand::SetBlocks(_))),
         "node-4 is not at either end of the block and must not be sent it"
     );
+    let ready = until_condition(&blocks, "one-to-three", "Ready").await;
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Applied"), "{ready:?}");
+
+    // A policy naming a node that does not exist: the API server cannot
+    // know, so the engine reports it on the policy and applies the rest.
+    let routes: Api<RoutePolicy> = Api::all(cluster.client());
+    let bad = RoutePolicy::new(
+        "via-nowhere",
+        RoutePolicySpec { routes: vec![Route { cidr: "192.168.50.0/24".into(), via: "nowhere".into() }] },
+    );
+    routes.create(&PostParams::default(), &bad).await.expect("the API server accepts the RoutePolicy");
+    let ready = until_condition(&routes, "via-nowhere", "Ready").await;
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "UnknownNode"), "{ready:?}");
+    assert!(ready.message.contains("nowhere"), "the message names the bad value: {}", ready.message);
+    println!("RoutePolicy via an unknown node -> Ready=False/UnknownNode: {}", ready.message);
+
     blocks.delete("one-to-three", &DeleteParams::default()).await.expect("delete the BlockPolicy");
     converge("the block gone", || [0, 2].iter().all(|&i| daemons[i].plane.state().blocks.is_empty())).await;
 

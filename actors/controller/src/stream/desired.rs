@@ -95,16 +95,3 @@ impl Desired {
         }
     }
 }
-
-/// Recompute publishes into the store the node streams read. Findings go
-/// to the status writer, not to the daemons.
-impl crate::recompute::DesiredSink for Desired {
-    fn publish(
-        &self,
-        states: BTreeMap<NodeName, NodeDesiredState>,
-        _findings: Vec<crate::desired_state::Finding>,
-    ) {
-        let changed = Desired::publish(self, states);
-        tracing::debug!(nodes = changed.len(), "published desired state");
-    }
-}
