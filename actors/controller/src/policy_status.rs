@@ -12,13 +12,16 @@
 //!
 //! Runs on the leader only. `observedGeneration` is the spec generation the
 //! findings describe; a condition keeps its `lastTransitionTime` while its
-//! status stays, and nothing is written when nothing would change.
+//! status stays, and nothing is written when nothing would change. When a
+//! policy stops being Ready (or starts losing a conflict) a Warning Event
+//! says why, so `kubectl describe` and `kubectl get events` show it too.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Resource, ResourceExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
@@ -34,8 +37,9 @@ use crate::informers::Caches;
 /// on any node does not trigger a publish).
 const RESCAN: Duration = Duration::from_secs(30);
 
-/// Longest condition message written (the API allows 32 KiB).
-const MAX_MESSAGE: usize = 1024;
+/// Longest condition message written (the API allows 32 KiB; an Event's
+/// note at most 1 kB, so the same bound serves both).
+const MAX_MESSAGE: usize = 1000;
 
 /// What the policy status writer starts with.
 #[derive(Clone)]
@@ -70,6 +74,7 @@ pub struct PolicyStatus;
 /// The policy status writer's state.
 pub struct PolicyStatusState {
     client: kube::Client,
+    recorder: Recorder,
     caches: Caches,
     findings: watch::Receiver<Vec<Finding>>,
     task: JoinHandle<()>,
@@ -111,7 +116,15 @@ impl Actor for PolicyStatus {
                 }
             }
         });
-        Ok(PolicyStatusState { client: args.client, caches: args.caches, findings: args.findings, task })
+        let reporter = Reporter { controller: vpblu_k8s::FIELD_MANAGER.into(), instance: None };
+        let recorder = Recorder::new(args.client.clone(), reporter);
+        Ok(PolicyStatusState {
+            client: args.client,
+            recorder,
+            caches: args.caches,
+            findings: args.findings,
+            task,
+        })
     }
 
     async fn post_stop(
@@ -137,12 +150,10 @@ impl Actor for PolicyStatus {
                     by_subject.entry((f.subject.kind, f.subject.name.clone())).or_default().push(f);
                 }
                 let snapshot = state.caches.snapshot();
-                sync_kind(&state.client, &snapshot.tunnel_policies, SubjectKind::TunnelPolicy, &by_subject)
-                    .await;
-                sync_kind(&state.client, &snapshot.route_policies, SubjectKind::RoutePolicy, &by_subject)
-                    .await;
-                sync_kind(&state.client, &snapshot.block_policies, SubjectKind::BlockPolicy, &by_subject)
-                    .await;
+                let writer = (&state.client, &state.recorder);
+                sync_kind(writer, &snapshot.tunnel_policies, SubjectKind::TunnelPolicy, &by_subject).await;
+                sync_kind(writer, &snapshot.route_policies, SubjectKind::RoutePolicy, &by_subject).await;
+                sync_kind(writer, &snapshot.block_policies, SubjectKind::BlockPolicy, &by_subject).await;
             }
         }
         Ok(())
@@ -255,7 +266,7 @@ fn as_status(status: bool) -> &'static str {
 }
 
 async fn sync_kind<K: PolicyObject>(
-    client: &kube::Client,
+    (client, recorder): (&kube::Client, &Recorder),
     objects: &[K],
     kind: SubjectKind,
     findings: &BTreeMap<(SubjectKind, String), Vec<Finding>>,
@@ -305,6 +316,24 @@ async fn sync_kind<K: PolicyObject>(
         let params = PatchParams::apply(FIELD_MANAGER).force();
         if let Err(e) = api.patch_status(&name, &params, &Patch::Apply(&patch)).await {
             tracing::warn!(kind = kind.as_str(), %name, error = %e, "could not write policy status; will retry");
+            continue;
+        }
+        // A Warning for every condition that newly went bad.
+        for d in decided.iter().filter(|d| d.status == (d.type_ == CONFLICT)) {
+            let was = current.iter().find(|c| c.type_ == d.type_);
+            if was.is_some_and(|c| c.status == as_status(d.status) && c.reason == d.reason) {
+                continue;
+            }
+            let event = Event {
+                type_: EventType::Warning,
+                reason: d.reason.clone(),
+                note: Some(d.message.clone()),
+                action: "ApplyPolicy".into(),
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
+                tracing::warn!(kind = kind.as_str(), %name, error = %e, "could not record an Event");
+            }
         }
     }
 }

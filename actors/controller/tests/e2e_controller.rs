@@ -204,6 +204,22 @@ async fn the_mesh_follows_the_api_through_the_real_controller() {
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "UnknownNode"), "{ready:?}");
     assert!(ready.message.contains("nowhere"), "the message names the bad value: {}", ready.message);
     println!("RoutePolicy via an unknown node -> Ready=False/UnknownNode: {}", ready.message);
+    // ...and a Warning Event says so (cluster-scoped objects: namespace default).
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(cluster.client(), "default");
+    let start = Instant::now();
+    loop {
+        let list = events.list(&Default::default()).await.expect("list Events");
+        let found = list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("UnknownNode")
+                && e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("via-nowhere")
+        });
+        if found {
+            break;
+        }
+        assert!(start.elapsed() < CONVERGE, "no Warning Event for via-nowhere: {:?}", list.items);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     blocks.delete("one-to-three", &DeleteParams::default()).await.expect("delete the BlockPolicy");
     converge("the block gone", || [0, 2].iter().all(|&i| daemons[i].plane.state().blocks.is_empty())).await;
