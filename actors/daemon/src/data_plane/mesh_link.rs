@@ -14,17 +14,15 @@
 //! mode (the larger of `all` and the device's) is strict, the device's is
 //! set to loose. Hosts with `rp_filter` 0 or 2 are left as they are.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use futures::TryStreamExt as _;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
-use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkUnspec};
 use tokio::task::JoinHandle;
-use vpblu_messages::Cidr;
 
 use super::DataPlaneError;
 
@@ -138,36 +136,6 @@ impl MeshLink {
         Ok(())
     }
 
-    /// Destinations of the routes with `protocol` in `table` (any device):
-    /// what an earlier daemon, or a converge that failed part-way, left
-    /// there. The kernel does not filter dumps by table unless strict
-    /// checking is on, so this filters itself.
-    pub async fn installed_routes(&self, table: u32, protocol: u8) -> Result<Vec<Cidr>, DataPlaneError> {
-        let mut out = Vec::new();
-        for request in [
-            RouteMessageBuilder::<Ipv4Addr>::new().table_id(table).build(),
-            RouteMessageBuilder::<Ipv6Addr>::new().table_id(table).build(),
-        ] {
-            let family = request.header.address_family;
-            let messages: Vec<RouteMessage> = self
-                .handle
-                .route()
-                .get(request)
-                .execute()
-                .try_collect()
-                .await
-                .map_err(|e| self.error("list the mesh table", e))?;
-            out.extend(
-                messages
-                    .iter()
-                    .filter(|m| m.header.address_family == family && u8::from(m.header.protocol) == protocol)
-                    .filter(|m| table_of(m) == table)
-                    .filter_map(destination),
-            );
-        }
-        Ok(out)
-    }
-
     async fn get(&self) -> Result<LinkMessage, DataPlaneError> {
         match self.handle.link().get().match_name(self.name.clone()).execute().try_next().await {
             Ok(Some(link)) => Ok(link),
@@ -194,25 +162,4 @@ fn mtu_of(link: &LinkMessage) -> u32 {
             _ => None,
         })
         .unwrap_or(0)
-}
-
-/// RTA_TABLE when present (tables above 255 only fit there), else the header.
-fn table_of(message: &RouteMessage) -> u32 {
-    message
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(u32::from(message.header.table))
-}
-
-fn destination(message: &RouteMessage) -> Option<Cidr> {
-    let address = message.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
-        RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
-        _ => None,
-    })?;
-    Cidr::new(address, message.header.destination_prefix_length).ok()
 }

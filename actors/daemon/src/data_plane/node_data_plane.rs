@@ -15,7 +15,7 @@ use super::{Config, DataPlaneError};
 use crate::bpf::{AttachMode, Dataplane, Verdict};
 use crate::keys::KeyStore;
 use crate::pod_interfaces::PodInterfaces;
-use crate::routing::{ROUTE_PROTOCOL, Routing};
+use crate::routing::Routing;
 use crate::stream::{DataPlane, HelloFacts};
 use crate::wireguard::{WireGuard, WireGuardDevice};
 
@@ -271,8 +271,7 @@ impl NodeDataPlane {
             // After a restart or a failed converge the plan does not know
             // every route in the table; removing one before classify stops
             // marking its CIDR would send that traffic out in clear.
-            let (table, protocol) = (self.config.routing.table, ROUTE_PROTOCOL);
-            let installed = self.link.installed_routes(table, protocol).await?;
+            let installed = self.routing.installed_routes().await.map_err(DataPlaneError::Routing)?;
             old.routes =
                 old.routes.into_iter().chain(installed).collect::<BTreeSet<_>>().into_iter().collect();
         }

@@ -235,6 +235,14 @@ impl Routing {
         rules::remove_ours(&self.handle, &self.config.rule_spec()).await
     }
 
+    /// Destinations of our routes (protocol [`ROUTE_PROTOCOL`]) in the mesh
+    /// table, on any device: what an earlier daemon, or a converge that
+    /// failed part-way, left there.
+    pub async fn installed_routes(&self) -> Result<Vec<vpblu_messages::Cidr>, RoutingError> {
+        let routes = routes::table_routes(&self.handle, self.config.table).await?;
+        Ok(routes.into_iter().filter(|r| r.protocol == ROUTE_PROTOCOL).map(|r| r.destination).collect())
+    }
+
     /// Makes the mesh table hold exactly one route of ours per desired CIDR
     /// through the mesh device, writing only the difference. Routes of other
     /// protocols are left alone (a desired CIDR they already hold is
