@@ -60,7 +60,17 @@ async fn leads_serves_and_stops_cleanly_against_a_real_api_server() {
             .expect("start vpblu-controller"),
     );
     tokio::task::block_in_place(|| wait_http_ok(metrics, "/readyz", Duration::from_secs(30)));
-    assert!(tokio::net::TcpStream::connect(grpc).await.is_ok(), "the leader listens for daemons on {grpc}");
+    // Ready means "caches synced"; the stream server opens once the Lease
+    // is held, which may come a moment later.
+    let mut listening = false;
+    for _ in 0..150 {
+        if tokio::net::TcpStream::connect(grpc).await.is_ok() {
+            listening = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(listening, "the leader listens for daemons on {grpc}");
     let vnodes: Api<VpbluNode> = Api::all(cluster.client());
     let mut created = false;
     for _ in 0..100 {
