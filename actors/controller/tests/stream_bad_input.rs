@@ -13,7 +13,7 @@ use vpblu_messages::{Backend, Command, Generation, Hello, Upstream};
 use vpblu_proto as pb;
 use vpblu_proto::mesh::mesh_client::MeshClient;
 
-use stream_support::{Controller, Daemon, WAIT, cluster, eventually, key, mesh, name, peer};
+use stream_support::{Controller, Daemon, WAIT, cluster, eventually, key, mesh, name, peer, teardown};
 
 const FIVE_MIB: usize = 5 * 1024 * 1024;
 
@@ -179,10 +179,7 @@ async fn bad_input_closes_only_that_stream_and_is_counted() {
         assert_eq!(status.connects, 1, "{}: {status:?}", daemon.node);
     }
     still_working(&controller, &daemons, &nodes, "10.96.0.0/16").await;
-    for daemon in daemons {
-        daemon.stop().await;
-    }
-    controller.stop().await;
+    teardown(controller, daemons).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,9 @@ use vpblu_messages::{Backend, Command, Downstream, Envelope, Generation, Hello, 
 use vpblu_proto as pb;
 use vpblu_proto::mesh::mesh_client::MeshClient;
 
-use stream_support::{Controller, Daemon, QUIET, WAIT, cluster, eventually, key, mesh, name, peer, until};
+use stream_support::{
+    Controller, Daemon, QUIET, WAIT, cluster, eventually, key, mesh, name, peer, teardown, until,
+};
 
 const ALL_REASONS: [RejectReason; 7] = [
     RejectReason::NotHello,
@@ -55,10 +57,7 @@ async fn connect_sends_the_full_state_and_acks_are_tracked() {
     }
     hellos.sort();
     assert_eq!(hellos, nodes.map(name).to_vec(), "one Hello event per daemon");
-    for daemon in daemons {
-        daemon.stop().await;
-    }
-    controller.stop().await;
+    teardown(controller, daemons).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,10 +88,7 @@ async fn a_change_reaches_only_its_node_as_a_targeted_command() {
     for other in &daemons[1..] {
         assert_eq!(other.commands().len(), 1, "{} was sent something: {:?}", other.node, other.commands());
     }
-    for daemon in daemons {
-        daemon.stop().await;
-    }
-    controller.stop().await;
+    teardown(controller, daemons).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,10 +138,7 @@ async fn a_reconnecting_daemon_gets_a_newer_full_state_and_ignores_replays() {
         assert_eq!(controller.metrics.rejected_count(reason), 0, "{reason:?}");
     }
     a.stop().await;
-    for daemon in daemons {
-        daemon.stop().await;
-    }
-    controller.stop().await;
+    teardown(controller, daemons).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,10 +198,7 @@ async fn a_newer_stream_of_a_node_replaces_the_old_one() {
     assert_eq!(daemons[0].status().await.connects, 2);
     controller.wait_acked("node-a").await;
     drop(tx);
-    for daemon in daemons {
-        daemon.stop().await;
-    }
-    controller.stop().await;
+    teardown(controller, daemons).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,10 +228,7 @@ async fn a_restarted_controller_counts_on_from_the_daemons_generation() {
         assert!(last > before, "{}: {last} must be above {before}", daemon.node);
         assert_eq!(daemon.status().await.ignored_stale, 0);
     }
-    for daemon in daemons {
-        daemon.stop().await;
-    }
-    controller.stop().await;
+    teardown(controller, daemons).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,10 +269,7 @@ async fn a_data_plane_failure_is_acked_recorded_and_the_next_change_applies() {
     assert!(status.last_acked > Some(failed.generation), "recovered: {status:?}");
     assert_eq!(status.last_error, Some(failed), "the last error stays visible, with its generation");
     assert_eq!(daemons[1].commands().len(), 1);
-    for daemon in daemons {
-        daemon.stop().await;
-    }
-    controller.stop().await;
+    teardown(controller, daemons).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,10 +302,7 @@ async fn an_invalid_desired_state_is_refused_and_the_previous_one_stays() {
     controller.desired.publish(fixed.clone());
     a.wait_state(&fixed[&name("node-a")]).await;
     controller.wait_acked("node-a").await;
-    for daemon in daemons {
-        daemon.stop().await;
-    }
-    controller.stop().await;
+    teardown(controller, daemons).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,10 +314,7 @@ async fn the_periodic_resync_sends_the_full_state_again() {
     let want = controller.desired.get(&name("node-a")).expect("published");
     assert!(commands.iter().all(|c| c.command == Command::SyncState(want.clone()) && c.result.is_ok()));
     assert!(commands.windows(2).all(|w| w[0].generation < w[1].generation), "{commands:?}");
-    for daemon in daemons {
-        daemon.stop().await;
-    }
-    controller.stop().await;
+    teardown(controller, daemons).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,10 +342,7 @@ async fn observations_reach_the_events_channel() {
     // And they are valid wire messages both ways.
     let wire = pb::DaemonMessage::from(&Upstream::Observed(event.1.clone()));
     assert_eq!(Upstream::try_from(&wire).expect("converts back"), Upstream::Observed(event.1));
-    for daemon in daemons {
-        daemon.stop().await;
-    }
-    controller.stop().await;
+    teardown(controller, daemons).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -219,6 +219,14 @@ impl Daemon {
     }
 }
 
+/// Stops every daemon, then the controller.
+pub async fn teardown(controller: Controller, daemons: Vec<Daemon>) {
+    for daemon in daemons {
+        daemon.stop().await;
+    }
+    controller.stop().await;
+}
+
 /// Starts a controller and one daemon per node, publishes a full mesh and
 /// waits until every daemon holds its state and acked it.
 pub async fn cluster(nodes: &[&str], config: StreamConfig) -> (Controller, Vec<Daemon>) {
