@@ -30,7 +30,7 @@ SEC("classifier")
 int classify(struct __sk_buff *skb)
 {
 	struct ip_addrs a = {};
-	struct dst_entry *dst;
+	struct dst_value *v;
 	struct mesh_config *cfg;
 	__u32 zero = 0;
 
@@ -38,26 +38,26 @@ int classify(struct __sk_buff *skb)
 		count(V_PASS_NOT_IP);
 		return TC_ACT_OK;
 	}
-	if (blocked(&a)) {
+	v = lookup_dst(&a);
+	if (blocked(&a, v)) {
 		count(V_DROP_BLOCKED);
 		return TC_ACT_SHOT;
 	}
-	dst = lookup_dst(&a);
-	if (!dst) {
+	if (!v || v->dst.kind == DST_NONE) {
 		count(V_PASS_LOCAL);
 		return TC_ACT_OK;
 	}
 	cfg = bpf_map_lookup_elem(&mesh_config, &zero);
 	if (!cfg) /* an ARRAY slot always exists; this satisfies the verifier */
 		return TC_ACT_OK;
-	if (dst->kind == DST_PEER) {
+	if (v->dst.kind == DST_PEER) {
 		skb->mark = cfg->mesh_mark;
 		count(V_TO_MESH);
 		return TC_ACT_OK;
 	}
-	if (dst->kind == DST_UNREACHABLE) {
+	if (v->dst.kind == DST_UNREACHABLE) {
 		if (cfg->strict) {
-			count(unreachable_verdict(dst->reason));
+			count(unreachable_verdict(v->dst.reason));
 			return TC_ACT_SHOT;
 		}
 		count(V_PASS_UNREACHABLE);

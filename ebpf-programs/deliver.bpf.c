@@ -17,7 +17,7 @@ int deliver(struct __sk_buff *skb)
 		count(V_DELIVER_PASS_NOT_IP);
 		return TC_ACT_OK;
 	}
-	if (blocked(&a)) {
+	if (blocked(&a, lookup_dst(&a))) {
 		count(V_DELIVER_DROP_BLOCKED);
 		return TC_ACT_SHOT;
 	}

@@ -16,8 +16,11 @@
 #include <bpf/bpf_helpers.h>
 
 #define MESH_DST_MAX_ENTRIES 65536
-#define MESH_BLOCK_SRC_MAX_ENTRIES 65536
-#define MESH_BLOCK_PAIR_MAX_ENTRIES 262144
+#define MESH_BLOCK_FROM_MAX_ENTRIES 262144
+/* Source prefix lengths a destination entry lists for its block class. */
+#define MESH_BLOCK_LENS 8
+/* block_nlens when a class has more lengths than fit: probe every length. */
+#define MESH_BLOCK_LENS_ALL 0xff
 /* Room for verdicts added later without reshaping the pinned map. */
 #define MESH_COUNTERS_MAX_ENTRIES 32
 
@@ -33,6 +36,7 @@ struct lpm_v6_key {
 };
 
 enum dst_kind {
+	DST_NONE = 0,        /* no mesh destination contains it (a block destination only) */
 	DST_PEER = 1,        /* routed into the mesh: mark it */
 	DST_UNREACHABLE = 2, /* cluster CIDR with no usable tunnel */
 };
@@ -45,28 +49,52 @@ enum unreachable_reason {
 	REASON_DRAINED = 5,
 };
 
+/* What the longest mesh destination containing an address says. */
 struct dst_entry {
 	__u32 kind;   /* enum dst_kind */
 	__u32 reason; /* enum unreachable_reason when kind == DST_UNREACHABLE, else 0 */
 };
 
+/* dst_value.flags: why the prefix is in the trie (userspace reads them back). */
+#define DST_F_MESH 1  /* it is itself a mesh destination */
+#define DST_F_BLOCK 2 /* it is itself a block rule's `to` CIDR */
+
 /*
- * Blocks are two lookups: the source address finds its class (the longest
- * `from` CIDR containing it, flattened in userspace so that class carries
- * every rule whose `from` contains the source), then {class, destination}
- * finds a drop. from_class is stored in host byte order; prefixlen is
- * always 32 + the destination prefix, so all 32 class bits always match.
+ * One trie walk per packet: mesh_dst_* holds every mesh destination and
+ * every block `to` CIDR, each entry flattened in userspace so that the
+ * longest match for a destination address carries both answers:
+ * - dst: the longest mesh destination containing it (kind DST_NONE if none);
+ * - block_class: the class of the longest block `to` containing it (0: no
+ *   block rule can match this destination, so no block lookup at all).
+ *   A class stands for every rule whose `to` contains that CIDR; its
+ *   sources are in mesh_block_from_*, and block_lens lists their distinct
+ *   prefix lengths so the program probes only those.
  */
-struct block_pair_v4_key {
-	__u32 prefixlen;
-	__u32 from_class;
-	__u8 dst[4];
+struct dst_value {
+	struct dst_entry dst;
+	__u32 block_class;
+	__u8 flags;       /* DST_F_* */
+	__u8 block_nlens; /* entries used in block_lens, or MESH_BLOCK_LENS_ALL */
+	__u8 block_lens[MESH_BLOCK_LENS];
+	__u8 pad[2];
 };
 
-struct block_pair_v6_key {
+/*
+ * A block source: present = {class, source CIDR} drops. Hash keys, probed
+ * once per length in the destination's block_lens with the source address
+ * masked to that length. block_class is in host byte order, src in network
+ * byte order with the host bits zero.
+ */
+struct block_from_v4_key {
+	__u32 block_class;
 	__u32 prefixlen;
-	__u32 from_class;
-	__u8 dst[16];
+	__u8 src[4];
+};
+
+struct block_from_v6_key {
+	__u32 block_class;
+	__u32 prefixlen;
+	__u8 src[16];
 };
 
 struct mesh_config {
@@ -77,7 +105,7 @@ struct mesh_config {
 /* Index into mesh_counters. Append only: userspace names them by number. */
 enum verdict {
 	V_PASS_NOT_IP = 0,               /* classify: not IPv4/IPv6, or headers unreadable */
-	V_PASS_LOCAL = 1,                /* classify: destination not in mesh_dst */
+	V_PASS_LOCAL = 1,                /* classify: destination not in a mesh destination */
 	V_TO_MESH = 2,                   /* classify: PEER, marked */
 	V_DROP_BLOCKED = 3,              /* classify: block rule */
 	V_DROP_UNREACHABLE_NO_KEY = 4,   /* classify, strict: reason NoKey */
@@ -99,7 +127,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__type(key, struct lpm_v4_key);
-	__type(value, struct dst_entry);
+	__type(value, struct dst_value);
 } mesh_dst_v4 SEC(".maps");
 
 struct {
@@ -108,44 +136,26 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__type(key, struct lpm_v6_key);
-	__type(value, struct dst_entry);
+	__type(value, struct dst_value);
 } mesh_dst_v6 SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, MESH_BLOCK_SRC_MAX_ENTRIES);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESH_BLOCK_FROM_MAX_ENTRIES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__type(key, struct lpm_v4_key);
-	__type(value, __u32); /* from_class */
-} mesh_block_src_v4 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, MESH_BLOCK_SRC_MAX_ENTRIES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__type(key, struct lpm_v6_key);
-	__type(value, __u32); /* from_class */
-} mesh_block_src_v6 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, MESH_BLOCK_PAIR_MAX_ENTRIES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__type(key, struct block_pair_v4_key);
+	__type(key, struct block_from_v4_key);
 	__type(value, __u8); /* present = drop */
-} mesh_block_pair_v4 SEC(".maps");
+} mesh_block_from_v4 SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, MESH_BLOCK_PAIR_MAX_ENTRIES);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESH_BLOCK_FROM_MAX_ENTRIES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-	__type(key, struct block_pair_v6_key);
+	__type(key, struct block_from_v6_key);
 	__type(value, __u8); /* present = drop */
-} mesh_block_pair_v6 SEC(".maps");
+} mesh_block_from_v6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (BSD-2-Clause OR GPL-2.0)
 /*
  * Per-packet helpers shared by classify.bpf.c and deliver.bpf.c: read the
- * IP addresses, look up blocks and destinations, count verdicts. Policy
- * maps are only read here; mesh_counters is the one map written.
+ * IP addresses, look up the destination (one trie walk) and its block
+ * sources (hash probes, only when a block rule can match), count verdicts.
+ * Policy maps are only read here; mesh_counters is the one map written.
  */
 #ifndef VPBLU_MESH_PACKET_H
 #define VPBLU_MESH_PACKET_H
@@ -82,38 +83,21 @@ static __always_inline int load_addrs(struct __sk_buff *skb, __u32 l3_off, struc
 	return 1;
 }
 
-/* True when a block rule drops src -> dst: source class, then {class, dst}. */
-static __always_inline int blocked(const struct ip_addrs *a)
+/* The network-byte-order mask of the first `bits` (clamped to 0..32) bits of a word. */
+static __always_inline __u32 word_mask(__s32 bits)
 {
-	__u32 *class;
-
-	if (a->family == 4) {
-		struct lpm_v4_key src = { .prefixlen = 32 };
-		struct block_pair_v4_key pair = { .prefixlen = 32 + 32 };
-
-		__builtin_memcpy(src.addr, a->src, 4);
-		class = bpf_map_lookup_elem(&mesh_block_src_v4, &src);
-		if (!class)
-			return 0;
-		pair.from_class = *class;
-		__builtin_memcpy(pair.dst, a->dst, 4);
-		return bpf_map_lookup_elem(&mesh_block_pair_v4, &pair) != NULL;
-	}
-
-	struct lpm_v6_key src = { .prefixlen = 128 };
-	struct block_pair_v6_key pair = { .prefixlen = 32 + 128 };
-
-	__builtin_memcpy(src.addr, a->src, 16);
-	class = bpf_map_lookup_elem(&mesh_block_src_v6, &src);
-	if (!class)
+	if (bits <= 0)
 		return 0;
-	pair.from_class = *class;
-	__builtin_memcpy(pair.dst, a->dst, 16);
-	return bpf_map_lookup_elem(&mesh_block_pair_v6, &pair) != NULL;
+	if (bits >= 32)
+		return 0xffffffff;
+	return bpf_htonl(~0U << (32 - bits));
 }
 
-/* The mesh_dst entry for the destination, or NULL (not cluster traffic). */
-static __always_inline struct dst_entry *lookup_dst(const struct ip_addrs *a)
+/*
+ * The mesh_dst entry for the destination: the one trie walk per packet.
+ * NULL when no mesh destination and no block rule's `to` contains it.
+ */
+static __always_inline struct dst_value *lookup_dst(const struct ip_addrs *a)
 {
 	if (a->family == 4) {
 		struct lpm_v4_key key = { .prefixlen = 32 };
@@ -126,6 +110,77 @@ static __always_inline struct dst_entry *lookup_dst(const struct ip_addrs *a)
 
 	__builtin_memcpy(key.addr, a->dst, 16);
 	return bpf_map_lookup_elem(&mesh_dst_v6, &key);
+}
+
+/* True when {class, the source's first `len` bits} is a block source. */
+static __always_inline int block_from_v4(__u32 class, __u32 src, __u32 len)
+{
+	struct block_from_v4_key key = { .block_class = class, .prefixlen = len };
+	__u32 masked = src & word_mask(len);
+
+	__builtin_memcpy(key.src, &masked, 4);
+	return bpf_map_lookup_elem(&mesh_block_from_v4, &key) != NULL;
+}
+
+static __always_inline int block_from_v6(__u32 class, const __u32 *src, __u32 len)
+{
+	struct block_from_v6_key key = { .block_class = class, .prefixlen = len };
+	__u32 masked[4];
+
+	masked[0] = src[0] & word_mask((__s32)len);
+	masked[1] = src[1] & word_mask((__s32)len - 32);
+	masked[2] = src[2] & word_mask((__s32)len - 64);
+	masked[3] = src[3] & word_mask((__s32)len - 96);
+	__builtin_memcpy(key.src, masked, 16);
+	return bpf_map_lookup_elem(&mesh_block_from_v6, &key) != NULL;
+}
+
+/*
+ * True when a block rule drops src -> dst. `dst` is the destination's
+ * entry (lookup_dst); without a block class no rule can match and there is
+ * nothing more to look up. Otherwise one hash probe per source prefix
+ * length the class uses: a hit at any length is a rule.
+ */
+static __always_inline int blocked(const struct ip_addrs *a, const struct dst_value *dst)
+{
+	__u32 class, n, i, len;
+
+	if (!dst || !dst->block_class)
+		return 0;
+	class = dst->block_class;
+	n = dst->block_nlens;
+
+	if (a->family == 4) {
+		__u32 src;
+
+		__builtin_memcpy(&src, a->src, 4);
+		if (n == MESH_BLOCK_LENS_ALL) {
+#pragma clang loop unroll(disable)
+			for (len = 0; len <= 32; len++)
+				if (block_from_v4(class, src, len))
+					return 1;
+			return 0;
+		}
+		for (i = 0; i < MESH_BLOCK_LENS && i < n; i++)
+			if (block_from_v4(class, src, dst->block_lens[i]))
+				return 1;
+		return 0;
+	}
+
+	__u32 src[4];
+
+	__builtin_memcpy(src, a->src, 16);
+	if (n == MESH_BLOCK_LENS_ALL) {
+#pragma clang loop unroll(disable)
+		for (len = 0; len <= 128; len++)
+			if (block_from_v6(class, src, len))
+				return 1;
+		return 0;
+	}
+	for (i = 0; i < MESH_BLOCK_LENS && i < n; i++)
+		if (block_from_v6(class, src, dst->block_lens[i]))
+			return 1;
+	return 0;
 }
 
 #endif /* VPBLU_MESH_PACKET_H */

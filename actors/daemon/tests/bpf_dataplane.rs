@@ -516,3 +516,43 @@ fn deliver_reads_the_ip_header_at_offset_zero() {
     assert_eq!(counters[&Verdict::DeliverPass], 2);
     assert_eq!(counters[&Verdict::DropBlocked], 0, "deliver counts under its own verdicts");
 }
+
+#[test]
+fn a_destination_blocked_from_many_source_lengths_is_matched_at_every_length() {
+    let lab = Lab::new();
+    let (mut dp, _) = lab.load_and_attach(AttachMode::Tcx);
+    dp.set_config(MARK, true).expect("config");
+    // The destination is a peer's CIDR: its block entry also says "mark".
+    dp.sync_destinations(&[(cidr("10.99.0.0/16"), DstEntry::peer()), (cidr("fd99::/16"), DstEntry::peer())])
+        .expect("sync destinations");
+    // Ten source lengths towards one destination: more than a destination
+    // entry lists, so the programs probe every length.
+    let mut rules = Vec::new();
+    for len in 16u8..26 {
+        rules.push(BlockRule {
+            from: Cidr::containing(IpAddr::from([10, len, 0, 0]), len).unwrap(),
+            to: cidr("10.99.1.0/24"),
+        });
+        rules.push(BlockRule {
+            from: Cidr::containing(IpAddr::from([0xfd10, u16::from(len), 0, 0, 0, 0, 0, 0]), 32 + len)
+                .unwrap(),
+            to: cidr("fd99:1::/48"),
+        });
+    }
+    dp.sync_blocks(&rules).expect("sync blocks");
+    for r in &rules {
+        let dst = if r.to.is_ipv4() { "10.99.1.1" } else { "fd99:1::1" };
+        assert_eq!(classify_verdict(&dp, &r.from.addr().to_string(), dst), TC_ACT_SHOT, "{r:?}");
+    }
+    // Covered or not, a peer's CIDR is marked.
+    for (src, dst, why) in [
+        ("10.9.0.1", "10.99.1.1", "a source no rule names"),
+        ("fd10:9::1", "fd99:1::1", "a source no rule names (IPv6)"),
+        ("10.16.0.1", "10.99.2.1", "outside the blocked /24"),
+    ] {
+        let before = count(&dp, Verdict::ToMesh);
+        assert_eq!(classify_verdict(&dp, src, dst), TC_ACT_OK, "{why}");
+        assert_eq!(count(&dp, Verdict::ToMesh), before + 1, "{why}: {src} -> {dst} is marked");
+    }
+    assert_eq!(count(&dp, Verdict::DropBlocked), rules.len() as u64);
+}

@@ -1,12 +1,13 @@
-//! Block rules (`from` CIDR → `to` CIDR) flattened into the two lookups the
-//! data plane does per packet: the source address finds its class in
-//! `mesh_block_src_*` (longest match), then `{class, destination}` finds a
-//! drop in `mesh_block_pair_*` (longest match). Two LPM lookups whatever the
-//! number of rules.
+//! Block rules (`from` CIDR → `to` CIDR) flattened into what the data
+//! plane looks up per packet: the destination's longest match in the
+//! destination trie (which it walks anyway, for mesh marking) yields a block
+//! class; `{class, source prefix}` in a hash then finds a drop, probed once
+//! per distinct source prefix length of that class. A destination that no
+//! rule's `to` contains has no class: no block lookup at all.
 //!
-//! For one longest match on the source to be enough, the class of a `from`
-//! CIDR carries every rule whose `from` contains it: nested `from` CIDRs
-//! inherit their parents' `to` sets. Pure: no maps, no I/O.
+//! For one longest match on the destination to be enough, the class of a
+//! `to` CIDR carries every rule whose `to` contains it: nested `to` CIDRs
+//! inherit their parents' `from` sets. Pure: no maps, no I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,21 +16,33 @@ use vpblu_messages::{BlockRule, Cidr};
 /// What the block maps should hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BlockTables {
-    /// Each distinct `from` CIDR and its class (source maps, both families).
-    pub sources: BTreeMap<Cidr, u32>,
-    /// Every `(class, to)` that drops (pair maps, both families).
-    pub pairs: BTreeSet<(u32, Cidr)>,
+    /// Each distinct `to` CIDR and its class (destination trie, both families).
+    pub destinations: BTreeMap<Cidr, u32>,
+    /// Every `(class, from)` that drops (block source hashes, both families).
+    pub sources: BTreeSet<(u32, Cidr)>,
     /// Rules whose `from` and `to` are of different families: no packet can
     /// match them, so they are left out.
     pub mixed_family: Vec<BlockRule>,
 }
 
-/// Flattens `rules`. `previous` is the source → class assignment the maps
-/// hold now: a `from` CIDR that is still there keeps its class, so an
+impl BlockTables {
+    /// The distinct prefix lengths of each class's sources, longest first:
+    /// the lengths the data plane probes for a destination of that class.
+    pub fn source_lengths(&self) -> BTreeMap<u32, Vec<u8>> {
+        let mut lens: BTreeMap<u32, BTreeSet<u8>> = BTreeMap::new();
+        for (class, from) in &self.sources {
+            lens.entry(*class).or_default().insert(from.prefix_len());
+        }
+        lens.into_iter().map(|(class, set)| (class, set.into_iter().rev().collect())).collect()
+    }
+}
+
+/// Flattens `rules`. `previous` is the destination → class assignment the
+/// maps hold now: a `to` CIDR that is still there keeps its class, so an
 /// unchanged rule set rewrites nothing and a change touches only what
-/// changed. New `from` CIDRs get the smallest class not in `previous` at
+/// changed. New `to` CIDRs get the smallest class not in `previous` at
 /// all, so a class freed by this change is never handed to different
-/// sources while the maps are being rewritten. Classes start at 1.
+/// destinations while the maps are being rewritten. Classes start at 1.
 ///
 /// The result does not depend on the order of `rules`.
 pub fn flatten(rules: &[BlockRule], previous: &BTreeMap<Cidr, u32>) -> BlockTables {
@@ -37,7 +50,7 @@ pub fn flatten(rules: &[BlockRule], previous: &BTreeMap<Cidr, u32>) -> BlockTabl
     let mut mixed_family = Vec::new();
     for rule in rules {
         if rule.from.is_ipv4() == rule.to.is_ipv4() {
-            direct.entry(rule.from).or_default().insert(rule.to);
+            direct.entry(rule.to).or_default().insert(rule.from);
         } else {
             mixed_family.push(*rule);
         }
@@ -45,76 +58,81 @@ pub fn flatten(rules: &[BlockRule], previous: &BTreeMap<Cidr, u32>) -> BlockTabl
     mixed_family.sort();
     mixed_family.dedup();
 
-    let sources = assign_classes(direct.keys().copied(), previous);
+    let destinations = assign_classes(direct.keys().copied(), previous);
 
-    let mut pairs = BTreeSet::new();
-    for (from, class) in &sources {
-        // The longest `from` containing a source address is `from` itself;
-        // every rule whose `from` contains that address contains `from`.
-        let mut to_set = BTreeSet::new();
-        for ancestor in supernets(*from) {
-            if let Some(tos) = direct.get(&ancestor) {
-                to_set.extend(tos.iter().copied());
+    let mut sources = BTreeSet::new();
+    for (to, class) in &destinations {
+        // The longest `to` containing a destination address is `to` itself;
+        // every rule whose `to` contains that address contains `to`.
+        let mut from_set = BTreeSet::new();
+        for ancestor in supernets(*to) {
+            if let Some(froms) = direct.get(&ancestor) {
+                from_set.extend(froms.iter().copied());
             }
         }
-        for to in without_nested(&to_set) {
-            pairs.insert((*class, to));
+        for from in without_nested(&from_set) {
+            sources.insert((*class, from));
         }
     }
 
-    BlockTables { sources, pairs, mixed_family }
+    BlockTables { destinations, sources, mixed_family }
 }
 
 /// True when the flattened tables drop `src → dst`, evaluated the way the
-/// data plane does: longest match on the source, then longest match on
-/// `{class, dst}`. For tests and diagnostics.
+/// data plane does: longest match on the destination, then `{class,
+/// source}` at each of the class's source prefix lengths. For tests and
+/// diagnostics.
 pub fn tables_block(tables: &BlockTables, src: std::net::IpAddr, dst: std::net::IpAddr) -> bool {
-    let Some(class) = longest_match(tables.sources.keys().copied(), src).map(|c| tables.sources[&c]) else {
+    let Some(class) =
+        longest_match(tables.destinations.keys().copied(), dst).map(|c| tables.destinations[&c])
+    else {
         return false;
     };
-    tables.pairs.iter().any(|(c, to)| *c == class && to.contains_ip(dst))
+    let lens = tables.source_lengths().remove(&class).unwrap_or_default();
+    lens.iter()
+        .any(|len| Cidr::containing(src, *len).is_ok_and(|probe| tables.sources.contains(&(class, probe))))
 }
 
 fn longest_match(cidrs: impl Iterator<Item = Cidr>, ip: std::net::IpAddr) -> Option<Cidr> {
     cidrs.filter(|c| c.contains_ip(ip)).max_by_key(Cidr::prefix_len)
 }
 
-fn assign_classes(froms: impl Iterator<Item = Cidr>, previous: &BTreeMap<Cidr, u32>) -> BTreeMap<Cidr, u32> {
-    let mut sources = BTreeMap::new();
+fn assign_classes(keys: impl Iterator<Item = Cidr>, previous: &BTreeMap<Cidr, u32>) -> BTreeMap<Cidr, u32> {
+    let mut classes = BTreeMap::new();
     let mut used: BTreeSet<u32> = BTreeSet::new();
     let mut fresh = Vec::new();
-    for from in froms {
-        match previous.get(&from) {
+    for key in keys {
+        match previous.get(&key) {
             // 0 is not a class; a duplicate means the map was not written by us.
             Some(&class) if class != 0 && used.insert(class) => {
-                sources.insert(from, class);
+                classes.insert(key, class);
             }
-            _ => fresh.push(from),
+            _ => fresh.push(key),
         }
     }
     let taken: BTreeSet<u32> = previous.values().copied().chain(used.iter().copied()).collect();
     let mut next = 1u32;
-    for from in fresh {
+    for key in fresh {
         while taken.contains(&next) {
             next += 1;
         }
-        sources.insert(from, next);
+        classes.insert(key, next);
         next += 1;
     }
-    sources
+    classes
 }
 
 /// `cidr` and every shorter prefix containing it.
-fn supernets(cidr: Cidr) -> impl Iterator<Item = Cidr> {
+pub(crate) fn supernets(cidr: Cidr) -> impl Iterator<Item = Cidr> {
     (0..=cidr.prefix_len()).map(move |len| {
         Cidr::containing(cidr.addr(), len).expect("prefix lengths up to the CIDR's own are in range")
     })
 }
 
 /// The CIDRs of `set` not contained in another CIDR of `set`: a nested
-/// destination adds no drop its parent does not already make.
+/// source adds no drop its parent does not already make.
 fn without_nested(set: &BTreeSet<Cidr>) -> impl Iterator<Item = Cidr> + '_ {
-    set.iter().copied().filter(move |to| supernets(*to).all(|parent| parent == *to || !set.contains(&parent)))
+    set.iter().copied().filter(move |c| supernets(*c).all(|parent| parent == *c || !set.contains(&parent)))
 }
 
 #[cfg(test)]
@@ -142,41 +160,44 @@ mod tests {
     }
 
     #[test]
-    fn one_rule_is_one_source_and_one_pair() {
+    fn one_rule_is_one_destination_and_one_source() {
         let t = fresh(&[rule("10.0.1.0/24", "10.0.2.0/24")]);
-        assert_eq!(t.sources, BTreeMap::from([(cidr("10.0.1.0/24"), 1)]));
-        assert_eq!(t.pairs, BTreeSet::from([(1, cidr("10.0.2.0/24"))]));
+        assert_eq!(t.destinations, BTreeMap::from([(cidr("10.0.2.0/24"), 1)]));
+        assert_eq!(t.sources, BTreeSet::from([(1, cidr("10.0.1.0/24"))]));
+        assert_eq!(t.source_lengths(), BTreeMap::from([(1, vec![24])]));
         assert!(tables_block(&t, ip("10.0.1.7"), ip("10.0.2.9")));
         assert!(!tables_block(&t, ip("10.0.2.9"), ip("10.0.1.7")), "blocks are directional");
         assert!(!tables_block(&t, ip("10.0.1.7"), ip("10.0.3.1")));
+        assert!(!tables_block(&t, ip("10.0.3.1"), ip("10.0.2.9")));
     }
 
     #[test]
-    fn nested_from_inherits_the_parents_destinations() {
-        let t = fresh(&[rule("10.0.0.0/8", "192.168.0.0/16"), rule("10.1.0.0/16", "172.16.0.0/12")]);
-        let wide = t.sources[&cidr("10.0.0.0/8")];
-        let narrow = t.sources[&cidr("10.1.0.0/16")];
+    fn nested_to_inherits_the_parents_sources() {
+        let t = fresh(&[rule("192.168.0.0/16", "10.0.0.0/8"), rule("172.16.0.0/12", "10.1.0.0/16")]);
+        let wide = t.destinations[&cidr("10.0.0.0/8")];
+        let narrow = t.destinations[&cidr("10.1.0.0/16")];
         assert_ne!(wide, narrow);
         assert_eq!(
-            t.pairs,
+            t.sources,
             BTreeSet::from([
                 (wide, cidr("192.168.0.0/16")),
                 (narrow, cidr("172.16.0.0/12")),
                 (narrow, cidr("192.168.0.0/16")),
             ])
         );
-        // A source in the narrow block matches it longest, yet is still
-        // dropped towards the wide block's destination.
-        assert!(tables_block(&t, ip("10.1.2.3"), ip("192.168.1.1")));
-        assert!(tables_block(&t, ip("10.1.2.3"), ip("172.16.0.1")));
-        assert!(tables_block(&t, ip("10.2.0.1"), ip("192.168.1.1")));
-        assert!(!tables_block(&t, ip("10.2.0.1"), ip("172.16.0.1")));
+        assert_eq!(t.source_lengths()[&narrow], vec![16, 12], "longest first");
+        // A destination in the narrow block matches it longest, yet is still
+        // dropped from the wide block's source.
+        assert!(tables_block(&t, ip("192.168.1.1"), ip("10.1.2.3")));
+        assert!(tables_block(&t, ip("172.16.0.1"), ip("10.1.2.3")));
+        assert!(tables_block(&t, ip("192.168.1.1"), ip("10.2.0.1")));
+        assert!(!tables_block(&t, ip("172.16.0.1"), ip("10.2.0.1")));
     }
 
     #[test]
-    fn nested_destinations_collapse_into_the_wider_one() {
-        let t = fresh(&[rule("10.0.1.0/24", "10.0.0.0/16"), rule("10.0.1.0/24", "10.0.2.0/24")]);
-        assert_eq!(t.pairs, BTreeSet::from([(1, cidr("10.0.0.0/16"))]));
+    fn nested_sources_collapse_into_the_wider_one() {
+        let t = fresh(&[rule("10.0.0.0/16", "10.0.1.0/24"), rule("10.0.2.0/24", "10.0.1.0/24")]);
+        assert_eq!(t.sources, BTreeSet::from([(1, cidr("10.0.0.0/16"))]));
     }
 
     #[test]
@@ -188,7 +209,7 @@ mod tests {
     #[test]
     fn ipv6_and_ipv4_are_flattened_side_by_side() {
         let t = fresh(&[rule("fd50:1::/64", "fd50:2::/64"), rule("10.50.1.0/24", "10.50.2.0/24")]);
-        assert_eq!(t.sources.len(), 2);
+        assert_eq!(t.destinations.len(), 2);
         assert!(tables_block(&t, ip("fd50:1::2"), ip("fd50:2::2")));
         assert!(!tables_block(&t, ip("fd50:2::2"), ip("fd50:1::2")));
         assert!(tables_block(&t, ip("10.50.1.2"), ip("10.50.2.2")));
@@ -198,39 +219,42 @@ mod tests {
     fn mixed_family_rules_are_set_aside() {
         let r = rule("10.0.1.0/24", "fd00::/8");
         let t = fresh(&[r]);
+        assert!(t.destinations.is_empty());
         assert!(t.sources.is_empty());
-        assert!(t.pairs.is_empty());
         assert_eq!(t.mixed_family, vec![r]);
     }
 
     #[test]
-    fn a_from_of_zero_length_covers_every_source() {
-        let t = fresh(&[rule("0.0.0.0/0", "10.9.0.0/16"), rule("10.1.0.0/16", "10.8.0.0/16")]);
-        assert!(tables_block(&t, ip("1.2.3.4"), ip("10.9.1.1")));
-        assert!(tables_block(&t, ip("10.1.1.1"), ip("10.9.1.1")));
-        assert!(tables_block(&t, ip("10.1.1.1"), ip("10.8.1.1")));
-        assert!(!tables_block(&t, ip("1.2.3.4"), ip("10.8.1.1")));
+    fn prefixes_of_zero_length_cover_everything() {
+        let t = fresh(&[rule("10.9.0.0/16", "0.0.0.0/0"), rule("10.8.0.0/16", "10.1.0.0/16")]);
+        assert!(tables_block(&t, ip("10.9.1.1"), ip("1.2.3.4")));
+        assert!(tables_block(&t, ip("10.9.1.1"), ip("10.1.1.1")));
+        assert!(tables_block(&t, ip("10.8.1.1"), ip("10.1.1.1")));
+        assert!(!tables_block(&t, ip("10.8.1.1"), ip("1.2.3.4")));
+        let any = fresh(&[rule("0.0.0.0/0", "10.1.0.0/16")]);
+        assert_eq!(any.source_lengths()[&1], vec![0]);
+        assert!(tables_block(&any, ip("203.0.113.9"), ip("10.1.2.3")));
     }
 
     #[test]
     fn classes_are_kept_across_changes() {
-        let before = fresh(&[rule("10.0.1.0/24", "10.0.2.0/24"), rule("10.0.3.0/24", "10.0.2.0/24")]);
+        let before = fresh(&[rule("10.0.2.0/24", "10.0.1.0/24"), rule("10.0.2.0/24", "10.0.3.0/24")]);
         let after = flatten(
-            &[rule("10.0.3.0/24", "10.0.2.0/24"), rule("10.0.5.0/24", "10.0.2.0/24")],
-            &before.sources,
+            &[rule("10.0.2.0/24", "10.0.3.0/24"), rule("10.0.2.0/24", "10.0.5.0/24")],
+            &before.destinations,
         );
-        assert_eq!(after.sources[&cidr("10.0.3.0/24")], before.sources[&cidr("10.0.3.0/24")]);
+        assert_eq!(after.destinations[&cidr("10.0.3.0/24")], before.destinations[&cidr("10.0.3.0/24")]);
         // 10.0.1.0/24's class was freed by this very change: not reused.
-        let freed = before.sources[&cidr("10.0.1.0/24")];
-        assert_ne!(after.sources[&cidr("10.0.5.0/24")], freed);
-        assert!(!after.sources.values().any(|c| *c == freed));
+        let freed = before.destinations[&cidr("10.0.1.0/24")];
+        assert_ne!(after.destinations[&cidr("10.0.5.0/24")], freed);
+        assert!(!after.destinations.values().any(|c| *c == freed));
     }
 
     #[test]
     fn the_same_rules_against_their_own_classes_change_nothing() {
-        let rules = [rule("10.0.0.0/8", "10.2.0.0/16"), rule("10.1.0.0/16", "fd00::/8")];
+        let rules = [rule("10.2.0.0/16", "10.0.0.0/8"), rule("fd00::/8", "10.1.0.0/16")];
         let first = fresh(&rules);
-        assert_eq!(flatten(&rules, &first.sources), first);
+        assert_eq!(flatten(&rules, &first.destinations), first);
     }
 
     #[test]
@@ -239,14 +263,14 @@ mod tests {
             BTreeMap::from([(cidr("10.0.1.0/24"), 0), (cidr("10.0.2.0/24"), 7), (cidr("10.0.3.0/24"), 7)]);
         let t = flatten(
             &[
-                rule("10.0.1.0/24", "10.9.0.0/16"),
-                rule("10.0.2.0/24", "10.9.0.0/16"),
-                rule("10.0.3.0/24", "10.9.0.0/16"),
+                rule("10.9.0.0/16", "10.0.1.0/24"),
+                rule("10.9.0.0/16", "10.0.2.0/24"),
+                rule("10.9.0.0/16", "10.0.3.0/24"),
             ],
             &previous,
         );
-        let classes: BTreeSet<u32> = t.sources.values().copied().collect();
-        assert_eq!(classes.len(), 3, "classes are distinct: {:?}", t.sources);
+        let classes: BTreeSet<u32> = t.destinations.values().copied().collect();
+        assert_eq!(classes.len(), 3, "classes are distinct: {:?}", t.destinations);
         assert!(!classes.contains(&0));
     }
 
@@ -261,7 +285,7 @@ mod tests {
     }
 
     proptest! {
-        /// The two-lookup form drops exactly what the rules say.
+        /// The destination-class form drops exactly what the rules say.
         #[test]
         fn flattened_tables_agree_with_the_rules(
             rules in prop::collection::vec((arb_v4_cidr(), arb_v4_cidr()), 0..12),

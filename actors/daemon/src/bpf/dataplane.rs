@@ -17,13 +17,13 @@
 //!   priority and handle per program. Filters stay until removed; a restart
 //!   replaces the program of that same filter in place.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, Map, MapData, MapError, MapInfo, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, MapInfo, PerCpuArray};
 use aya::programs::links::{FdLink, LinkError, LinkOrder, PinnedLink};
 use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle};
 use aya::programs::{Link as _, ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions};
@@ -35,7 +35,10 @@ use vpblu_messages::{BlockRule, Cidr};
 use super::BpfError;
 use super::blocks::{self, BlockTables};
 use super::bpffs;
-use super::layout::{self, BlockPairV4, BlockPairV6, DstEntry, MapShape, MeshConfig, Verdict};
+use super::dst_table;
+use super::layout::{
+    self, BlockFromV4, BlockFromV6, DST_F_BLOCK, DstEntry, DstValue, MapShape, MeshConfig, Verdict,
+};
 
 static CLASSIFY_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../../ebpf-programs/classify.bpf.o");
 static DELIVER_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../../ebpf-programs/deliver.bpf.o");
@@ -141,12 +144,10 @@ pub struct TestRunOutcome {
 }
 
 struct Maps {
-    dst_v4: LpmTrie<MapData, [u8; 4], DstEntry>,
-    dst_v6: LpmTrie<MapData, [u8; 16], DstEntry>,
-    block_src_v4: LpmTrie<MapData, [u8; 4], u32>,
-    block_src_v6: LpmTrie<MapData, [u8; 16], u32>,
-    block_pair_v4: LpmTrie<MapData, BlockPairV4, u8>,
-    block_pair_v6: LpmTrie<MapData, BlockPairV6, u8>,
+    dst_v4: LpmTrie<MapData, [u8; 4], DstValue>,
+    dst_v6: LpmTrie<MapData, [u8; 16], DstValue>,
+    block_from_v4: HashMap<MapData, BlockFromV4, u8>,
+    block_from_v6: HashMap<MapData, BlockFromV6, u8>,
     config: Array<MapData, MeshConfig>,
     counters: PerCpuArray<MapData, u64>,
 }
@@ -185,10 +186,8 @@ impl Dataplane {
         let maps = Maps {
             dst_v4: take_map(&mut classify, object, &layout::DST_V4)?,
             dst_v6: take_map(&mut classify, object, &layout::DST_V6)?,
-            block_src_v4: take_map(&mut classify, object, &layout::BLOCK_SRC_V4)?,
-            block_src_v6: take_map(&mut classify, object, &layout::BLOCK_SRC_V6)?,
-            block_pair_v4: take_map(&mut classify, object, &layout::BLOCK_PAIR_V4)?,
-            block_pair_v6: take_map(&mut classify, object, &layout::BLOCK_PAIR_V6)?,
+            block_from_v4: take_map(&mut classify, object, &layout::BLOCK_FROM_V4)?,
+            block_from_v6: take_map(&mut classify, object, &layout::BLOCK_FROM_V6)?,
             config: take_map(&mut classify, object, &layout::CONFIG)?,
             counters: take_map(&mut classify, object, &layout::COUNTERS)?,
         };
@@ -379,126 +378,141 @@ impl Dataplane {
         })
     }
 
-    /// Makes `mesh_dst_v4`/`mesh_dst_v6` hold exactly `entries`: inserts new
-    /// and changed entries first, then deletes the ones gone, so a CIDR
-    /// split into longer ones is covered throughout.
+    /// Makes the mesh destinations in `mesh_dst_v4`/`mesh_dst_v6` exactly
+    /// `entries`, keeping the block destinations that share the trie.
+    /// Inserts new and changed entries first, then deletes the ones gone,
+    /// so a CIDR split into longer ones is covered throughout.
     pub fn sync_destinations(&mut self, entries: &[(Cidr, DstEntry)]) -> Result<SyncStats, BpfError> {
-        let mut v4: BTreeMap<(u32, [u8; 4]), DstEntry> = BTreeMap::new();
-        let mut v6: BTreeMap<(u32, [u8; 16]), DstEntry> = BTreeMap::new();
+        let mut destinations: BTreeMap<Cidr, DstEntry> = BTreeMap::new();
         for (cidr, entry) in entries {
-            let previous = match cidr.addr() {
-                IpAddr::V4(a) => v4.insert((u32::from(cidr.prefix_len()), a.octets()), *entry),
-                IpAddr::V6(a) => v6.insert((u32::from(cidr.prefix_len()), a.octets()), *entry),
-            };
+            let previous = destinations.insert(*cidr, *entry);
             if previous.is_some_and(|p| p != *entry) {
                 return Err(BpfError::ConflictingDestination { cidr: *cidr });
             }
         }
-        check_capacity(&layout::DST_V4, v4.len())?;
-        check_capacity(&layout::DST_V6, v6.len())?;
-
-        let m = &mut self.maps;
-        let current_v4 = read_trie(&m.dst_v4, &layout::DST_V4)?;
-        let current_v6 = read_trie(&m.dst_v6, &layout::DST_V6)?;
-        let mut stats = SyncStats::default();
-        stats = stats.merge(upsert(&mut m.dst_v4, &layout::DST_V4, &current_v4, &v4)?);
-        stats = stats.merge(upsert(&mut m.dst_v6, &layout::DST_V6, &current_v6, &v6)?);
-        stats = stats.merge(remove_missing(&mut m.dst_v4, &layout::DST_V4, &current_v4, &v4)?);
-        stats = stats.merge(remove_missing(&mut m.dst_v6, &layout::DST_V6, &current_v6, &v6)?);
-        Ok(stats)
+        let current = self.read_destination_trie()?;
+        let (_, marks) = dst_table::split(&current.merged);
+        self.write_destination_trie(&current, &dst_table::merge(&destinations, &marks))
     }
 
-    /// Makes the four block maps enforce exactly `rules`. Classes of
-    /// unchanged `from` CIDRs are kept (read back from the maps), so the
-    /// same rules write nothing. Order: new drops first, then sources,
-    /// then old sources and old drops go; a rule present before and after
-    /// drops throughout (during the change a source may briefly be dropped
-    /// towards the union of its old and new destinations).
+    /// Makes the block maps enforce exactly `rules`: block destinations in
+    /// the destination trie (keeping the mesh destinations there) and
+    /// their sources in `mesh_block_from_*`. Classes of unchanged `to`
+    /// CIDRs are kept (read back from the trie), so the same rules write
+    /// nothing. Order: new sources first, then trie entries (each one
+    /// switches atomically to its new class and lengths), then old table
+    /// entries and old sources go; a rule present before and after drops
+    /// throughout (during the change a destination may briefly be dropped
+    /// from the union of its old and new sources).
     pub fn sync_blocks(&mut self, rules: &[BlockRule]) -> Result<SyncStats, BpfError> {
-        let src_v4 = read_trie(&self.maps.block_src_v4, &layout::BLOCK_SRC_V4)?;
-        let src_v6 = read_trie(&self.maps.block_src_v6, &layout::BLOCK_SRC_V6)?;
-        let pair_v4 = read_trie(&self.maps.block_pair_v4, &layout::BLOCK_PAIR_V4)?;
-        let pair_v6 = read_trie(&self.maps.block_pair_v6, &layout::BLOCK_PAIR_V6)?;
-
-        let mut previous = BTreeMap::new();
-        for ((len, addr), class) in &src_v4 {
-            if let Some(cidr) = cidr_of(IpAddr::from(*addr), *len) {
-                previous.insert(cidr, *class);
-            }
-        }
-        for ((len, addr), class) in &src_v6 {
-            if let Some(cidr) = cidr_of(IpAddr::from(*addr), *len) {
-                previous.insert(cidr, *class);
-            }
-        }
-        let BlockTables { sources, pairs, mixed_family } = blocks::flatten(rules, &previous);
-        if !mixed_family.is_empty() {
+        let current = self.read_destination_trie()?;
+        let (destinations, marks) = dst_table::split(&current.merged);
+        let previous: BTreeMap<Cidr, u32> = marks.iter().map(|(to, mark)| (*to, mark.class)).collect();
+        let tables = blocks::flatten(rules, &previous);
+        if !tables.mixed_family.is_empty() {
+            let first = &tables.mixed_family[0];
             tracing::warn!(
-                count = mixed_family.len(),
-                first = %format!("{} -> {}", mixed_family[0].from, mixed_family[0].to),
+                count = tables.mixed_family.len(),
+                first = %format!("{} -> {}", first.from, first.to),
                 "block rules mixing IPv4 and IPv6 can match no packet; ignored"
             );
         }
+        let desired_trie = dst_table::merge(&destinations, &dst_table::block_marks(&tables));
+        let BlockTables { sources, .. } = tables;
 
-        let mut want_src_v4 = BTreeMap::new();
-        let mut want_src_v6 = BTreeMap::new();
-        for (cidr, class) in &sources {
-            let len = u32::from(cidr.prefix_len());
-            match cidr.addr() {
-                IpAddr::V4(a) => want_src_v4.insert((len, a.octets()), *class),
-                IpAddr::V6(a) => want_src_v6.insert((len, a.octets()), *class),
-            };
-        }
-        let mut want_pair_v4 = BTreeMap::new();
-        let mut want_pair_v6 = BTreeMap::new();
-        for (class, to) in &pairs {
-            let len = 32 + u32::from(to.prefix_len());
-            match to.addr() {
+        let mut want_v4 = BTreeMap::new();
+        let mut want_v6 = BTreeMap::new();
+        for (class, from) in &sources {
+            let prefixlen = u32::from(from.prefix_len());
+            match from.addr() {
                 IpAddr::V4(a) => {
-                    want_pair_v4.insert((len, BlockPairV4 { from_class: *class, dst: a.octets() }), 1u8)
+                    want_v4.insert(BlockFromV4 { block_class: *class, prefixlen, src: a.octets() }, 1u8)
                 }
                 IpAddr::V6(a) => {
-                    want_pair_v6.insert((len, BlockPairV6 { from_class: *class, dst: a.octets() }), 1u8)
+                    want_v6.insert(BlockFromV6 { block_class: *class, prefixlen, src: a.octets() }, 1u8)
                 }
             };
         }
-        check_capacity(&layout::BLOCK_SRC_V4, want_src_v4.len())?;
-        check_capacity(&layout::BLOCK_SRC_V6, want_src_v6.len())?;
-        check_capacity(&layout::BLOCK_PAIR_V4, want_pair_v4.len())?;
-        check_capacity(&layout::BLOCK_PAIR_V6, want_pair_v6.len())?;
+        check_capacity(&layout::BLOCK_FROM_V4, want_v4.len())?;
+        check_capacity(&layout::BLOCK_FROM_V6, want_v6.len())?;
+        let have_v4 = read_hash(&self.maps.block_from_v4, &layout::BLOCK_FROM_V4)?;
+        let have_v6 = read_hash(&self.maps.block_from_v6, &layout::BLOCK_FROM_V6)?;
 
         let m = &mut self.maps;
         let mut stats = SyncStats::default();
-        stats = stats.merge(upsert(&mut m.block_pair_v4, &layout::BLOCK_PAIR_V4, &pair_v4, &want_pair_v4)?);
-        stats = stats.merge(upsert(&mut m.block_pair_v6, &layout::BLOCK_PAIR_V6, &pair_v6, &want_pair_v6)?);
-        stats = stats.merge(upsert(&mut m.block_src_v4, &layout::BLOCK_SRC_V4, &src_v4, &want_src_v4)?);
-        stats = stats.merge(upsert(&mut m.block_src_v6, &layout::BLOCK_SRC_V6, &src_v6, &want_src_v6)?);
-        stats =
-            stats.merge(remove_missing(&mut m.block_src_v4, &layout::BLOCK_SRC_V4, &src_v4, &want_src_v4)?);
-        stats =
-            stats.merge(remove_missing(&mut m.block_src_v6, &layout::BLOCK_SRC_V6, &src_v6, &want_src_v6)?);
-        stats = stats.merge(remove_missing(
-            &mut m.block_pair_v4,
-            &layout::BLOCK_PAIR_V4,
-            &pair_v4,
-            &want_pair_v4,
+        stats = stats.merge(upsert_hash(&mut m.block_from_v4, &layout::BLOCK_FROM_V4, &have_v4, &want_v4)?);
+        stats = stats.merge(upsert_hash(&mut m.block_from_v6, &layout::BLOCK_FROM_V6, &have_v6, &want_v6)?);
+        stats = stats.merge(self.write_destination_trie(&current, &desired_trie)?);
+        let m = &mut self.maps;
+        stats = stats.merge(remove_missing_hash(
+            &mut m.block_from_v4,
+            &layout::BLOCK_FROM_V4,
+            &have_v4,
+            &want_v4,
         )?);
-        stats = stats.merge(remove_missing(
-            &mut m.block_pair_v6,
-            &layout::BLOCK_PAIR_V6,
-            &pair_v6,
-            &want_pair_v6,
+        stats = stats.merge(remove_missing_hash(
+            &mut m.block_from_v6,
+            &layout::BLOCK_FROM_V6,
+            &have_v6,
+            &want_v6,
         )?);
         Ok(stats)
     }
 
-    /// Entries in the four block maps: (sources, pairs), both families.
+    /// Block entries in the maps: (block destinations in the trie, block
+    /// sources), both families.
     pub fn block_entry_counts(&self) -> Result<(usize, usize), BpfError> {
-        let sources = read_trie(&self.maps.block_src_v4, &layout::BLOCK_SRC_V4)?.len()
-            + read_trie(&self.maps.block_src_v6, &layout::BLOCK_SRC_V6)?.len();
-        let pairs = read_trie(&self.maps.block_pair_v4, &layout::BLOCK_PAIR_V4)?.len()
-            + read_trie(&self.maps.block_pair_v6, &layout::BLOCK_PAIR_V6)?.len();
-        Ok((sources, pairs))
+        let destinations =
+            self.read_destination_trie()?.merged.values().filter(|v| v.flags & DST_F_BLOCK != 0).count();
+        let sources = read_hash(&self.maps.block_from_v4, &layout::BLOCK_FROM_V4)?.len()
+            + read_hash(&self.maps.block_from_v6, &layout::BLOCK_FROM_V6)?.len();
+        Ok((destinations, sources))
+    }
+
+    fn read_destination_trie(&self) -> Result<DestinationTrie, BpfError> {
+        let v4 = read_trie(&self.maps.dst_v4, &layout::DST_V4)?;
+        let v6 = read_trie(&self.maps.dst_v6, &layout::DST_V6)?;
+        let mut merged = BTreeMap::new();
+        for ((len, addr), value) in &v4 {
+            if let Some(cidr) = cidr_of(IpAddr::from(*addr), *len) {
+                merged.insert(cidr, *value);
+            }
+        }
+        for ((len, addr), value) in &v6 {
+            if let Some(cidr) = cidr_of(IpAddr::from(*addr), *len) {
+                merged.insert(cidr, *value);
+            }
+        }
+        Ok(DestinationTrie { v4, v6, merged })
+    }
+
+    /// Makes the destination trie hold `desired`: inserts and changes
+    /// first (an LPM update replaces an entry atomically), deletions last.
+    /// Entries the maps hold that are not a CIDR (not written by us) are
+    /// deleted too.
+    fn write_destination_trie(
+        &mut self,
+        current: &DestinationTrie,
+        desired: &BTreeMap<Cidr, DstValue>,
+    ) -> Result<SyncStats, BpfError> {
+        let mut v4: BTreeMap<(u32, [u8; 4]), DstValue> = BTreeMap::new();
+        let mut v6: BTreeMap<(u32, [u8; 16]), DstValue> = BTreeMap::new();
+        for (cidr, value) in desired {
+            let len = u32::from(cidr.prefix_len());
+            match cidr.addr() {
+                IpAddr::V4(a) => v4.insert((len, a.octets()), *value),
+                IpAddr::V6(a) => v6.insert((len, a.octets()), *value),
+            };
+        }
+        check_capacity(&layout::DST_V4, v4.len())?;
+        check_capacity(&layout::DST_V6, v6.len())?;
+        let m = &mut self.maps;
+        let mut stats = SyncStats::default();
+        stats = stats.merge(upsert(&mut m.dst_v4, &layout::DST_V4, &current.v4, &v4)?);
+        stats = stats.merge(upsert(&mut m.dst_v6, &layout::DST_V6, &current.v6, &v6)?);
+        stats = stats.merge(remove_missing(&mut m.dst_v4, &layout::DST_V4, &current.v4, &v4)?);
+        stats = stats.merge(remove_missing(&mut m.dst_v6, &layout::DST_V6, &current.v6, &v6)?);
+        Ok(stats)
     }
 
     /// Packets per verdict since the maps were created, summed over CPUs.
@@ -531,6 +545,14 @@ impl Dataplane {
             prog.test_run(options).map_err(|source| BpfError::TestRun { program: program.name(), source })?;
         Ok(TestRunOutcome { return_value: result.return_value, per_run: result.duration })
     }
+}
+
+/// What the destination trie holds, per family as the maps key it and
+/// merged by CIDR.
+struct DestinationTrie {
+    v4: BTreeMap<(u32, [u8; 4]), DstValue>,
+    v6: BTreeMap<(u32, [u8; 16]), DstValue>,
+    merged: BTreeMap<Cidr, DstValue>,
 }
 
 /// `ENOLINK`: bpf_link_update on a tcx link whose device is gone.
@@ -704,9 +726,79 @@ where
     V: Pod,
 {
     let mut stats = SyncStats::default();
-    let gone: BTreeSet<&(u32, K)> = current.keys().filter(|k| !desired.contains_key(k)).collect();
-    for (len, data) in gone {
+    for (len, data) in current.keys().filter(|k| !desired.contains_key(k)) {
         match trie.remove(&Key::new(*len, *data)) {
+            Ok(()) => stats.removed += 1,
+            // Already gone: someone else's delete raced ours; the goal holds.
+            Err(MapError::KeyNotFound) => {}
+            Err(MapError::SyscallError(SyscallError { io_error, .. }))
+                if io_error.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(BpfError::Map { action: "delete from", map: shape.name, source }),
+        }
+    }
+    Ok(stats)
+}
+
+/// Reads a whole hash map.
+fn read_hash<K, V>(map: &HashMap<MapData, K, V>, shape: &MapShape) -> Result<BTreeMap<K, V>, BpfError>
+where
+    K: Pod + Ord,
+    V: Pod,
+{
+    let mut out = BTreeMap::new();
+    for entry in map.iter() {
+        let (key, value) =
+            entry.map_err(|source| BpfError::Map { action: "read", map: shape.name, source })?;
+        out.insert(key, value);
+    }
+    Ok(out)
+}
+
+/// Inserts what `desired` has and `current` lacks or holds differently.
+fn upsert_hash<K, V>(
+    map: &mut HashMap<MapData, K, V>,
+    shape: &MapShape,
+    current: &BTreeMap<K, V>,
+    desired: &BTreeMap<K, V>,
+) -> Result<SyncStats, BpfError>
+where
+    K: Pod + Ord,
+    V: Pod + PartialEq,
+{
+    let mut stats = SyncStats::default();
+    for (key, value) in desired {
+        let slot = match current.get(key) {
+            Some(v) if v == value => {
+                stats.unchanged += 1;
+                continue;
+            }
+            Some(_) => &mut stats.changed,
+            None => &mut stats.added,
+        };
+        map.insert(key, value, 0).map_err(|source| BpfError::Map {
+            action: "write",
+            map: shape.name,
+            source,
+        })?;
+        *slot += 1;
+    }
+    Ok(stats)
+}
+
+/// Deletes what `current` has and `desired` does not.
+fn remove_missing_hash<K, V>(
+    map: &mut HashMap<MapData, K, V>,
+    shape: &MapShape,
+    current: &BTreeMap<K, V>,
+    desired: &BTreeMap<K, V>,
+) -> Result<SyncStats, BpfError>
+where
+    K: Pod + Ord,
+    V: Pod,
+{
+    let mut stats = SyncStats::default();
+    for key in current.keys().filter(|k| !desired.contains_key(k)) {
+        match map.remove(key) {
             Ok(()) => stats.removed += 1,
             // Already gone: someone else's delete raced ours; the goal holds.
             Err(MapError::KeyNotFound) => {}

@@ -10,26 +10,34 @@ use std::mem::size_of;
 
 use vpblu_messages::UnreachableReason;
 
-/// `MESH_DST_MAX_ENTRIES`.
+/// `MESH_DST_MAX_ENTRIES`: mesh destinations and block destinations together.
 pub const DST_MAX_ENTRIES: u32 = 65_536;
-/// `MESH_BLOCK_SRC_MAX_ENTRIES`.
-pub const BLOCK_SRC_MAX_ENTRIES: u32 = 65_536;
-/// `MESH_BLOCK_PAIR_MAX_ENTRIES`.
-pub const BLOCK_PAIR_MAX_ENTRIES: u32 = 262_144;
+/// `MESH_BLOCK_FROM_MAX_ENTRIES`.
+pub const BLOCK_FROM_MAX_ENTRIES: u32 = 262_144;
+/// `MESH_BLOCK_LENS`: source prefix lengths a [`DstValue`] lists.
+pub const BLOCK_LENS: usize = 8;
+/// `MESH_BLOCK_LENS_ALL`: the class uses more lengths than fit; the
+/// programs probe every length.
+pub const BLOCK_LENS_ALL: u8 = 0xff;
 /// `MESH_COUNTERS_MAX_ENTRIES`: more than [`Verdict::ALL`] so verdicts can
 /// be added without reshaping the pinned map.
 pub const COUNTERS_MAX_ENTRIES: u32 = 32;
 
+/// `enum dst_kind`: no mesh destination contains the prefix (it is in the
+/// trie as a block destination only).
+pub const DST_NONE: u32 = 0;
 /// `enum dst_kind`: routed into the mesh.
 pub const DST_PEER: u32 = 1;
 /// `enum dst_kind`: cluster CIDR with no usable tunnel.
 pub const DST_UNREACHABLE: u32 = 2;
 
-/// `struct dst_entry`: the value of `mesh_dst_v4` / `mesh_dst_v6`.
+/// `struct dst_entry`: what a mesh destination is; the first part of a
+/// [`DstValue`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DstEntry {
-    /// [`DST_PEER`] or [`DST_UNREACHABLE`].
+    /// [`DST_PEER`] or [`DST_UNREACHABLE`] ([`DST_NONE`] only inside a
+    /// [`DstValue`]).
     pub kind: u32,
     /// The reason code when unreachable (1 NoKey … 5 Drained), else 0.
     pub reason: u32,
@@ -58,38 +66,78 @@ pub const fn reason_code(reason: UnreachableReason) -> u32 {
     }
 }
 
-// SAFETY: repr(C), two u32 fields, no padding; every bit pattern is valid.
-unsafe impl aya::Pod for DstEntry {}
 const _: () = assert!(size_of::<DstEntry>() == 8);
 
-/// The data part of a `struct block_pair_v4_key` (aya's `lpm_trie::Key`
-/// supplies `prefixlen`).
+/// `DST_F_MESH`: the prefix is itself a mesh destination.
+pub const DST_F_MESH: u8 = 1;
+/// `DST_F_BLOCK`: the prefix is itself a block rule's `to` CIDR.
+pub const DST_F_BLOCK: u8 = 2;
+
+/// `struct dst_value`: the value of `mesh_dst_v4` / `mesh_dst_v6`, one
+/// trie holding mesh destinations and block destinations, each entry
+/// carrying what the longest match needs (see `mesh_maps.h`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BlockPairV4 {
-    /// The source class from `mesh_block_src_v4`, host byte order.
-    pub from_class: u32,
-    /// Destination network address, network byte order.
-    pub dst: [u8; 4],
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DstValue {
+    /// The longest mesh destination containing this prefix; kind
+    /// [`DST_NONE`] when there is none.
+    pub dst: DstEntry,
+    /// The class of the longest block `to` containing this prefix; 0: no
+    /// block rule can match.
+    pub block_class: u32,
+    /// [`DST_F_MESH`] | [`DST_F_BLOCK`]: what this prefix is itself.
+    pub flags: u8,
+    /// Entries of `block_lens` in use, or [`BLOCK_LENS_ALL`].
+    pub block_nlens: u8,
+    /// The distinct prefix lengths of the class's sources, longest first.
+    pub block_lens: [u8; BLOCK_LENS],
+    /// Zero.
+    pub pad: [u8; 2],
 }
 
-// SAFETY: repr(C), u32 then [u8; 4]: no padding; every bit pattern is valid.
-unsafe impl aya::Pod for BlockPairV4 {}
-const _: () = assert!(size_of::<BlockPairV4>() == 8);
+// SAFETY: repr(C): DstEntry (8), u32, then 12 single bytes: no padding;
+// every bit pattern is valid.
+unsafe impl aya::Pod for DstValue {}
+const _: () = assert!(size_of::<DstValue>() == 24);
 
-/// The data part of a `struct block_pair_v6_key`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BlockPairV6 {
-    /// The source class from `mesh_block_src_v6`, host byte order.
-    pub from_class: u32,
-    /// Destination network address, network byte order.
-    pub dst: [u8; 16],
+impl Default for DstEntry {
+    /// Kind [`DST_NONE`]: no mesh destination.
+    fn default() -> Self {
+        DstEntry { kind: DST_NONE, reason: 0 }
+    }
 }
 
-// SAFETY: repr(C), u32 then [u8; 16]: no padding; every bit pattern is valid.
-unsafe impl aya::Pod for BlockPairV6 {}
-const _: () = assert!(size_of::<BlockPairV6>() == 20);
+/// `struct block_from_v4_key`: a block source of one class.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockFromV4 {
+    /// The destination's block class, host byte order.
+    pub block_class: u32,
+    /// The source CIDR's prefix length.
+    pub prefixlen: u32,
+    /// The source network address, network byte order, host bits zero.
+    pub src: [u8; 4],
+}
+
+// SAFETY: repr(C), two u32 then [u8; 4]: no padding; every bit pattern is valid.
+unsafe impl aya::Pod for BlockFromV4 {}
+const _: () = assert!(size_of::<BlockFromV4>() == 12);
+
+/// `struct block_from_v6_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockFromV6 {
+    /// The destination's block class, host byte order.
+    pub block_class: u32,
+    /// The source CIDR's prefix length.
+    pub prefixlen: u32,
+    /// The source network address, network byte order, host bits zero.
+    pub src: [u8; 16],
+}
+
+// SAFETY: repr(C), two u32 then [u8; 16]: no padding; every bit pattern is valid.
+unsafe impl aya::Pod for BlockFromV6 {}
+const _: () = assert!(size_of::<BlockFromV6>() == 24);
 
 /// `struct mesh_config`: slot 0 of the `mesh_config` array.
 #[repr(C)]
@@ -198,13 +246,16 @@ impl Verdict {
 
 const _: () = assert!((Verdict::ALL.len() as u32) <= COUNTERS_MAX_ENTRIES);
 
+/// `BPF_MAP_TYPE_HASH`.
+const MAP_TYPE_HASH: u32 = 1;
 /// `BPF_MAP_TYPE_ARRAY`.
 const MAP_TYPE_ARRAY: u32 = 2;
-/// `BPF_MAP_TYPE_PERCPU_ARRAY`.
-const MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 /// `BPF_MAP_TYPE_LPM_TRIE`.
 const MAP_TYPE_LPM_TRIE: u32 = 11;
-/// `BPF_F_NO_PREALLOC`, required by LPM tries.
+/// `BPF_MAP_TYPE_PERCPU_ARRAY`.
+const MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+/// `BPF_F_NO_PREALLOC`: required by LPM tries; the block hashes use it so
+/// an empty rule set costs no kernel memory.
 const F_NO_PREALLOC: u32 = 1;
 
 /// The kernel-visible shape of one map. A pinned map whose shape differs
@@ -227,9 +278,13 @@ pub struct MapShape {
 }
 
 const fn lpm(name: &'static str, key_size: usize, value_size: usize, max_entries: u32) -> MapShape {
+    MapShape { map_type: MAP_TYPE_LPM_TRIE, ..hash(name, key_size, value_size, max_entries) }
+}
+
+const fn hash(name: &'static str, key_size: usize, value_size: usize, max_entries: u32) -> MapShape {
     MapShape {
         name,
-        map_type: MAP_TYPE_LPM_TRIE,
+        map_type: MAP_TYPE_HASH,
         key_size: key_size as u32,
         value_size: value_size as u32,
         max_entries,
@@ -237,20 +292,16 @@ const fn lpm(name: &'static str, key_size: usize, value_size: usize, max_entries
     }
 }
 
-/// `mesh_dst_v4`: LPM {prefixlen, addr[4]} → [`DstEntry`].
-pub const DST_V4: MapShape = lpm("mesh_dst_v4", 4 + 4, size_of::<DstEntry>(), DST_MAX_ENTRIES);
-/// `mesh_dst_v6`: LPM {prefixlen, addr[16]} → [`DstEntry`].
-pub const DST_V6: MapShape = lpm("mesh_dst_v6", 4 + 16, size_of::<DstEntry>(), DST_MAX_ENTRIES);
-/// `mesh_block_src_v4`: LPM {prefixlen, addr[4]} → u32 class.
-pub const BLOCK_SRC_V4: MapShape = lpm("mesh_block_src_v4", 4 + 4, 4, BLOCK_SRC_MAX_ENTRIES);
-/// `mesh_block_src_v6`: LPM {prefixlen, addr[16]} → u32 class.
-pub const BLOCK_SRC_V6: MapShape = lpm("mesh_block_src_v6", 4 + 16, 4, BLOCK_SRC_MAX_ENTRIES);
-/// `mesh_block_pair_v4`: LPM {prefixlen, class, dst[4]} → u8.
-pub const BLOCK_PAIR_V4: MapShape =
-    lpm("mesh_block_pair_v4", 4 + size_of::<BlockPairV4>(), 1, BLOCK_PAIR_MAX_ENTRIES);
-/// `mesh_block_pair_v6`: LPM {prefixlen, class, dst[16]} → u8.
-pub const BLOCK_PAIR_V6: MapShape =
-    lpm("mesh_block_pair_v6", 4 + size_of::<BlockPairV6>(), 1, BLOCK_PAIR_MAX_ENTRIES);
+/// `mesh_dst_v4`: LPM {prefixlen, addr[4]} → [`DstValue`].
+pub const DST_V4: MapShape = lpm("mesh_dst_v4", 4 + 4, size_of::<DstValue>(), DST_MAX_ENTRIES);
+/// `mesh_dst_v6`: LPM {prefixlen, addr[16]} → [`DstValue`].
+pub const DST_V6: MapShape = lpm("mesh_dst_v6", 4 + 16, size_of::<DstValue>(), DST_MAX_ENTRIES);
+/// `mesh_block_from_v4`: HASH [`BlockFromV4`] → u8.
+pub const BLOCK_FROM_V4: MapShape =
+    hash("mesh_block_from_v4", size_of::<BlockFromV4>(), 1, BLOCK_FROM_MAX_ENTRIES);
+/// `mesh_block_from_v6`: HASH [`BlockFromV6`] → u8.
+pub const BLOCK_FROM_V6: MapShape =
+    hash("mesh_block_from_v6", size_of::<BlockFromV6>(), 1, BLOCK_FROM_MAX_ENTRIES);
 /// `mesh_config`: ARRAY[1] of [`MeshConfig`].
 pub const CONFIG: MapShape = MapShape {
     name: "mesh_config",
@@ -271,8 +322,7 @@ pub const COUNTERS: MapShape = MapShape {
 };
 
 /// Every map both programs share, all pinned by name.
-pub const ALL_MAPS: [MapShape; 8] =
-    [DST_V4, DST_V6, BLOCK_SRC_V4, BLOCK_SRC_V6, BLOCK_PAIR_V4, BLOCK_PAIR_V6, CONFIG, COUNTERS];
+pub const ALL_MAPS: [MapShape; 6] = [DST_V4, DST_V6, BLOCK_FROM_V4, BLOCK_FROM_V6, CONFIG, COUNTERS];
 
 #[cfg(test)]
 mod tests {
