@@ -2,11 +2,11 @@
 //! runs only while its replica holds the Lease, so daemons reach the leader
 //! and nobody else.
 
+use futures::StreamExt;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-use crate::ChildSpec;
+use crate::{ChildSpec, Forward, forward, watch_changes};
 
 /// A gate: starts `child` when `open` turns true, stops it when it turns
 /// false. A child that fails while the gate is open fails the gate, so
@@ -35,7 +35,7 @@ pub enum GateMsg {
 pub struct GateState {
     child: ChildSpec,
     running: Option<ActorCell>,
-    watcher: JoinHandle<()>,
+    _watcher: Forward,
 }
 
 impl Gate {
@@ -67,19 +67,11 @@ impl Actor for Gate {
         let mut open = args.open;
         let initial = *open.borrow_and_update();
         myself.cast(GateMsg::Open(initial))?;
-        let watcher = tokio::spawn(async move {
-            while open.changed().await.is_ok() {
-                let now = *open.borrow_and_update();
-                if myself.cast(GateMsg::Open(now)).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(GateState { child: args.child, running: None, watcher })
+        let watcher = forward(watch_changes(open).map(GateMsg::Open), myself);
+        Ok(GateState { child: args.child, running: None, _watcher: watcher })
     }
 
     async fn post_stop(&self, _: ActorRef<GateMsg>, state: &mut GateState) -> Result<(), ActorProcessingErr> {
-        state.watcher.abort();
         close(state).await;
         Ok(())
     }

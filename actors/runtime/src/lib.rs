@@ -2,14 +2,16 @@
 //! ractor trees, the root runner that turns SIGTERM into an orderly stop and
 //! an escalated failure into a non-zero exit, and logging set-up.
 
+mod forward;
 mod gate;
 mod health;
 mod logging;
 mod root;
 mod supervisor;
 
+pub use forward::{Forward, broadcast_messages, forward, watch_changes};
 pub use gate::{Gate, GateArgs, GateMsg, GateState};
 pub use health::{Health, HealthServer, HealthServerArgs, HealthServerMsg, HealthServerState};
 pub use logging::{LogFormat, init_logging};
-pub use root::{RootExit, run_root, shutdown_signal};
+pub use root::{RootExit, run_root, run_root_observed, shutdown_signal};
 pub use supervisor::{ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};

@@ -2,10 +2,10 @@
 
 use std::future::Future;
 
-use ractor::Actor;
+use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 
-use crate::{ChildSpec, RestartPolicy, Supervisor, SupervisorArgs};
+use crate::{ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};
 
 /// How the root of a tree ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,12 +55,28 @@ pub async fn run_root<S>(children: Vec<ChildSpec>, policy: RestartPolicy, shutdo
 where
     S: Future<Output = &'static str>,
 {
+    run_root_observed(children, policy, shutdown, |_| {}).await
+}
+
+/// [`run_root`], handing the root supervisor to `started` once every child
+/// has started: a program that embeds the tree (a test, a benchmark) finds
+/// its actors from there ([`SupervisorMsg::Child`](crate::SupervisorMsg::Child)).
+pub async fn run_root_observed<S>(
+    children: Vec<ChildSpec>,
+    policy: RestartPolicy,
+    shutdown: S,
+    started: impl FnOnce(ActorRef<SupervisorMsg>),
+) -> RootExit
+where
+    S: Future<Output = &'static str>,
+{
     let (tx, rx) = oneshot::channel();
     let args = SupervisorArgs { children, policy, on_exit: Some(tx) };
     let (root, handle) = match Actor::spawn(None, Supervisor, args).await {
         Ok(pair) => pair,
         Err(e) => return RootExit::Failed(format!("could not start the supervision tree: {e}")),
     };
+    started(root.clone());
     tokio::pin!(handle);
     tokio::select! {
         signal = shutdown => {
