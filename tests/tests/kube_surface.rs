@@ -479,6 +479,31 @@ async fn controller_service_account_can_do_its_job_and_no_more() {
     let reviewed = Api::<TokenReview>::all(controller.clone()).create(&PostParams::default(), &review).await;
     let status = reviewed.expect("TokenReview").status.expect("TokenReview has a status");
     assert_ne!(status.authenticated, Some(true), "an API-audience token passed as vpblu: {status:?}");
+    // ...and reads the Pod the token is bound to (node, account, owner).
+    let bound = Api::<Pod>::namespaced(controller.clone(), "vpblu-system")
+        .get("vpblu-daemon-x7k2p")
+        .await
+        .expect("controller reads the daemon Pod a token is bound to");
+    assert_eq!(bound.uid(), Some(pod_uid.clone()));
+
+    // Identity needs exactly TokenReview create and Pod get (list and watch
+    // were there for the Pod informer): no other rule names either, beyond
+    // what every authenticated user has.
+    let baseline = rules_in(&cluster.client_as("e2e-baseline", "nobody", &[], None).await, "default").await;
+    let own: Vec<_> =
+        rules_in(&controller, "default").await.into_iter().filter(|rule| !baseline.contains(rule)).collect();
+    let naming = |resource: &str| -> Vec<(Vec<String>, Vec<String>, Vec<String>)> {
+        own.iter().filter(|(_, resources, _)| resources.iter().any(|r| r == resource)).cloned().collect()
+    };
+    let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        naming("pods"),
+        vec![(strings(&[""]), strings(&["nodes", "pods"]), strings(&["get", "list", "watch"]))]
+    );
+    assert_eq!(
+        naming("tokenreviews"),
+        vec![(strings(&["authentication.k8s.io"]), strings(&["tokenreviews"]), strings(&["create"]))]
+    );
 
     // --- CAN, where a real call is awkward.
     let can = [
@@ -564,6 +589,10 @@ async fn controller_service_account_can_do_its_job_and_no_more() {
         ("update", "", "nodes", "", None),
         ("patch", "", "nodes", "status", None),
         ("delete", "", "pods", "", Some("vpblu-system")),
+        ("create", "", "pods", "", Some("vpblu-system")),
+        ("patch", "", "pods", "", Some("vpblu-system")),
+        ("create", "", "pods", "exec", Some("vpblu-system")),
+        ("create", "authorization.k8s.io", "subjectaccessreviews", "", None),
         ("create", "coordination.k8s.io", "leases", "", Some("kube-system")),
         ("delete", "coordination.k8s.io", "leases", "", Some("vpblu-system")),
         ("update", "vpblu.dev", "tunnelpolicies", "", None),

@@ -1,8 +1,11 @@
 //! The controller binary against the real API server: it elects itself,
 //! syncs its caches, becomes ready, creates a VpbluNode per Node, serves
 //! daemon streams only as the leader, and on SIGTERM stops in order and
-//! hands the Lease back.
+//! hands the Lease back. Streams are TLS: without a certificate it refuses
+//! to start (naming the flags), unless told `--insecure-dev`, which it
+//! warns about at start.
 
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -10,6 +13,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use vpblu_e2e::cluster::TestCluster;
 use vpblu_e2e::process::{Guarded, free_addr, wait_http_ok};
+use vpblu_e2e::stream_pki::StreamPki;
 use vpblu_k8s::VpbluNode;
 
 const EXE: &str = env!("CARGO_BIN_EXE_vpblu-controller");
@@ -28,7 +32,7 @@ async fn leads_serves_and_stops_cleanly_against_a_real_api_server() {
     let kubeconfig = cluster.kubeconfig_path().to_str().expect("utf-8 temp path").to_owned();
     let grpc = free_addr();
     let (grpc_text, dashboard) = (grpc.to_string(), free_addr().to_string());
-    let args = [
+    let base = [
         "--grpc-addr",
         grpc_text.as_str(),
         "--dashboard-addr",
@@ -42,6 +46,43 @@ async fn leads_serves_and_stops_cleanly_against_a_real_api_server() {
     ];
     let env = [("KUBECONFIG", kubeconfig.as_str())];
 
+    // No certificate and no --insecure-dev: it will not serve plaintext.
+    let stderr = fails(&base, &env);
+    assert!(stderr.contains("--tls-cert-file") && stderr.contains("--insecure-dev"), "{stderr}");
+    // A certificate file that is not there: named.
+    let stderr = fails(
+        &[&base[..], &["--tls-cert-file", "/nonexistent/tls.crt", "--tls-key-file", "/nonexistent/tls.key"]]
+            .concat(),
+        &env,
+    );
+    assert!(stderr.contains("/nonexistent/tls.crt"), "{stderr}");
+    // --insecure-dev: it runs, and says loudly what that means.
+    let metrics = free_addr().to_string();
+    let insecure =
+        [&base[..], &["--insecure-dev", "--metrics-addr", &metrics, "--log-format", "text"]].concat();
+    let mut dev = Guarded::new(
+        Command::new(EXE)
+            .args(&insecure)
+            .envs(env)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start"),
+    );
+    tokio::task::block_in_place(|| {
+        wait_http_ok(metrics.parse().unwrap(), "/readyz", Duration::from_secs(30))
+    });
+    dev.signal("TERM");
+    let status = tokio::task::block_in_place(|| dev.wait_timeout(Duration::from_secs(15))).expect("exits");
+    assert!(status.success(), "{status}");
+    let mut log = String::new();
+    dev.child_mut().stderr.take().expect("piped").read_to_string(&mut log).expect("read the log");
+    assert!(log.contains("WARN") && log.contains("--insecure-dev") && log.contains("PLAINTEXT"), "{log}");
+
+    let pki = StreamPki::new();
+    let (cert, key) = (pki.cert_file().display().to_string(), pki.key_file().display().to_string());
+    let args = [&base[..], &["--tls-cert-file", &cert, "--tls-key-file", &key]].concat();
+
     // Its metrics port taken: the tree cannot start, exit 1 naming it.
     tokio::task::block_in_place(|| {
         vpblu_e2e::binary_lifecycle::fails_when_its_port_is_taken(EXE, &args, &env)
@@ -52,7 +93,7 @@ async fn leads_serves_and_stops_cleanly_against_a_real_api_server() {
     let metrics = free_addr();
     let mut controller = Guarded::new(
         Command::new(EXE)
-            .args(args)
+            .args(&args)
             .args(["--metrics-addr", &metrics.to_string(), "--log-format", "text"])
             .envs(env)
             .stdin(Stdio::null())
@@ -92,4 +133,26 @@ async fn leads_serves_and_stops_cleanly_against_a_real_api_server() {
     let lease = leases.get("vpblu-controller").await.expect("the controller's Lease exists");
     let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
     assert!(holder.is_empty(), "a clean stop releases the Lease, holder was {holder:?}");
+}
+
+/// Runs the controller with `args` (and a free metrics port), expects it
+/// to exit non-zero within 15 s, and returns what it wrote to stderr.
+fn fails(args: &[&str], env: &[(&str, &str)]) -> String {
+    let metrics = free_addr().to_string();
+    let mut child = Guarded::new(
+        Command::new(EXE)
+            .args(args)
+            .args(["--metrics-addr", &metrics, "--log-format", "text"])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start vpblu-controller"),
+    );
+    let status = tokio::task::block_in_place(|| child.wait_timeout(Duration::from_secs(15)))
+        .expect("gives up in time");
+    assert!(!status.success(), "it must refuse to start with {args:?}");
+    let mut stderr = String::new();
+    child.child_mut().stderr.take().expect("piped").read_to_string(&mut stderr).expect("read stderr");
+    stderr
 }

@@ -11,9 +11,10 @@ use tonic::{Code, Status, Streaming};
 use vpblu_controller::stream::{RejectReason, StreamConfig};
 use vpblu_messages::{Backend, Command, Generation, Hello, Upstream};
 use vpblu_proto as pb;
-use vpblu_proto::mesh::mesh_client::MeshClient;
 
-use stream_support::{Controller, Daemon, WAIT, cluster, eventually, key, mesh, name, peer, teardown};
+use stream_support::{
+    Controller, Daemon, Endpoint, WAIT, cluster, eventually, key, mesh, name, peer, teardown,
+};
 
 const FIVE_MIB: usize = 5 * 1024 * 1024;
 
@@ -36,13 +37,10 @@ fn ack(generation: u64) -> pb::DaemonMessage {
 /// A raw client: opens a session, sends `messages`, and keeps the request
 /// half open (the returned sender) so the server decides how it ends.
 async fn raw_session(
-    endpoint: &str,
+    endpoint: &Endpoint,
     messages: Vec<pb::DaemonMessage>,
 ) -> (mpsc::Sender<pb::DaemonMessage>, Result<Streaming<pb::ControllerMessage>, Status>) {
-    let mut client = MeshClient::connect(endpoint.to_owned())
-        .await
-        .expect("the server accepts connections")
-        .max_encoding_message_size(64 * 1024 * 1024);
+    let mut client = endpoint.raw_client().await.max_encoding_message_size(64 * 1024 * 1024);
     let (tx, rx) = mpsc::channel(16);
     for message in messages {
         tx.send(message).await.expect("queue has room");
@@ -70,7 +68,7 @@ async fn end_status(mut stream: Streaming<pb::ControllerMessage>) -> Status {
 
 /// The status a session ends with, whether the server refused it at once
 /// or closed it after accepting the Hello.
-async fn refusal(endpoint: &str, messages: Vec<pb::DaemonMessage>) -> Status {
+async fn refusal(endpoint: &Endpoint, messages: Vec<pb::DaemonMessage>) -> Status {
     let (_keep_open, response) = raw_session(endpoint, messages).await;
     match response {
         Err(status) => status,

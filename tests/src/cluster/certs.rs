@@ -24,6 +24,9 @@ const SERVING_NAMES: [&str; 7] = [
     "kubernetes.default.svc.cluster.local",
 ];
 
+/// File name of the service-account signing key in the cluster's dir.
+pub(crate) const SA_PRIVATE_KEY: &str = "sa.key";
+
 /// Where the PEM files were written.
 #[derive(Debug, Clone)]
 pub(crate) struct Pki {
@@ -76,7 +79,7 @@ pub(crate) fn write_pki(dir: &Path) -> Pki {
         admin_cert: dir.join("admin.crt"),
         admin_key: dir.join("admin.key"),
         sa_public_key: dir.join("sa.pub"),
-        sa_private_key: dir.join("sa.key"),
+        sa_private_key: dir.join(SA_PRIVATE_KEY),
     };
     write_public(&pki.ca_cert, &ca_cert.pem());
     write_public(&pki.serving_cert, &serving_cert.pem());

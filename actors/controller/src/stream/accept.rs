@@ -1,10 +1,12 @@
 //! The accept path: the tonic server and the start of every daemon stream.
 //!
-//! This is the one place a connection becomes a node's stream. Node
-//! identity (a TLS client certificate that must name the node its Hello
-//! claims) belongs in [`MeshService::authenticate`] and in [`serve`]'s
-//! listener; today the listener is plain TCP and every Hello is believed.
+//! This is the one place a connection becomes a node's stream: TLS (see
+//! `tls`), a valid Hello, then the identity check (see `identity`): the
+//! client's token must prove it runs on the node its Hello names. A refused
+//! client is counted, logged and reported as an Event, and changes nothing:
+//! its Hello reaches neither a node stream nor the status writer.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -21,10 +23,13 @@ use vpblu_messages::{Hello, Upstream};
 use vpblu_proto as pb;
 use vpblu_proto::mesh::mesh_server::{Mesh, MeshServer};
 
+use super::identity::{NodeAuth, bearer_token};
 use super::node_stream::upstream_kind;
+use super::refusal_events::{REFUSED, Regarding};
 use super::rejection::is_too_large;
 use super::stream_server::Attach;
-use super::{Rejection, StreamConfig, StreamMetrics, StreamServerMsg};
+use super::tls::{ServerTransport, TlsIncoming};
+use super::{RefusalEvents, Rejection, StreamConfig, StreamMetrics, StreamServerMsg};
 
 /// The highest applied generation a Hello may claim: far beyond anything a
 /// controller sends, and far enough from `u64::MAX` that counting on from
@@ -42,6 +47,8 @@ pub(crate) struct MeshService {
     server: ActorRef<StreamServerMsg>,
     config: StreamConfig,
     metrics: StreamMetrics,
+    auth: NodeAuth,
+    refusals: RefusalEvents,
 }
 
 impl MeshService {
@@ -49,16 +56,23 @@ impl MeshService {
         server: ActorRef<StreamServerMsg>,
         config: StreamConfig,
         metrics: StreamMetrics,
+        auth: NodeAuth,
+        refusals: RefusalEvents,
     ) -> Self {
-        MeshService { server, config, metrics }
+        MeshService { server, config, metrics, auth, refusals }
     }
 
     /// Waits for the first message, which must be a valid Hello.
-    async fn hello(&self, inbound: &mut Streaming<pb::DaemonMessage>) -> Result<Hello, Status> {
+    async fn hello(
+        &self,
+        inbound: &mut Streaming<pb::DaemonMessage>,
+        remote: Option<SocketAddr>,
+    ) -> Result<Hello, Status> {
+        let reject = |rejection| self.reject(rejection, Regarding::Controller, remote);
         let first = match tokio::time::timeout(self.config.hello_timeout, inbound.message()).await {
-            Err(_) => return Err(self.reject(Rejection::HelloTimeout(self.config.hello_timeout))),
+            Err(_) => return Err(reject(Rejection::HelloTimeout(self.config.hello_timeout))),
             Ok(Err(status)) if is_too_large(&status) => {
-                return Err(self.reject(Rejection::TooLarge(status.message().to_owned())));
+                return Err(reject(Rejection::TooLarge(status.message().to_owned())));
             }
             // The daemon went away: nothing to count.
             Ok(Err(status)) => return Err(status),
@@ -66,28 +80,29 @@ impl MeshService {
             Ok(Ok(Some(first))) => first,
         };
         match Upstream::try_from(&first) {
-            Ok(Upstream::Hello(hello)) if hello.applied_generation.0 > MAX_APPLIED_GENERATION => Err(self
-                .reject(Rejection::Malformed(WireError::Range {
+            Ok(Upstream::Hello(hello)) if hello.applied_generation.0 > MAX_APPLIED_GENERATION => {
+                Err(reject(Rejection::Malformed(WireError::Range {
                     field: "hello.applied_generation",
                     value: hello.applied_generation.0,
                     range: "0..=2^62",
-                }))),
+                })))
+            }
             Ok(Upstream::Hello(hello)) => Ok(hello),
-            Ok(other) => Err(self.reject(Rejection::NotHello { got: upstream_kind(&other) })),
-            Err(e) => Err(self.reject(Rejection::Malformed(e))),
+            Ok(other) => Err(reject(Rejection::NotHello { got: upstream_kind(&other) })),
+            Err(e) => Err(reject(Rejection::Malformed(e))),
         }
     }
 
-    /// Whether this connection may speak for `hello.node`. Plain TCP
-    /// cannot tell; with mTLS this compares the client certificate's node
-    /// name (from `request.peer_certs()`) with the Hello.
-    fn authenticate(&self, _hello: &Hello) -> Result<(), Status> {
-        Ok(())
-    }
-
-    fn reject(&self, rejection: Rejection) -> Status {
-        tracing::warn!(reason = rejection.reason().as_str(), error = %rejection, "refusing a daemon stream");
+    fn reject(&self, rejection: Rejection, regarding: Regarding, remote: Option<SocketAddr>) -> Status {
+        tracing::warn!(
+            reason = rejection.reason().as_str(),
+            ?regarding,
+            ?remote,
+            error = %rejection,
+            "refusing a daemon stream"
+        );
         self.metrics.rejected(rejection.reason());
+        self.refusals.record(regarding, REFUSED, &rejection, remote);
         rejection.status()
     }
 }
@@ -101,10 +116,18 @@ impl Mesh for MeshService {
         request: Request<Streaming<pb::DaemonMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let remote = request.remote_addr();
+        // Read now, judged after the Hello: a refusal then names the node.
+        let token = bearer_token(request.metadata());
         let mut inbound = request.into_inner();
-        let hello = self.hello(&mut inbound).await?;
-        self.authenticate(&hello)?;
-        tracing::debug!(node = %hello.node, ?remote, "daemon said hello");
+        let hello = self.hello(&mut inbound, remote).await?;
+        let refuse = |e| self.reject(Rejection::Identity(e), Regarding::Node(hello.node.clone()), remote);
+        let token = token.map_err(refuse)?;
+        let pod = self.auth.verify(token.as_ref(), &hello.node).await.map_err(refuse)?;
+        drop(token);
+        match &pod {
+            Some(pod) => tracing::debug!(node = %hello.node, %pod, ?remote, "daemon said hello"),
+            None => tracing::debug!(node = %hello.node, ?remote, "daemon said hello (identity not checked)"),
+        }
         let (outbound, response) = mpsc::channel(self.config.outbound_capacity);
         let attach = Attach { hello, inbound: inbound.boxed(), outbound };
         match self
@@ -120,21 +143,30 @@ impl Mesh for MeshService {
     }
 }
 
-/// Serves `service` on `listener` until `stop` fires (or its sender drops).
+/// Serves `service` on `listener` over `transport` until `stop` fires (or
+/// its sender drops).
 pub(crate) async fn serve(
     listener: TcpListener,
+    transport: &ServerTransport,
     service: MeshService,
     stop: oneshot::Receiver<()>,
 ) -> Result<(), tonic::transport::Error> {
     let max_message_size = service.config.max_message_size;
+    let metrics = service.metrics.clone();
     let incoming =
         TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(Some(KEEPALIVE_INTERVAL));
-    Server::builder()
+    let router = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(MeshServer::new(service).max_decoding_message_size(max_message_size))
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = stop.await;
-        })
-        .await
+        .add_service(MeshServer::new(service).max_decoding_message_size(max_message_size));
+    let stopped = async {
+        let _ = stop.await;
+    };
+    match transport {
+        ServerTransport::Tls(tls) => {
+            let incoming = TlsIncoming::new(incoming, tls.acceptor(), metrics);
+            router.serve_with_incoming_shutdown(incoming, stopped).await
+        }
+        ServerTransport::InsecurePlaintext => router.serve_with_incoming_shutdown(incoming, stopped).await,
+    }
 }

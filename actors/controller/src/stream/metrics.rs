@@ -30,7 +30,7 @@ impl StreamMetrics {
         health.register(|registry| {
             registry.register(
                 "stream_rejected",
-                "Daemon streams closed for bad input, by reason",
+                "Daemon streams refused (TLS, identity) or closed for bad input, by reason",
                 metrics.rejected.clone(),
             );
             registry.register(

@@ -1,4 +1,5 @@
-//! Why the controller closes a daemon's stream for bad input.
+//! Why the controller refuses a daemon's stream (identity) or closes it
+//! (bad input).
 
 use std::fmt;
 use std::time::Duration;
@@ -8,8 +9,11 @@ use tonic::Status;
 use vpblu_messages::Generation;
 use vpblu_messages::wire::WireError;
 
-/// A daemon stream closed because of what the daemon sent. Only that
-/// stream closes; the daemon reconnects and starts over with a Hello.
+use super::identity::IdentityError;
+
+/// A daemon stream refused for who is on it, or closed because of what it
+/// sent. Only that stream closes; the daemon reconnects and starts over
+/// with a Hello.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
     /// The first message was something other than a Hello.
@@ -36,6 +40,9 @@ pub enum Rejection {
     /// Too many commands without an ack.
     #[error("{0} commands are unacked; the daemon is not applying what it is sent")]
     Unacked(usize),
+    /// The client may not speak for the node its Hello names.
+    #[error("refused: {0}")]
+    Identity(#[source] IdentityError),
 }
 
 impl Rejection {
@@ -49,13 +56,18 @@ impl Rejection {
             Rejection::SecondHello => RejectReason::SecondHello,
             Rejection::UnknownAck(_) => RejectReason::UnknownAck,
             Rejection::Unacked(_) => RejectReason::Unacked,
+            Rejection::Identity(e) => e.reason(),
         }
     }
 
-    /// The status the stream closes with: `ResourceExhausted` for size and
-    /// backlog limits, `InvalidArgument` for the rest; the message says why.
+    /// The status the stream closes with: `PermissionDenied` for identity
+    /// (`Unavailable` when the API server could not be asked),
+    /// `ResourceExhausted` for size and backlog limits, `InvalidArgument`
+    /// for the rest; the message says why.
     pub fn status(&self) -> Status {
         match self {
+            Rejection::Identity(IdentityError::Unavailable(_)) => Status::unavailable(self.to_string()),
+            Rejection::Identity(_) => Status::permission_denied(self.to_string()),
             Rejection::TooLarge(_) | Rejection::Unacked(_) => Status::resource_exhausted(self.to_string()),
             Rejection::NotHello { .. }
             | Rejection::HelloTimeout(_)
@@ -84,6 +96,27 @@ pub enum RejectReason {
     UnknownAck,
     /// See [`Rejection::Unacked`].
     Unacked,
+    /// The TLS handshake failed (a plaintext client, or one that does not
+    /// trust the controller's certificate).
+    TlsHandshake,
+    /// No usable bearer token.
+    NoToken,
+    /// The TokenReview did not authenticate the token.
+    TokenRejected,
+    /// The token is for another audience.
+    WrongAudience,
+    /// The token or its Pod belong to another service account.
+    WrongServiceAccount,
+    /// The token is not bound to a Pod.
+    NotPodBound,
+    /// The token's Pod is gone or was replaced.
+    PodMismatch,
+    /// The token's Pod is not the daemon DaemonSet's.
+    NotDaemonSetPod,
+    /// The token's Pod runs on another node than the Hello claims.
+    WrongNode,
+    /// The API server could not check the identity.
+    AuthUnavailable,
 }
 
 impl RejectReason {
@@ -97,6 +130,39 @@ impl RejectReason {
             RejectReason::SecondHello => "second_hello",
             RejectReason::UnknownAck => "unknown_ack",
             RejectReason::Unacked => "unacked",
+            RejectReason::TlsHandshake => "tls_handshake",
+            RejectReason::NoToken => "no_token",
+            RejectReason::TokenRejected => "token_rejected",
+            RejectReason::WrongAudience => "wrong_audience",
+            RejectReason::WrongServiceAccount => "wrong_service_account",
+            RejectReason::NotPodBound => "not_pod_bound",
+            RejectReason::PodMismatch => "pod_mismatch",
+            RejectReason::NotDaemonSetPod => "not_daemonset_pod",
+            RejectReason::WrongNode => "wrong_node",
+            RejectReason::AuthUnavailable => "auth_unavailable",
+        }
+    }
+
+    /// The `action` of the Kubernetes Event that reports it (UpperCamelCase).
+    pub fn event_action(self) -> &'static str {
+        match self {
+            RejectReason::NotHello => "NotHello",
+            RejectReason::HelloTimeout => "HelloTimeout",
+            RejectReason::Malformed => "Malformed",
+            RejectReason::TooLarge => "TooLarge",
+            RejectReason::SecondHello => "SecondHello",
+            RejectReason::UnknownAck => "UnknownAck",
+            RejectReason::Unacked => "Unacked",
+            RejectReason::TlsHandshake => "TlsHandshake",
+            RejectReason::NoToken => "NoToken",
+            RejectReason::TokenRejected => "TokenRejected",
+            RejectReason::WrongAudience => "WrongAudience",
+            RejectReason::WrongServiceAccount => "WrongServiceAccount",
+            RejectReason::NotPodBound => "NotPodBound",
+            RejectReason::PodMismatch => "PodMismatch",
+            RejectReason::NotDaemonSetPod => "NotDaemonSetPod",
+            RejectReason::WrongNode => "WrongNode",
+            RejectReason::AuthUnavailable => "AuthUnavailable",
         }
     }
 }

@@ -1,6 +1,11 @@
-//! What the stream tests share: a controller StreamServer on loopback, real
-//! daemon StreamClients with RecordingDataPlanes, desired states, and
-//! waiting with a deadline (a broken stream fails a test, never hangs it).
+//! What the stream tests share: a controller StreamServer on loopback
+//! serving TLS (a test CA from rcgen), real daemon StreamClients with
+//! RecordingDataPlanes that verify it, desired states, and waiting with a
+//! deadline (a broken stream fails a test, never hangs it).
+//!
+//! Identity is not what these tests are about: unless a test passes its
+//! own [`NodeAuth`], the server believes every Hello ([`NodeAuth::TrustAll`])
+//! and the daemons send no token. `stream_identity.rs` tests identity.
 
 #![allow(dead_code)] // each test file uses its own part of this
 
@@ -9,18 +14,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use tokio::sync::broadcast;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use vpblu_controller::stream::{
-    Desired, NodeStreamStatus, StreamConfig, StreamEvent, StreamMetrics, StreamServer, StreamServerArgs,
-    StreamServerMsg, node_status,
+    Desired, NodeAuth, NodeStreamStatus, RefusalEvents, ServerTls, ServerTransport, StreamConfig,
+    StreamEvent, StreamMetrics, StreamServer, StreamServerArgs, StreamServerMsg, TlsFiles, node_status,
 };
 use vpblu_daemon::stream::{
     Backoff, ClientConfig, ClientStatus, HelloFacts, RecordedCommand, RecordingDataPlane, StreamClient,
-    StreamClientArgs, StreamClientMsg,
+    StreamClientArgs, StreamClientMsg, StreamSecurity,
 };
+use vpblu_e2e::cluster::{DAEMON_AUDIENCE, DAEMON_NAME, DAEMON_NAMESPACE, TestCluster};
+use vpblu_e2e::stream_pki::{SERVER_NAME, StreamPki};
 use vpblu_messages::{Backend, Cidr, NodeDesiredState, NodeName, Peer, PublicKey, SelfSettings};
+use vpblu_proto::mesh::mesh_client::MeshClient;
 use vpblu_runtime::Health;
 
 /// The longest any single wait in these tests may take.
@@ -95,6 +106,69 @@ pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     until(what, async || check().await.then_some(())).await;
 }
 
+/// How a daemon reaches a controller: its URL, and what it checks and
+/// presents. Holds the PKI's files alive.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub url: String,
+    pub security: StreamSecurity,
+    pub pki: Arc<StreamPki>,
+}
+
+impl Endpoint {
+    /// The same controller, presenting the token in `token_file`.
+    pub fn with_token(&self, token_file: &std::path::Path) -> Endpoint {
+        let mut endpoint = self.clone();
+        endpoint.security.token_file = Some(token_file.to_owned());
+        endpoint
+    }
+
+    /// The same controller, checked against another CA bundle.
+    pub fn trusting(&self, ca_file: &std::path::Path) -> Endpoint {
+        let mut endpoint = self.clone();
+        if let Some(tls) = &mut endpoint.security.tls {
+            tls.ca_file = ca_file.to_owned();
+        }
+        endpoint
+    }
+
+    /// A raw gRPC client over TLS (no token), for tests that speak the
+    /// protocol by hand.
+    pub async fn raw_client(&self) -> MeshClient<Channel> {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(std::fs::read(self.pki.ca_file()).expect("read the CA")))
+            .domain_name(SERVER_NAME);
+        let channel = Channel::from_shared(self.url.clone())
+            .expect("a valid URL")
+            .tls_config(tls)
+            .expect("a valid TLS config")
+            .connect()
+            .await
+            .expect("the server accepts TLS connections");
+        MeshClient::new(channel)
+    }
+
+    /// One session by hand: `token` in the metadata, `first` as the first
+    /// message. The status it is refused with (panics if it is accepted).
+    pub async fn attempt(&self, token: Option<&str>, first: vpblu_proto::DaemonMessage) -> tonic::Status {
+        let mut client = self.raw_client().await;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(first).await.expect("room");
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        if let Some(token) = token {
+            let value =
+                tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).expect("ASCII token");
+            request.metadata_mut().insert("authorization", value);
+        }
+        let response = tokio::time::timeout(WAIT, client.session(request)).await.expect("answered in time");
+        drop(tx);
+        match response {
+            Err(status) => status,
+            Ok(_) => panic!("a session that should be refused was accepted"),
+        }
+    }
+}
+
 /// A StreamServer on a loopback port, with its store and metrics.
 pub struct Controller {
     pub server: ActorRef<StreamServerMsg>,
@@ -103,17 +177,55 @@ pub struct Controller {
     pub health: Health,
     pub events: broadcast::Receiver<StreamEvent>,
     pub addr: SocketAddr,
-    pub endpoint: String,
+    /// TLS to the test CA; no token (the server trusts every Hello).
+    pub endpoint: Endpoint,
+    pub pki: Arc<StreamPki>,
 }
 
 impl Controller {
+    /// On a free loopback port, with a fresh test CA.
     pub async fn start(config: StreamConfig) -> Self {
-        Controller::start_at("127.0.0.1:0".parse().expect("valid address"), Desired::new(), config).await
+        let pki = Arc::new(StreamPki::new());
+        Controller::start_at("127.0.0.1:0".parse().expect("valid address"), Desired::new(), config, pki).await
     }
 
     /// A controller on `addr` over `desired` (a restarted controller gets
-    /// a fresh one: its generation counters are gone).
-    pub async fn start_at(addr: SocketAddr, desired: Desired, config: StreamConfig) -> Self {
+    /// a fresh one: its generation counters are gone), serving the
+    /// certificate of `pki`.
+    pub async fn start_at(
+        addr: SocketAddr,
+        desired: Desired,
+        config: StreamConfig,
+        pki: Arc<StreamPki>,
+    ) -> Self {
+        Controller::start_with(addr, desired, config, pki, NodeAuth::TrustAll, RefusalEvents::disabled())
+            .await
+    }
+
+    /// Everything chosen by the caller, down to identity and Events.
+    pub async fn start_with(
+        addr: SocketAddr,
+        desired: Desired,
+        config: StreamConfig,
+        pki: Arc<StreamPki>,
+        auth: NodeAuth,
+        refusals: RefusalEvents,
+    ) -> Self {
+        let files = TlsFiles { cert_file: pki.cert_file().to_owned(), key_file: pki.key_file().to_owned() };
+        let tls = ServerTls::load(files).expect("the test certificate loads");
+        Controller::start_serving(addr, desired, config, ServerTransport::Tls(tls), pki, auth, refusals).await
+    }
+
+    /// With an explicit transport (a test of an impostor's certificate).
+    pub async fn start_serving(
+        addr: SocketAddr,
+        desired: Desired,
+        config: StreamConfig,
+        transport: ServerTransport,
+        pki: Arc<StreamPki>,
+        auth: NodeAuth,
+        refusals: RefusalEvents,
+    ) -> Self {
         let health = Health::new();
         let metrics = StreamMetrics::register(&health);
         let (events_tx, events) = broadcast::channel(1024);
@@ -123,13 +235,21 @@ impl Controller {
             config,
             metrics: metrics.clone(),
             events: events_tx,
+            transport,
+            auth,
+            refusals,
         };
         let (server, _handle) = Actor::spawn(None, StreamServer, args).await.expect("stream server starts");
         let addr = match server.call(StreamServerMsg::LocalAddr, Some(WAIT)).await {
             Ok(CallResult::Success(addr)) => addr,
             other => panic!("stream server did not tell its address: {other:?}"),
         };
-        Controller { server, desired, metrics, health, events, addr, endpoint: format!("http://{addr}") }
+        let endpoint = Endpoint {
+            url: format!("https://{addr}"),
+            security: StreamSecurity { tls: tls_to(&pki), token_file: None },
+            pki: Arc::clone(&pki),
+        };
+        Controller { server, desired, metrics, health, events, addr, endpoint, pki }
     }
 
     pub async fn status(&self, node: &str) -> Option<NodeStreamStatus> {
@@ -158,6 +278,50 @@ impl Controller {
     }
 }
 
+/// The daemon of node-`i` (IP 192.0.2.`i`) as the DaemonSet runs it: its
+/// Pod on the node, controlled by the vpblu DaemonSet (installed if
+/// missing), and that Pod's projected token (audience vpblu) in a file; it
+/// dials the controller at `grpc` over TLS checked against `pki`. What the
+/// controller binary's TokenReview accepts by default.
+pub async fn deployed_daemon(cluster: &TestCluster, pki: &Arc<StreamPki>, grpc: &str, i: usize) -> Daemon {
+    let node = format!("node-{i}");
+    let pod_name = format!("{DAEMON_NAME}-{node}");
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), DAEMON_NAMESPACE);
+    let pod = match pods.get_opt(&pod_name).await.expect("look the daemon Pod up") {
+        Some(pod) => pod,
+        None => {
+            let daemonset = cluster.install_daemonset().await;
+            cluster.daemon_pod(&pod_name, &node, &format!("192.0.2.{i}"), DAEMON_NAME, Some(&daemonset)).await
+        }
+    };
+    let token = pki.dir().join(format!("{node}.token"));
+    cluster.write_pod_token(&pod, DAEMON_NAME, &[DAEMON_AUDIENCE], &token).await;
+    let endpoint = Endpoint {
+        url: format!("https://{grpc}"),
+        security: StreamSecurity::tls(pki.ca_file(), SERVER_NAME, token),
+        pki: Arc::clone(pki),
+    };
+    Daemon::start(&node, i, &endpoint).await
+}
+
+/// The flags that make the controller binary serve `pki`'s certificate.
+pub fn tls_flags(pki: &StreamPki) -> Vec<String> {
+    vec![
+        "--tls-cert-file".to_owned(),
+        pki.cert_file().display().to_string(),
+        "--tls-key-file".to_owned(),
+        pki.key_file().display().to_string(),
+    ]
+}
+
+/// TLS that trusts `pki`'s CA and checks the controller's usual name.
+pub fn tls_to(pki: &StreamPki) -> Option<vpblu_daemon::stream::ClientTls> {
+    Some(vpblu_daemon::stream::ClientTls {
+        ca_file: pki.ca_file().to_owned(),
+        server_name: SERVER_NAME.to_owned(),
+    })
+}
+
 /// Fast reconnects so the tests do not wait on production backoff.
 pub fn fast_client() -> ClientConfig {
     ClientConfig {
@@ -176,7 +340,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Node number `i` named `node`, with a fresh data plane.
-    pub async fn start(node: &str, i: usize, endpoint: &str) -> Self {
+    pub async fn start(node: &str, i: usize, endpoint: &Endpoint) -> Self {
         let facts =
             HelloFacts { public_key: key(i), staged_public_key: None, backend: Backend::Kernel, mtu: 1420 };
         let plane = RecordingDataPlane::new(name(node), facts);
@@ -185,12 +349,13 @@ impl Daemon {
 
     /// A daemon over an existing data plane (a restarted daemon process
     /// finds its data plane as it left it).
-    pub async fn start_with(node: &str, plane: RecordingDataPlane, endpoint: &str) -> Self {
+    pub async fn start_with(node: &str, plane: RecordingDataPlane, endpoint: &Endpoint) -> Self {
         let args = StreamClientArgs {
             node: name(node),
-            endpoint: endpoint.to_owned(),
+            endpoint: endpoint.url.clone(),
             data_plane: plane.clone(),
             config: fast_client(),
+            security: endpoint.security.clone(),
         };
         let (client, _handle) =
             Actor::spawn(None, StreamClient::<RecordingDataPlane>::new(), args).await.expect("client starts");

@@ -1,18 +1,25 @@
-//! One connection to the controller, run as a task: connect, say Hello,
-//! then cast every command into the stream client until the stream ends.
+//! One connection to the controller, run as a task: connect (TLS against
+//! the CA bundle, read fresh, as is the token), say Hello with the token in
+//! the request metadata, then cast every command into the stream client
+//! until the stream ends.
 
 use std::time::Duration;
 
 use ractor::ActorRef;
+use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
+use tonic::Request;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use vpblu_messages::{Envelope, Generation};
 use vpblu_proto as pb;
 use vpblu_proto::mesh::mesh_client::MeshClient;
+use zeroize::Zeroizing;
 
 use super::error::chain;
-use super::{ClientConfig, ConnectError, StreamClientMsg};
+use super::security::read_token;
+use super::{ClientConfig, ConnectError, StreamClientMsg, StreamSecurity};
 
 /// HTTP/2 pings find a controller that vanished without closing the
 /// connection (a failed-over leader's node going dark).
@@ -28,8 +35,9 @@ pub(super) async fn run(
     endpoint: String,
     hello: pb::DaemonMessage,
     config: ClientConfig,
+    security: StreamSecurity,
 ) {
-    let reason = match open_and_read(&client, epoch, endpoint, hello, &config).await {
+    let reason = match open_and_read(&client, epoch, endpoint, hello, &config, &security).await {
         Ok(()) => return, // the client is gone
         Err(e) => chain(&e),
     };
@@ -42,9 +50,33 @@ async fn open_and_read(
     endpoint: String,
     hello: pb::DaemonMessage,
     config: &ClientConfig,
+    security: &StreamSecurity,
 ) -> Result<(), ConnectError> {
-    let channel = Endpoint::from_shared(endpoint.clone())
-        .map_err(|source| ConnectError::Endpoint { endpoint: endpoint.clone(), source })?
+    security.check_endpoint(&endpoint).map_err(ConnectError::Scheme)?;
+    let mut channel = Endpoint::from_shared(endpoint.clone())
+        .map_err(|source| ConnectError::Endpoint { endpoint: endpoint.clone(), source })?;
+    if let Some(tls) = &security.tls {
+        let ca = tokio::fs::read(&tls.ca_file)
+            .await
+            .map_err(|source| ConnectError::CaFile { path: tls.ca_file.clone(), source })?;
+        let tls_config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name(&tls.server_name);
+        channel = channel.tls_config(tls_config).map_err(|source| ConnectError::Tls {
+            server_name: tls.server_name.clone(),
+            ca_file: tls.ca_file.clone(),
+            source,
+        })?;
+    }
+    let mut request = Request::new(());
+    if let Some(path) = &security.token_file {
+        let token = read_token(path).await?;
+        let bearer = Zeroizing::new(format!("Bearer {}", token.expose_secret()));
+        let mut value = MetadataValue::try_from(bearer.as_str())
+            .map_err(|_| ConnectError::Token(super::security::TokenError::Invalid(path.clone())))?;
+        value.set_sensitive(true);
+        request.metadata_mut().insert("authorization", value);
+    }
+    let channel = channel
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -58,7 +90,9 @@ async fn open_and_read(
     // The queue is empty and has room: the Hello goes first.
     let _never_full = outbound.try_send(hello);
     // The controller answers once it has read and accepted the Hello.
-    let response = tokio::time::timeout(config.connect_timeout, rpc.session(ReceiverStream::new(requests)))
+    let (metadata, extensions, ()) = request.into_parts();
+    let request = Request::from_parts(metadata, extensions, ReceiverStream::new(requests));
+    let response = tokio::time::timeout(config.connect_timeout, rpc.session(request))
         .await
         .map_err(|_| ConnectError::HelloTimeout(config.connect_timeout))??;
     let mut inbound = response.into_inner();

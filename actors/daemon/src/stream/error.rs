@@ -40,7 +40,7 @@ pub enum Refusal {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The controller endpoint is not a URL.
-    #[error("controller endpoint {endpoint:?} is not a valid URL (use http://HOST:PORT)")]
+    #[error("controller endpoint {endpoint:?} is not a valid URL (use https://HOST:PORT)")]
     Endpoint {
         /// The endpoint as given.
         endpoint: String,
@@ -48,7 +48,35 @@ pub enum ConnectError {
         #[source]
         source: tonic::transport::Error,
     },
-    /// TCP or HTTP/2 connect failed.
+    /// The endpoint's scheme does not fit the security (see
+    /// [`super::StreamSecurity::check_endpoint`]).
+    #[error("{0}")]
+    Scheme(String),
+    /// The CA bundle could not be read.
+    #[error("cannot read the CA bundle {path}: {source} (check --ca-file and the mounted ConfigMap)")]
+    CaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS could not be configured (a bad CA bundle or server name).
+    #[error("cannot set up TLS to the controller as {server_name:?} with CA bundle {ca_file}")]
+    Tls {
+        /// The name the controller's certificate must carry.
+        server_name: String,
+        /// The CA bundle.
+        ca_file: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The token could not be read.
+    #[error(transparent)]
+    Token(#[from] super::security::TokenError),
+    /// TCP, TLS or HTTP/2 connect failed (a TLS failure says why the
+    /// controller's certificate was not trusted).
     #[error("cannot connect to the controller at {endpoint}")]
     Connect {
         /// The endpoint.

@@ -1,7 +1,8 @@
 //! The warm stream, daemon side.
 //!
 //! The [`StreamClient`] keeps one gRPC stream open to the controller over
-//! the host network, says Hello (node, keys, the generation its data plane
+//! the host network, TLS-verified against a CA bundle and carrying the
+//! node's projected service-account token ([`StreamSecurity`]), says Hello (node, keys, the generation its data plane
 //! last applied, backend, MTU), then applies every command it is sent, in
 //! order, through a [`DataPlane`], and acks each one. It reconnects with
 //! jittered exponential backoff; while it is disconnected nothing in the
@@ -24,10 +25,12 @@ mod connection;
 mod data_plane;
 mod error;
 mod recording;
+mod security;
 mod stream_client;
 
 pub use backoff::Backoff;
 pub use data_plane::{DataPlane, HelloFacts};
 pub use error::{ConnectError, Refusal};
 pub use recording::{RecordedCommand, RecordingDataPlane};
+pub use security::{ClientTls, StreamSecurity, TokenError};
 pub use stream_client::{ClientConfig, ClientStatus, StreamClient, StreamClientArgs, StreamClientMsg};

@@ -15,7 +15,7 @@ use vpblu_messages::{
 };
 use vpblu_proto as pb;
 
-use super::{Backoff, DataPlane, Refusal, connection};
+use super::{Backoff, DataPlane, Refusal, StreamSecurity, connection};
 
 /// Tunables of the stream client.
 #[derive(Clone, Debug)]
@@ -48,12 +48,18 @@ impl Default for ClientConfig {
 pub struct StreamClientArgs<D> {
     /// The node this daemon runs on.
     pub node: NodeName,
-    /// The controller's stream endpoint, `http://HOST:PORT` (host network).
+    /// The controller's stream endpoint, `https://HOST:PORT` (host
+    /// network; `http://` only with [`StreamSecurity::insecure_dev`]). Several,
+    /// separated by commas, are tried in turn: after each failed attempt or
+    /// closed stream the next one is dialled (replicas without a Service in
+    /// front, as in the lab; only the leader serves streams).
     pub endpoint: String,
     /// Where commands are applied.
     pub data_plane: D,
     /// Tunables.
     pub config: ClientConfig,
+    /// TLS and token (no default: plaintext must be asked for by name).
+    pub security: StreamSecurity,
 }
 
 /// Messages the stream client takes.
@@ -109,6 +115,9 @@ pub struct ClientStatus {
     pub ignored_stale: u64,
     /// Commands refused or failed (acked with an error).
     pub refused: u64,
+    /// Why the last stream ended or did not open (the controller's refusal,
+    /// a TLS error, an unreadable token...); `None` before any.
+    pub last_error: Option<String>,
 }
 
 /// The stream client actor, generic over its data plane. Empty: everything
@@ -138,8 +147,12 @@ impl<D> fmt::Debug for StreamClient<D> {
 #[derive(Debug)]
 pub struct StreamClientState<D> {
     node: NodeName,
-    endpoint: String,
+    /// Where to dial, tried in turn; never empty.
+    endpoints: Vec<String>,
+    /// Which endpoint the next attempt dials (modulo their number).
+    next_endpoint: usize,
     config: ClientConfig,
+    security: StreamSecurity,
     data_plane: D,
     /// What the data plane holds as far as the controller told us; `None`
     /// until the first full state since this client started.
@@ -154,6 +167,15 @@ pub struct StreamClientState<D> {
     connects: u64,
     ignored_stale: u64,
     refused: u64,
+    last_error: Option<String>,
+}
+
+/// `a,b , c` → `["a", "b", "c"]`; an empty list stays one (empty)
+/// endpoint so the connect error names it.
+fn split_endpoints(text: &str) -> Vec<String> {
+    let endpoints: Vec<String> =
+        text.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_owned).collect();
+    if endpoints.is_empty() { vec![text.to_owned()] } else { endpoints }
 }
 
 fn command_kind(command: &Command) -> &'static str {
@@ -183,13 +205,15 @@ impl<D: DataPlane> StreamClientState<D> {
             mtu: facts.mtu,
             version: self.config.version.clone(),
         });
-        tracing::debug!(epoch = self.epoch, endpoint = %self.endpoint, "connecting to the controller");
+        let endpoint = self.endpoints[self.next_endpoint % self.endpoints.len()].clone();
+        tracing::debug!(epoch = self.epoch, endpoint = %endpoint, "connecting to the controller");
         self.task = Some(tokio::spawn(connection::run(
             myself.clone(),
             self.epoch,
-            self.endpoint.clone(),
+            endpoint,
             pb::DaemonMessage::from(&hello),
             self.config.clone(),
+            self.security.clone(),
         )));
     }
 
@@ -199,6 +223,8 @@ impl<D: DataPlane> StreamClientState<D> {
             task.abort();
         }
         self.outbound = None;
+        self.last_error = Some(reason.to_owned());
+        self.next_endpoint = self.next_endpoint.wrapping_add(1);
         if self.connected_at.take().is_some_and(|at| at.elapsed() >= self.config.backoff.max) {
             self.attempt = 0;
         }
@@ -285,6 +311,7 @@ impl<D: DataPlane> StreamClientState<D> {
             applied: self.data_plane.applied_generation(),
             ignored_stale: self.ignored_stale,
             refused: self.refused,
+            last_error: self.last_error.clone(),
         }
     }
 }
@@ -301,8 +328,10 @@ impl<D: DataPlane> Actor for StreamClient<D> {
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut state = StreamClientState {
             node: args.node,
-            endpoint: args.endpoint,
+            endpoints: split_endpoints(&args.endpoint),
+            next_endpoint: 0,
             config: args.config,
+            security: args.security,
             data_plane: args.data_plane,
             current: None,
             epoch: 0,
@@ -313,6 +342,7 @@ impl<D: DataPlane> Actor for StreamClient<D> {
             connects: 0,
             ignored_stale: 0,
             refused: 0,
+            last_error: None,
         };
         state.connect(&myself);
         Ok(state)
@@ -369,5 +399,17 @@ impl<D: DataPlane> Actor for StreamClient<D> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_endpoints;
+
+    #[test]
+    fn several_endpoints_are_split_and_trimmed() {
+        assert_eq!(split_endpoints("https://a:1"), ["https://a:1"]);
+        assert_eq!(split_endpoints("https://a:1, https://b:2,"), ["https://a:1", "https://b:2"]);
+        assert_eq!(split_endpoints(""), [""]);
     }
 }
