@@ -15,6 +15,7 @@
 //! | [`CONFLICT`] | | yes | yes | yes | yes |
 //! | [`INVALID`] | | yes | yes | yes | yes |
 //! | [`ROTATING`] | yes | | | | yes |
+//! | [`CONNECTED`] | yes | | | | |
 
 // ---- types -----------------------------------------------------------------
 
@@ -41,6 +42,12 @@ pub const INVALID: &str = "Invalid";
 /// A key rotation is in progress for this node (VpbluNode) or this policy
 /// (RotationPolicy); `True` while it runs.
 pub const ROTATING: &str = "Rotating";
+
+/// VpbluNode: the node's daemon has its stream to the leading controller
+/// open (`True`, reason [`reasons::STREAM_OPEN`]), or had one that closed
+/// (`False`, reason [`reasons::STREAM_CLOSED`]; `lastTransitionTime` says
+/// when). The data plane keeps its last applied state either way.
+pub const CONNECTED: &str = "Connected";
 
 /// Condition reasons (CamelCase, as the API server requires).
 pub mod reasons {
@@ -126,6 +133,15 @@ pub mod reasons {
 
     /// Waiting for the next scheduled time.
     pub const SCHEDULED: &str = "Scheduled";
+
+    // ---- Connected ----
+
+    /// The daemon's stream to the leader is open.
+    pub const STREAM_OPEN: &str = "StreamOpen";
+
+    /// The daemon's stream closed (the daemon stopped, its node went away,
+    /// or the network between them broke) and it has not reconnected.
+    pub const STREAM_CLOSED: &str = "StreamClosed";
 }
 
 #[cfg(test)]
@@ -136,7 +152,7 @@ mod tests {
     /// these shapes (see `metav1.Condition`).
     #[test]
     fn types_and_reasons_have_the_shape_the_api_server_accepts() {
-        let types = [READY, ACTIVE, CONFLICT, INVALID, ROTATING];
+        let types = [READY, ACTIVE, CONFLICT, INVALID, ROTATING, CONNECTED];
         let reasons = [
             reasons::APPLIED,
             reasons::PENDING,
@@ -162,6 +178,8 @@ mod tests {
             reasons::ROTATION_ROLLED_BACK,
             reasons::PAUSED,
             reasons::SCHEDULED,
+            reasons::STREAM_OPEN,
+            reasons::STREAM_CLOSED,
         ];
         for t in types {
             assert!(

@@ -2,10 +2,13 @@
 //! the Deployment can set them either way.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use vpblu_runtime::LogFormat;
+
+use crate::stream::ServiceAccountName;
 
 /// vpblu controller: turns vpblu Custom Resources into per-node desired
 /// state and pushes it to every node's daemon over a warm gRPC stream.
@@ -44,9 +47,49 @@ pub struct Args {
     #[arg(long, env = "VPBLU_LEASE_RENEW", default_value = "5s", value_parser = parse_duration)]
     pub lease_renew: Duration,
 
+    /// While the API server cannot be reached (no answer, 5xx, 429), the
+    /// leader keeps leading, and its daemons' streams open, this long past
+    /// its renew deadline, unless it sees another holder first. Meanwhile a
+    /// replica that can still reach the API server may take the Lease once
+    /// it expires; this bounds how long both serve streams.
+    #[arg(long, env = "VPBLU_LEASE_OUTAGE_GRACE", default_value = "60s", value_parser = parse_duration)]
+    pub lease_outage_grace: Duration,
+
     /// Period of the full SyncState resync to every daemon.
     #[arg(long, env = "VPBLU_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub resync_interval: Duration,
+
+    /// PEM certificate chain the stream server presents to daemons (the
+    /// `tls.crt` of its Secret); re-read when the file changes.
+    #[arg(long, env = "VPBLU_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of that certificate (`tls.key`).
+    #[arg(long, env = "VPBLU_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Audience a daemon's token must be issued for (its projected token).
+    #[arg(long, env = "VPBLU_TOKEN_AUDIENCE", default_value = "vpblu")]
+    pub token_audience: String,
+
+    /// The daemons' service account, as TokenReview names it.
+    #[arg(
+        long,
+        env = "VPBLU_DAEMON_SERVICE_ACCOUNT",
+        default_value = "system:serviceaccount:vpblu-system:vpblu-daemon"
+    )]
+    pub daemon_service_account: ServiceAccountName,
+
+    /// DaemonSet (in that account's namespace) that must control a daemon's
+    /// Pod; empty: not checked.
+    #[arg(long, env = "VPBLU_DAEMON_DAEMONSET", default_value = "vpblu-daemon")]
+    pub daemon_daemonset: String,
+
+    /// Development only: plaintext streams and no daemon authentication, so
+    /// anyone who reaches --grpc-addr can speak for any node. Logged as a
+    /// warning at every start.
+    #[arg(long, env = "VPBLU_INSECURE_DEV")]
+    pub insecure_dev: bool,
 
     /// Log line format.
     #[arg(long, env = "VPBLU_LOG_FORMAT", value_enum, default_value = "json")]

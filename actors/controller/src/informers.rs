@@ -1,11 +1,18 @@
 //! Informers: one actor per watched kind (Node, VpbluNode, TunnelPolicy,
-//! RoutePolicy, BlockPolicy), each a kube-runtime watcher filling a
-//! reflector store and telling Recompute when something it reads changed.
+//! RoutePolicy, BlockPolicy, RotationPolicy, Pod), each a kube-runtime
+//! watcher filling a reflector store and telling Recompute when something
+//! it reads changed.
+//!
+//! - Desired state is computed from the first five. RotationPolicies feed
+//!   the rotation scheduler, and Pods (only the daemon's own, in the
+//!   controller's namespace, by label) the check of which node a stream
+//!   speaks for; a change to those two is no reason to recompute, but their
+//!   caches count for readiness like the others.
 //!
 //! - The stores live in [`Caches`], outside the actors: a restarted informer
 //!   relists into the same store, so Recompute never reads a stale one.
 //! - Watch errors (API server gone, 5xx, an expired resourceVersion) are
-//!   logged, counted and retried by the watcher with kube's default backoff;
+//!   logged, counted and retried by the watcher after a [`WatchBackoff`];
 //!   they do not stop the actor. On reconnect the watcher resumes or relists,
 //!   and the store swaps in the new list whole (`InitDone`), never half.
 //! - Applies, deletes and finished (re)lists reach Recompute as
@@ -17,14 +24,15 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use futures::{StreamExt, future, stream};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -32,14 +40,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::de::DeserializeOwned;
-use tokio::task::JoinSet;
-use vpblu_k8s::{BlockPolicy, RoutePolicy, TunnelPolicy, VpbluNode};
-use vpblu_runtime::{ChildSpec, Health};
+use vpblu_k8s::{BlockPolicy, RotationPolicy, RoutePolicy, TunnelPolicy, VpbluNode};
+use vpblu_runtime::{ChildSpec, Forward, Health, forward};
 
 use crate::from_k8s::{Objects, inputs_from};
 use crate::recompute::RecomputeHandle;
 
-/// The kinds desired state is computed from.
+/// The kinds the controller watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, EncodeLabelValue)]
 pub enum Kind {
     /// `v1` Node.
@@ -52,12 +59,23 @@ pub enum Kind {
     RoutePolicy,
     /// `vpblu.dev` BlockPolicy.
     BlockPolicy,
+    /// `vpblu.dev` RotationPolicy (not a desired-state input).
+    RotationPolicy,
+    /// `v1` Pod: the daemon's pods only (not a desired-state input).
+    Pod,
 }
 
 impl Kind {
     /// Every kind, in the order the informers start.
-    pub const ALL: [Kind; 5] =
-        [Kind::Node, Kind::VpbluNode, Kind::TunnelPolicy, Kind::RoutePolicy, Kind::BlockPolicy];
+    pub const ALL: [Kind; 7] = [
+        Kind::Node,
+        Kind::VpbluNode,
+        Kind::TunnelPolicy,
+        Kind::RoutePolicy,
+        Kind::BlockPolicy,
+        Kind::RotationPolicy,
+        Kind::Pod,
+    ];
 
     /// The Kubernetes kind.
     pub const fn as_str(self) -> &'static str {
@@ -67,6 +85,8 @@ impl Kind {
             Kind::TunnelPolicy => "TunnelPolicy",
             Kind::RoutePolicy => "RoutePolicy",
             Kind::BlockPolicy => "BlockPolicy",
+            Kind::RotationPolicy => "RotationPolicy",
+            Kind::Pod => "Pod",
         }
     }
 }
@@ -86,8 +106,13 @@ pub trait Watched:
     const KIND: Kind;
 
     /// Whether `old` and `new` (the same object) give `from_k8s` the same
-    /// inputs, so the update needs no recompute.
+    /// inputs, so the update needs no recompute. Always true for a kind
+    /// desired state is not computed from.
     fn same_inputs(old: &Self, new: &Self) -> bool;
+
+    /// Whether desired state is computed from this kind at all: when not,
+    /// only a finished (re)list reaches Recompute (which owns readiness).
+    const INPUT: bool = true;
 }
 
 // Nodes and policies are compared through `inputs_from` itself, so this
@@ -135,6 +160,26 @@ impl Watched for BlockPolicy {
         inputs(old) == inputs(new)
     }
 }
+
+impl Watched for RotationPolicy {
+    const KIND: Kind = Kind::RotationPolicy;
+    const INPUT: bool = false;
+    fn same_inputs(_: &Self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Watched for Pod {
+    const KIND: Kind = Kind::Pod;
+    const INPUT: bool = false;
+    fn same_inputs(_: &Self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// The label every daemon pod carries (k8s/deploy/daemon-daemonset.yaml):
+/// the Pod informer watches only those, in the controller's namespace.
+pub const DAEMON_POD_SELECTOR: &str = "app.kubernetes.io/name=vpblu-daemon";
 
 /// The reflector store of one kind, shared by its informer (which writes it)
 /// and Recompute (which reads it). Clones share one store; it outlives
@@ -199,9 +244,11 @@ impl<K: Watched> Cache<K> {
     fn apply(&self, event: &watcher::Event<K>) -> bool {
         let relevant = match event {
             watcher::Event::Apply(new) => {
-                self.reader.get(&ObjectRef::from_obj(new)).is_none_or(|old| !K::same_inputs(&old, new))
+                K::INPUT
+                    && self.reader.get(&ObjectRef::from_obj(new)).is_none_or(|old| !K::same_inputs(&old, new))
             }
-            watcher::Event::Delete(_) | watcher::Event::InitDone => true,
+            watcher::Event::Delete(_) => K::INPUT,
+            watcher::Event::InitDone => true,
             watcher::Event::Init | watcher::Event::InitApply(_) => false,
         };
         self.writer.lock().unwrap_or_else(PoisonError::into_inner).apply_watcher_event(event);
@@ -212,7 +259,7 @@ impl<K: Watched> Cache<K> {
     }
 }
 
-/// The five caches desired state is computed from. Clones share them.
+/// The caches of every watched kind. Clones share them.
 #[derive(Clone, Debug, Default)]
 pub struct Caches {
     /// Nodes.
@@ -225,10 +272,14 @@ pub struct Caches {
     pub route_policies: Cache<RoutePolicy>,
     /// BlockPolicies.
     pub block_policies: Cache<BlockPolicy>,
+    /// RotationPolicies.
+    pub rotation_policies: Cache<RotationPolicy>,
+    /// The daemon's pods ([`DAEMON_POD_SELECTOR`], controller's namespace).
+    pub daemon_pods: Cache<Pod>,
 }
 
 impl Caches {
-    /// Five empty, unsynced caches.
+    /// Empty, unsynced caches.
     pub fn new() -> Self {
         Caches::default()
     }
@@ -241,6 +292,8 @@ impl Caches {
             self.tunnel_policies.synced(),
             self.route_policies.synced(),
             self.block_policies.synced(),
+            self.rotation_policies.synced(),
+            self.daemon_pods.synced(),
         ];
         Kind::ALL.into_iter().zip(synced).filter(|(_, s)| !s).map(|(k, _)| k).collect()
     }
@@ -250,8 +303,20 @@ impl Caches {
         self.unsynced().is_empty()
     }
 
-    /// Copies of every object. Each kind is read at once; the kinds one
-    /// after the other (a change in between shows up in the next snapshot).
+    /// Every cache desired state is computed from has held a complete list,
+    /// so Recompute can run (a missing Pod or RotationPolicy list does not
+    /// hold up the mesh; it only keeps the replica unready).
+    pub fn inputs_synced(&self) -> bool {
+        self.nodes.synced()
+            && self.vpblu_nodes.synced()
+            && self.tunnel_policies.synced()
+            && self.route_policies.synced()
+            && self.block_policies.synced()
+    }
+
+    /// Copies of every desired-state input. Each kind is read at once; the
+    /// kinds one after the other (a change in between shows up in the next
+    /// snapshot).
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             nodes: self.nodes.objects(),
@@ -262,32 +327,36 @@ impl Caches {
         }
     }
 
-    /// One supervised informer per kind, all feeding `recompute`.
+    /// One supervised informer per kind, all feeding `recompute`; the
+    /// daemon's pods are watched in `namespace` (the controller's own).
     pub fn informers(
         &self,
         client: &Client,
+        namespace: &str,
         recompute: &RecomputeHandle,
         metrics: &InformerMetrics,
     ) -> Vec<ChildSpec> {
         fn child<K: Watched>(
-            client: &Client,
+            api: Api<K>,
             cache: &Cache<K>,
+            config: watcher::Config,
             recompute: &RecomputeHandle,
             metrics: &InformerMetrics,
         ) -> ChildSpec {
-            Informer::child(InformerArgs {
-                api: Api::all(client.clone()),
-                cache: cache.clone(),
-                recompute: recompute.clone(),
-                metrics: metrics.clone(),
-            })
+            let (cache, recompute, metrics) = (cache.clone(), recompute.clone(), metrics.clone());
+            Informer::child(InformerArgs { api, config, cache, recompute, metrics })
         }
+        let all = watcher::Config::default;
+        let daemon_pods = watcher::Config::default().labels(DAEMON_POD_SELECTOR);
+        let (r, m) = (recompute, metrics);
         vec![
-            child(client, &self.nodes, recompute, metrics),
-            child(client, &self.vpblu_nodes, recompute, metrics),
-            child(client, &self.tunnel_policies, recompute, metrics),
-            child(client, &self.route_policies, recompute, metrics),
-            child(client, &self.block_policies, recompute, metrics),
+            child(Api::all(client.clone()), &self.nodes, all(), r, m),
+            child(Api::all(client.clone()), &self.vpblu_nodes, all(), r, m),
+            child(Api::all(client.clone()), &self.tunnel_policies, all(), r, m),
+            child(Api::all(client.clone()), &self.route_policies, all(), r, m),
+            child(Api::all(client.clone()), &self.block_policies, all(), r, m),
+            child(Api::all(client.clone()), &self.rotation_policies, all(), r, m),
+            child(Api::namespaced(client.clone(), namespace), &self.daemon_pods, daemon_pods, r, m),
         ]
     }
 }
@@ -367,8 +436,10 @@ impl InformerMetrics {
 
 /// What an informer starts with. Cheap to clone: a restart gets a copy.
 pub struct InformerArgs<K: Watched> {
-    /// Where to watch (cluster-wide for every kind vpblu reads).
+    /// Where to watch: cluster-wide, or one namespace.
     pub api: Api<K>,
+    /// Which objects (label and field selectors) and how to list.
+    pub config: watcher::Config,
     /// The store to fill.
     pub cache: Cache<K>,
     /// Where changes go.
@@ -381,6 +452,7 @@ impl<K: Watched> Clone for InformerArgs<K> {
     fn clone(&self) -> Self {
         InformerArgs {
             api: self.api.clone(),
+            config: self.config.clone(),
             cache: self.cache.clone(),
             recompute: self.recompute.clone(),
             metrics: self.metrics.clone(),
@@ -437,8 +509,7 @@ pub struct InformerState<K: Watched> {
     cache: Cache<K>,
     recompute: RecomputeHandle,
     metrics: InformerMetrics,
-    // Dropping the set aborts the watch task, however the actor ends.
-    _watch: JoinSet<()>,
+    _watch: Forward,
 }
 
 impl<K: Watched> fmt::Debug for InformerState<K> {
@@ -458,28 +529,21 @@ impl<K: Watched> Actor for Informer<K> {
         args: InformerArgs<K>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let cache = args.cache.clone();
-        let events = watcher(args.api, watcher::Config::default()).default_backoff();
-        let mut watch = JoinSet::new();
-        watch.spawn(async move {
-            let mut events = pin!(events);
-            while let Some(event) = events.next().await {
-                let msg = match event {
-                    Ok(event) if cache.apply(&event) => InformerMsg::Changed,
-                    Ok(_) => continue,
-                    Err(e) => InformerMsg::WatchError(error_chain(&e)),
-                };
-                if myself.cast(msg).is_err() {
-                    return; // the informer is stopping
-                }
-            }
-            let _stopping = myself.cast(InformerMsg::Ended);
-        });
+        let messages = watcher(args.api, args.config)
+            .backoff(WatchBackoff::default())
+            .filter_map(move |event| {
+                future::ready(match event {
+                    Ok(event) => cache.apply(&event).then_some(InformerMsg::Changed),
+                    Err(e) => Some(InformerMsg::WatchError(error_chain(&e))),
+                })
+            })
+            .chain(stream::once(future::ready(InformerMsg::Ended)));
         tracing::debug!(kind = %K::KIND, "watching");
         Ok(InformerState {
             cache: args.cache,
             recompute: args.recompute,
             metrics: args.metrics,
-            _watch: watch,
+            _watch: forward(messages, myself),
         })
     }
 
@@ -507,6 +571,48 @@ impl<K: Watched> Actor for Informer<K> {
             }
         }
         Ok(())
+    }
+}
+
+/// How long a failed watch waits before it tries again: 250 ms, doubling
+/// up to 5 s, each delay cut by up to half at random so replicas spread
+/// out; back to the start once the watch delivers again. kube's default
+/// grows to 30 s, so after a 30 s API server outage a watch could stay
+/// blind (and the mesh unchanged) for up to a minute: two retries of up
+/// to 30 s each, the second one for the relist after "resourceVersion too
+/// old". Seven watches a replica retrying every 5 s are no load.
+#[derive(Debug)]
+pub struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff { next: WatchBackoff::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (delay * 2).min(WatchBackoff::MAX);
+        // Jitter from the clock's nanoseconds: spread, not secrecy.
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        let cut = delay.mul_f64(f64::from(nanos % 1000) / 2000.0);
+        Some(delay - cut)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WatchBackoff::FIRST;
     }
 }
 
@@ -553,6 +659,18 @@ mod tests {
             "status": { "conditions": conditions },
         }))
         .expect("a valid BlockPolicy")
+    }
+
+    #[test]
+    fn watch_retries_back_off_to_five_seconds_and_reset() {
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<Duration> = backoff.by_ref().take(8).collect();
+        for (delay, full) in delays.iter().zip([250, 500, 1000, 2000, 4000, 5000, 5000, 5000]) {
+            let full = Duration::from_millis(full);
+            assert!(*delay <= full && *delay >= full / 2, "{delays:?}");
+        }
+        backoff.reset();
+        assert!(backoff.next().expect("endless") <= Duration::from_millis(250));
     }
 
     #[test]

@@ -11,6 +11,15 @@
 //!   `lease_duration - renew` steps down (tells its subscribers) before
 //!   anyone else can acquire; a leader that sees another holder steps down
 //!   at once.
+//! - **Outage.** When the renewals fail because the API server cannot be
+//!   reached (no answer, 5xx, 429), stepping down would close every
+//!   daemon's stream for nothing: no replica can take the Lease without the
+//!   API server, and without it nothing this leader sends can change. So
+//!   it keeps leading for `outage_grace` past the renew deadline, and steps
+//!   down at once when it sees another holder. The cost, when only this
+//!   replica lost the API server: for at most that grace, a replica that
+//!   took the expired Lease serves streams too (each daemon has one stream;
+//!   those on this replica get no news until it steps down).
 //! - **Release** on a clean stop: subscribers hear `false` first, then the
 //!   Lease gets no holder and a 1 s duration, so the standby takes over on
 //!   its next poll instead of waiting for expiry.
@@ -52,6 +61,9 @@ pub struct LeaderConfig {
     pub lease_duration: Duration,
     /// How often the leader renews, and a standby polls.
     pub renew: Duration,
+    /// How long past the renew deadline a leader that cannot reach the API
+    /// server keeps leading.
+    pub outage_grace: Duration,
 }
 
 impl LeaderConfig {
@@ -63,6 +75,7 @@ impl LeaderConfig {
             identity: args.identity.clone(),
             lease_duration: args.lease_duration,
             renew: args.lease_renew,
+            outage_grace: args.lease_outage_grace,
         }
     }
 
@@ -117,6 +130,21 @@ pub enum LeaderError {
     /// No answer in time.
     #[error("no answer from the API server within {0:?}")]
     Timeout(Duration),
+}
+
+impl LeaderError {
+    /// Whether the API server could not be reached or could not answer
+    /// (transport error, timeout, 5xx, 429), as opposed to answering no.
+    fn is_outage(&self) -> bool {
+        match self {
+            LeaderError::Timeout(_) => true,
+            LeaderError::Api { source: kube::Error::Api(status), .. } => {
+                status.code >= 500 || status.code == 429
+            }
+            LeaderError::Api { .. } => true,
+            LeaderError::Config(_) | LeaderError::Conflict { .. } => false,
+        }
+    }
 }
 
 /// The Leader's metrics. Registered once per process.
@@ -226,6 +254,8 @@ pub struct LeaderState {
     leading: Leading,
     // When the last successful acquire or renew was sent; `Some` while leading.
     renewed_at: Option<Instant>,
+    // Leading past the renew deadline through an API server outage.
+    riding_out: bool,
     observed: Option<Observed>,
 }
 
@@ -271,6 +301,7 @@ impl Actor for Leader {
             config: args.config,
             leading,
             renewed_at: None,
+            riding_out: false,
             observed: None,
         })
     }
@@ -324,6 +355,9 @@ async fn tick(state: &mut LeaderState) {
     match outcome {
         Ok(Outcome::Holding) => {
             state.renewed_at = Some(sent);
+            if std::mem::take(&mut state.riding_out) {
+                tracing::info!(%identity, "the API server answers again: Lease renewed, still leading");
+            }
             if !state.leading.get() {
                 tracing::info!(%identity, "elected: this replica leads");
                 state.leading.set(true);
@@ -333,22 +367,37 @@ async fn tick(state: &mut LeaderState) {
             if state.renewed_at.take().is_some() {
                 tracing::warn!(%identity, %holder, "lost the Lease to another replica: stepping down");
             }
+            state.riding_out = false;
             state.leading.set(false);
         }
         Err(error) => {
             state.leading.metrics.errors.inc();
             tracing::warn!(%identity, %error, "Lease call failed; retrying");
-            if let Some(renewed) = state.renewed_at
-                && renewed.elapsed() >= state.config.renew_deadline()
-            {
-                tracing::warn!(
-                    %identity,
-                    since_renew_ms = renewed.elapsed().as_millis() as u64,
-                    "could not renew the Lease in time: stepping down"
-                );
-                state.renewed_at = None;
-                state.leading.set(false);
+            let Some(renewed) = state.renewed_at else { return };
+            let since = renewed.elapsed();
+            let deadline = state.config.renew_deadline();
+            if since < deadline {
+                return;
             }
+            if error.is_outage() && since < deadline + state.config.outage_grace {
+                if !std::mem::replace(&mut state.riding_out, true) {
+                    tracing::warn!(
+                        %identity,
+                        grace_ms = state.config.outage_grace.as_millis() as u64,
+                        "the API server cannot be reached to renew the Lease: still leading (daemon streams \
+                         stay open) for up to the outage grace, or until another holder shows"
+                    );
+                }
+                return;
+            }
+            tracing::warn!(
+                %identity,
+                since_renew_ms = since.as_millis() as u64,
+                "could not renew the Lease in time: stepping down"
+            );
+            state.renewed_at = None;
+            state.riding_out = false;
+            state.leading.set(false);
         }
     }
 }
@@ -474,6 +523,7 @@ mod tests {
             identity: "me".into(),
             lease_duration: Duration::from_millis(duration_ms),
             renew: Duration::from_millis(renew_ms),
+            outage_grace: Duration::from_secs(60),
         }
     }
 
@@ -486,6 +536,18 @@ mod tests {
         }
         assert_eq!(config(15_000, 5_000).renew_deadline(), Duration::from_secs(10));
         assert_eq!(config(2_500, 1_000).duration_seconds(), 3, "rounded up");
+    }
+
+    #[test]
+    fn only_an_unreachable_api_server_is_an_outage() {
+        let api = |code: u16| LeaderError::Api {
+            lease: "ns/lease".into(),
+            source: kube::Error::Api(Box::new(kube::core::Status::failure("test", "Test").with_code(code))),
+        };
+        assert!(api(503).is_outage() && api(500).is_outage() && api(429).is_outage());
+        assert!(LeaderError::Timeout(Duration::from_secs(1)).is_outage());
+        assert!(!api(403).is_outage(), "an API server that refuses is reachable");
+        assert!(!LeaderError::Conflict { lease: "ns/lease".into() }.is_outage());
     }
 
     #[test]

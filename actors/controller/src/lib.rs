@@ -17,4 +17,4 @@ pub mod stream;
 mod tree;
 
 pub use args::{Args, parse_duration};
-pub use tree::run;
+pub use tree::{run, run_until};

@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -26,9 +27,9 @@ use kube::{Api, Resource, ResourceExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use vpblu_k8s::conditions::{ACTIVE, CONFLICT, READY, reasons};
 use vpblu_k8s::{BlockPolicy, FIELD_MANAGER, RoutePolicy, TunnelPolicy};
+use vpblu_runtime::{Forward, forward, watch_changes};
 
 use crate::desired_state::{Finding, FindingReason, SubjectKind};
 use crate::informers::Caches;
@@ -77,7 +78,7 @@ pub struct PolicyStatusState {
     recorder: Recorder,
     caches: Caches,
     findings: watch::Receiver<Vec<Finding>>,
-    task: JoinHandle<()>,
+    _changes: Forward,
 }
 
 impl std::fmt::Debug for PolicyStatusState {
@@ -103,19 +104,10 @@ impl Actor for PolicyStatus {
         myself: ActorRef<Self::Msg>,
         args: PolicyStatusArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let mut changes = args.findings.clone();
         myself.cast(PolicyStatusMsg::Sync)?;
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    changed = changes.changed() => if changed.is_err() { break },
-                    () = tokio::time::sleep(RESCAN) => {}
-                }
-                if myself.cast(PolicyStatusMsg::Sync).is_err() {
-                    break;
-                }
-            }
-        });
+        // The interval task ends by itself once the actor is gone.
+        let _rescan = myself.send_interval(RESCAN, || PolicyStatusMsg::Sync);
+        let changes = forward(watch_changes(args.findings.clone()).map(|_| PolicyStatusMsg::Sync), myself);
         let reporter = Reporter { controller: vpblu_k8s::FIELD_MANAGER.into(), instance: None };
         let recorder = Recorder::new(args.client.clone(), reporter);
         Ok(PolicyStatusState {
@@ -123,17 +115,8 @@ impl Actor for PolicyStatus {
             recorder,
             caches: args.caches,
             findings: args.findings,
-            task,
+            _changes: changes,
         })
-    }
-
-    async fn post_stop(
-        &self,
-        _: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        state.task.abort();
-        Ok(())
     }
 
     async fn handle(

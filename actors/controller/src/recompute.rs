@@ -22,6 +22,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, future, stream};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::metrics::counter::Counter;
@@ -30,10 +31,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::json;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use vpblu_k8s::{FIELD_MANAGER, VpbluNode};
 use vpblu_messages::{NodeDesiredState, NodeName};
-use vpblu_runtime::{ChildSpec, Health};
+use vpblu_runtime::{ChildSpec, Forward, Health, forward, watch_changes};
 
 use crate::desired_state::{self, Finding, Output};
 use crate::from_k8s::inputs_from;
@@ -259,8 +259,7 @@ pub struct RecomputeState {
     last: Option<Arc<Output>>,
     applying: BTreeSet<String>,
     status: RecomputeStatus,
-    // Dropping the set aborts the leadership forwarder, however the actor ends.
-    _tasks: JoinSet<()>,
+    _leadership: Forward,
 }
 
 impl fmt::Debug for RecomputeState {
@@ -281,18 +280,10 @@ impl Actor for Recompute {
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut leading = args.leading;
         let is_leading = *leading.borrow_and_update();
-        let mut tasks = JoinSet::new();
-        let me = myself.clone();
-        tasks.spawn(async move {
-            while leading.changed().await.is_ok() {
-                let now = *leading.borrow_and_update();
-                if me.cast(RecomputeMsg::Leading(now)).is_err() {
-                    return;
-                }
-            }
-            // The Leader is gone for good: act as a standby.
-            let _stopping = me.cast(RecomputeMsg::Leading(false));
-        });
+        // When the Leader is gone for good, act as a standby.
+        let gone = stream::once(future::ready(RecomputeMsg::Leading(false)));
+        let leadership =
+            forward(watch_changes(leading).map(RecomputeMsg::Leading).chain(gone), myself.clone());
         args.handle.register(myself.clone());
         args.health.set_ready(args.caches.synced());
         // Changes made while no Recompute ran are in the caches already.
@@ -310,7 +301,7 @@ impl Actor for Recompute {
             last: None,
             applying: BTreeSet::new(),
             status: RecomputeStatus { leading: is_leading, ..RecomputeStatus::default() },
-            _tasks: tasks,
+            _leadership: leadership,
         })
     }
 
@@ -376,7 +367,7 @@ impl Actor for Recompute {
                 }
             }
             RecomputeMsg::EnsureVpbluNodes => {
-                if state.leading && state.caches.synced() {
+                if state.leading && state.caches.inputs_synced() {
                     let snapshot = state.caches.snapshot();
                     ensure_vpblu_nodes(&myself, state, &snapshot);
                 }
@@ -396,7 +387,7 @@ async fn pass(myself: &ActorRef<RecomputeMsg>, state: &mut RecomputeState) -> Re
     if !state.leading {
         return Ok(());
     }
-    if !state.caches.synced() {
+    if !state.caches.inputs_synced() {
         tracing::debug!(waiting_for = ?state.caches.unsynced(), "caches not synced yet; not computing");
         return Ok(());
     }

@@ -4,23 +4,36 @@
 //! published key feeds the next recompute (that is how a new node's key
 //! reaches every peer).
 //!
+//! It also keeps the `Connected` condition: `True` (`StreamOpen`) from a
+//! daemon's Hello, `False` (`StreamClosed`, with the time) when the stream
+//! server says the node's stream closed and no newer one replaced it.
+//!
 //! It runs only on the leader (behind a gate), writes with server-side
 //! apply under [`vpblu_k8s::FIELD_MANAGER`] to the status subresource, and
-//! skips a write when nothing it owns would change.
+//! skips a write when nothing it owns would change. An apply replaces
+//! every field the manager applied before, so a node's report starts from
+//! its VpbluNode's current status (in the informer's cache): a restarted
+//! writer's first Observed must not erase the key the previous one wrote.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
+use vpblu_k8s::conditions::{CONNECTED, reasons};
 use vpblu_k8s::vpblu_node::short_key;
-use vpblu_k8s::{FIELD_MANAGER, VpbluNode};
+use vpblu_k8s::{FIELD_MANAGER, VpbluNode, VpbluNodeStatus, WireGuardBackend};
 use vpblu_messages::{Backend, NodeName, PeerObservation, Upstream};
+use vpblu_runtime::{Forward, broadcast_messages, forward};
 
+use crate::informers::Cache;
 use crate::stream::StreamEvent;
 
 /// A peer counts as up when its last handshake is at most this old
@@ -39,8 +52,11 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 pub struct StatusWriterArgs {
     /// The API client.
     pub client: kube::Client,
-    /// The stream server's events (Hello, Ack, Observed, RotationReport).
+    /// The stream server's events (Hello, Observed, RotationReport, and
+    /// closed streams).
     pub events: broadcast::Sender<StreamEvent>,
+    /// The VpbluNode informer's cache: where a node's report starts from.
+    pub vpblu_nodes: Cache<VpbluNode>,
 }
 
 impl std::fmt::Debug for StatusWriterArgs {
@@ -52,8 +68,9 @@ impl std::fmt::Debug for StatusWriterArgs {
 /// Messages the status writer takes.
 #[derive(Debug)]
 pub enum StatusWriterMsg {
-    /// A daemon said something on its stream (sent by the event task).
-    Event(NodeName, Upstream),
+    /// A daemon said something on its stream, or its stream closed (sent
+    /// by the event task).
+    Event(StreamEvent),
     /// Events were lost because the writer fell behind; the next message of
     /// every node rewrites its status in full.
     Lagged(u64),
@@ -64,6 +81,49 @@ pub enum StatusWriterMsg {
 /// Writes VpbluNode status. Empty: everything lives in its state.
 #[derive(Debug, Default)]
 pub struct StatusWriter;
+
+/// Whether a node's daemon has its stream open, and since when.
+#[derive(Clone, Debug, PartialEq)]
+struct Connection {
+    open: bool,
+    since: Time,
+}
+
+impl Connection {
+    fn condition(&self) -> serde_json::Value {
+        let (status, reason, message) = if self.open {
+            ("True", reasons::STREAM_OPEN, "the daemon's stream to the controller is open".to_owned())
+        } else {
+            (
+                "False",
+                reasons::STREAM_CLOSED,
+                format!(
+                    "the daemon's stream closed at {}; the node keeps its last applied state until it \
+                     reconnects",
+                    self.since.0
+                ),
+            )
+        };
+        json!({
+            "type": CONNECTED,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": self.since,
+        })
+    }
+
+    /// Moves to `open` now, or stays (keeping its time) when already there.
+    fn set(connection: &mut Option<Connection>, open: bool) {
+        if connection.as_ref().is_none_or(|c| c.open != open) {
+            // Whole seconds, as the API server stores it: a writer that
+            // reads it back then sees exactly what it would write.
+            let now =
+                Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now());
+            *connection = Some(Connection { open, since: Time(now) });
+        }
+    }
+}
 
 /// What one node has reported, in the shape its status takes.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -76,9 +136,33 @@ struct NodeReport {
     peers: Option<usize>,
     peers_up: Option<usize>,
     oldest_handshake_seconds: Option<u64>,
+    connection: Option<Connection>,
 }
 
 impl NodeReport {
+    /// The fields this writer owns, as `status` holds them now.
+    fn from_status(status: &VpbluNodeStatus) -> Self {
+        let count = |n: Option<i32>| n.and_then(|n| usize::try_from(n).ok());
+        NodeReport {
+            public_key: status.public_key.clone(),
+            staged_public_key: status.staged_public_key.clone(),
+            backend: status.backend.map(|b| match b {
+                WireGuardBackend::Kernel => "kernel",
+                WireGuardBackend::Userspace => "userspace",
+            }),
+            mtu: status.mtu.and_then(|m| u32::try_from(m).ok()),
+            applied_generation: status.applied_generation.and_then(|g| u64::try_from(g).ok()),
+            peers: count(status.peers),
+            peers_up: count(status.peers_up),
+            oldest_handshake_seconds: status.last_handshake_seconds.and_then(|s| u64::try_from(s).ok()),
+            connection: status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == CONNECTED)
+                .map(|c| Connection { open: c.status == "True", since: c.last_transition_time.clone() }),
+        }
+    }
+
     fn status(&self) -> serde_json::Value {
         let mut status = serde_json::Map::new();
         if let Some(key) = &self.public_key {
@@ -106,6 +190,9 @@ impl NodeReport {
         if let Some(age) = self.oldest_handshake_seconds {
             status.insert("lastHandshakeSeconds".into(), json!(age));
         }
+        if let Some(connection) = &self.connection {
+            status.insert("conditions".into(), json!([connection.condition()]));
+        }
         serde_json::Value::Object(status)
     }
 
@@ -123,9 +210,22 @@ impl NodeReport {
 #[derive(Debug)]
 pub struct StatusWriterState {
     api: Api<VpbluNode>,
+    vpblu_nodes: Cache<VpbluNode>,
     reports: BTreeMap<NodeName, NodeReport>,
     written: BTreeMap<NodeName, NodeReport>,
-    task: JoinHandle<()>,
+    _events: Forward,
+}
+
+impl StatusWriterState {
+    /// `node`'s report, started from its VpbluNode's current status.
+    fn report(&mut self, node: &NodeName) -> &mut NodeReport {
+        let cache = &self.vpblu_nodes;
+        self.reports.entry(node.clone()).or_insert_with(|| {
+            let current = cache.store().get(&ObjectRef::new(node.as_str()));
+            let status = current.as_ref().and_then(|v| v.status.as_ref());
+            status.map(NodeReport::from_status).unwrap_or_default()
+        })
+    }
 }
 
 impl StatusWriter {
@@ -145,34 +245,17 @@ impl Actor for StatusWriter {
         myself: ActorRef<Self::Msg>,
         args: StatusWriterArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let mut events = args.events.subscribe();
-        let task = tokio::spawn(async move {
-            loop {
-                let msg = match events.recv().await {
-                    Ok((node, upstream)) => StatusWriterMsg::Event(node, upstream),
-                    Err(broadcast::error::RecvError::Lagged(n)) => StatusWriterMsg::Lagged(n),
-                    Err(broadcast::error::RecvError::Closed) => break,
-                };
-                if myself.cast(msg).is_err() {
-                    break;
-                }
-            }
+        let events = broadcast_messages(args.events.subscribe()).map(|event| match event {
+            Ok(event) => StatusWriterMsg::Event(event),
+            Err(lost) => StatusWriterMsg::Lagged(lost),
         });
         Ok(StatusWriterState {
             api: Api::all(args.client),
+            vpblu_nodes: args.vpblu_nodes,
             reports: BTreeMap::new(),
             written: BTreeMap::new(),
-            task,
+            _events: forward(events, myself),
         })
-    }
-
-    async fn post_stop(
-        &self,
-        _: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        state.task.abort();
-        Ok(())
     }
 
     async fn handle(
@@ -191,10 +274,15 @@ impl Actor for StatusWriter {
                 state.written.clear();
                 return Ok(());
             }
-            StatusWriterMsg::Event(node, upstream) => {
-                let report = state.reports.entry(node.clone()).or_default();
+            StatusWriterMsg::Event(StreamEvent::Closed(node)) => {
+                Connection::set(&mut state.report(&node).connection, false);
+                node
+            }
+            StatusWriterMsg::Event(StreamEvent::Message(node, upstream)) => {
+                let report = state.report(&node);
                 match upstream {
                     Upstream::Hello(hello) => {
+                        Connection::set(&mut report.connection, true);
                         report.public_key = Some(hello.public_key.to_base64());
                         report.staged_public_key = hello.staged_public_key.map(|k| k.to_base64());
                         report.backend = Some(match hello.backend {

@@ -19,10 +19,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use ractor::ActorRef;
 use tokio::sync::{broadcast, watch};
 use vpblu_messages::{NodeDesiredState, NodeName};
 use vpblu_runtime::{
-    ChildSpec, Gate, Health, HealthServer, RestartPolicy, RootExit, Supervisor, SupervisorArgs, run_root,
+    ChildSpec, Gate, Health, HealthServer, RestartPolicy, RootExit, Supervisor, SupervisorArgs,
+    SupervisorMsg, run_root_observed,
 };
 
 use crate::Args;
@@ -32,7 +34,10 @@ use crate::leader::{Leader, LeaderArgs, LeaderConfig, LeaderMetrics};
 use crate::policy_status::{PolicyStatus, PolicyStatusArgs};
 use crate::recompute::{Recompute, RecomputeArgs, RecomputeConfig, RecomputeHandle, RecomputeMetrics};
 use crate::status_writer::{StatusWriter, StatusWriterArgs};
-use crate::stream::{Desired, StreamConfig, StreamMetrics, StreamServer, StreamServerArgs};
+use crate::stream::{
+    Desired, RefusalEvents, StreamConfig, StreamMetrics, StreamSecurity, StreamServer, StreamServerArgs,
+    controller_reference,
+};
 
 /// Hello, Observed and RotationReport messages waiting for the status writer.
 const EVENT_BUFFER: usize = 4096;
@@ -40,11 +45,29 @@ const EVENT_BUFFER: usize = 4096;
 /// Runs the controller until SIGTERM/SIGINT (→ [`RootExit::Stopped`]) or
 /// until the tree gives up (→ [`RootExit::Failed`]).
 pub async fn run(args: Args) -> RootExit {
+    run_until(args, None, vpblu_runtime::shutdown_signal(), |_| {}).await
+}
+
+/// [`run`] as a library, for tests and benchmarks that embed the
+/// controller: `client` (`None`: from the environment, as `run` does),
+/// stopped in order when `shutdown` resolves, and `started` is handed the
+/// root supervisor (its children are named as in this module's docs; the
+/// leader-only ones run under `leader-gate`).
+pub async fn run_until(
+    args: Args,
+    client: Option<kube::Client>,
+    shutdown: impl Future<Output = &'static str>,
+    started: impl FnOnce(ActorRef<SupervisorMsg>),
+) -> RootExit {
     let leader_config = LeaderConfig::from_args(&args);
     if let Err(e) = leader_config.check() {
         return RootExit::Failed(e.to_string());
     }
-    let client = match kube::Client::try_default().await {
+    let client = match client {
+        Some(client) => Ok(client),
+        None => kube::Client::try_default().await,
+    };
+    let client = match client {
         Ok(client) => client,
         Err(e) => {
             return RootExit::Failed(format!(
@@ -53,6 +76,13 @@ pub async fn run(args: Args) -> RootExit {
             ));
         }
     };
+    // Before anything starts: a missing or bad certificate stops the
+    // controller here, naming the file.
+    let security = match StreamSecurity::from_args(&args, &client) {
+        Ok(security) => security,
+        Err(e) => return RootExit::Failed(e),
+    };
+    let refusals = RefusalEvents::start(client.clone(), controller_reference(&args));
     let health = Health::new();
     let (leading_tx, leading) = watch::channel(false);
     let caches = Caches::new();
@@ -80,12 +110,16 @@ pub async fn run(args: Args) -> RootExit {
             health: health.clone(),
         }),
     ];
-    children.extend(caches.informers(&client, &recompute, &InformerMetrics::register(&health)));
+    let informer_metrics = InformerMetrics::register(&health);
+    children.extend(caches.informers(&client, &args.lease_namespace, &recompute, &informer_metrics));
     let stream_config = StreamConfig { resync_interval: args.resync_interval, ..StreamConfig::default() };
     let stream_metrics = StreamMetrics::register(&health);
     let grpc_addr = args.grpc_addr;
-    let status_writer =
-        StatusWriter::child(StatusWriterArgs { client: client.clone(), events: events.clone() });
+    let status_writer = StatusWriter::child(StatusWriterArgs {
+        client: client.clone(),
+        events: events.clone(),
+        vpblu_nodes: caches.vpblu_nodes.clone(),
+    });
     let policy_status = PolicyStatus::child(PolicyStatusArgs { client, caches, findings });
     let stream_server = ChildSpec::new("stream-server", move || {
         let args = StreamServerArgs {
@@ -94,6 +128,9 @@ pub async fn run(args: Args) -> RootExit {
             config: stream_config.clone(),
             metrics: stream_metrics.clone(),
             events: events.clone(),
+            transport: security.transport.clone(),
+            auth: security.auth.clone(),
+            refusals: refusals.clone(),
         };
         (StreamServer, args)
     });
@@ -104,7 +141,7 @@ pub async fn run(args: Args) -> RootExit {
         (Supervisor, args)
     });
     children.push(Gate::child("leader-gate", leading, leader_tree));
-    run_root(children, RestartPolicy::default(), vpblu_runtime::shutdown_signal()).await
+    run_root_observed(children, RestartPolicy::default(), shutdown, started).await
 }
 
 /// Where Recompute's results go: states to the daemons' streams, findings

@@ -1,5 +1,7 @@
 //! The real controller binary, the real API server, real daemon stream
-//! clients (recording data planes): keys published in Hello reach every
+//! clients (recording data planes) that connect the way deployed daemons
+//! do: TLS checked against the stream CA, each presenting the projected
+//! token of its own DaemonSet Pod (TokenReview). Keys published in Hello reach every
 //! peer, node joins and deletes and BlockPolicies reach the daemons they
 //! concern, and a controller killed and replaced by another replica changes
 //! nothing in the data plane.
@@ -9,6 +11,7 @@ mod stream_support;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -16,10 +19,11 @@ use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use vpblu_e2e::cluster::TestCluster;
 use vpblu_e2e::process::{Guarded, free_addr, wait_http_ok};
+use vpblu_e2e::stream_pki::StreamPki;
 use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule, Route, RoutePolicy, RoutePolicySpec};
 use vpblu_messages::{Command as MeshCommand, NodeDesiredState};
 
-use stream_support::{Daemon, key};
+use stream_support::{Daemon, deployed_daemon, key, tls_flags};
 
 const EXE: &str = env!("CARGO_BIN_EXE_vpblu-controller");
 /// Lease timings for the test: failover within a few seconds.
@@ -36,12 +40,16 @@ struct Controller {
 }
 
 impl Controller {
-    fn start(cluster: &TestCluster, identity: &str, grpc: &str) -> Controller {
+    /// The controller binary serving TLS with `pki`'s certificate and
+    /// checking daemons with TokenReview (its defaults: audience vpblu,
+    /// vpblu-system/vpblu-daemon, DaemonSet vpblu-daemon).
+    fn start(cluster: &TestCluster, identity: &str, grpc: &str, pki: &StreamPki) -> Controller {
         let metrics = free_addr();
         let log = cluster.dir().join(format!("{identity}.log"));
         let out = File::create(&log).expect("controller log file");
         let process = Command::new(EXE)
             .args(["--grpc-addr", grpc, "--metrics-addr", &metrics.to_string()])
+            .args(tls_flags(pki))
             .args(["--dashboard-addr", &free_addr().to_string(), "--identity", identity])
             .args(["--lease-duration", LEASE, "--lease-renew", RENEW, "--log-format", "text"])
             .env("KUBECONFIG", cluster.kubeconfig_path())
@@ -111,7 +119,9 @@ fn peers_of(state: &NodeDesiredState) -> Vec<String> {
 async fn the_mesh_follows_the_api_through_the_real_controller() {
     let cluster = TestCluster::start().await;
     cluster.install_crds().await;
-    cluster.apply_manifest(&cluster.repo_root().join("k8s/deploy/namespace.yaml")).await;
+    // Namespace, daemon account and DaemonSet (whose Pods the daemons are).
+    cluster.install_daemonset().await;
+    let pki = Arc::new(StreamPki::new());
     for i in 1..=3 {
         cluster
             .register_node(
@@ -123,12 +133,11 @@ async fn the_mesh_follows_the_api_through_the_real_controller() {
             .await;
     }
     let grpc = free_addr().to_string();
-    let endpoint = format!("http://{grpc}");
-    let first = tokio::task::block_in_place(|| Controller::start(&cluster, "controller-0", &grpc));
+    let first = tokio::task::block_in_place(|| Controller::start(&cluster, "controller-0", &grpc, &pki));
 
     let mut daemons = Vec::new();
     for i in 1..=3 {
-        daemons.push(Daemon::start(&format!("node-{i}"), i, &endpoint).await);
+        daemons.push(deployed_daemon(&cluster, &pki, &grpc, i).await);
     }
     // Keys travel Hello -> status writer -> VpbluNode -> informer ->
     // recompute -> stream: every daemon ends up with the other two, keyed
@@ -146,9 +155,39 @@ async fn the_mesh_follows_the_api_through_the_real_controller() {
     .await;
     println!("full mesh of 3 formed {took:.2?} after the daemons started");
 
+    // node-1's daemon token, claiming node-2 with another key: refused,
+    // and node-2's published key and every peer set stay as they were.
+    let node1_token = std::fs::read_to_string(pki.dir().join("node-1.token")).expect("node-1's token");
+    let impostor =
+        vpblu_proto::DaemonMessage::from(&vpblu_messages::Upstream::Hello(vpblu_messages::Hello {
+            node: vpblu_messages::NodeName::new("node-2").unwrap(),
+            public_key: key(9),
+            staged_public_key: None,
+            applied_generation: vpblu_messages::Generation(0),
+            backend: vpblu_messages::Backend::Userspace,
+            mtu: 1420,
+            version: "impostor".into(),
+        }));
+    let endpoint = stream_support::Endpoint {
+        url: format!("https://{grpc}"),
+        security: vpblu_daemon::stream::StreamSecurity::tls(pki.ca_file(), "unused", "unused"),
+        pki: Arc::clone(&pki),
+    };
+    let status = endpoint.attempt(Some(&node1_token), impostor).await;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("runs on node node-1, but its Hello claims node node-2"), "{status:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let node2 =
+        Api::<vpblu_k8s::VpbluNode>::all(cluster.client()).get("node-2").await.expect("VpbluNode node-2");
+    let published = node2.status.and_then(|s| s.public_key);
+    assert_eq!(published, Some(key(2).to_base64()), "the refused Hello must not publish its key");
+    for d in &daemons {
+        assert!(d.plane.state().peers.values().all(|p| p.public_key != key(9)), "{}: impostor key", d.node);
+    }
+
     // A node joins: everyone gets it.
     cluster.register_node("node-4", "192.0.2.4", &["10.244.4.0/24"], true).await;
-    daemons.push(Daemon::start("node-4", 4, &endpoint).await);
+    daemons.push(deployed_daemon(&cluster, &pki, &grpc, 4).await);
     let took =
         converge("node-4 in every peer set", || daemons.iter().all(|d| d.plane.state().peers.len() == 3))
             .await;
@@ -231,12 +270,21 @@ async fn the_mesh_follows_the_api_through_the_real_controller() {
     let counts: Vec<usize> = live.iter().map(|d| d.commands().len()).collect();
     drop(first);
     let killed = Instant::now();
-    let _second = tokio::task::block_in_place(|| Controller::start(&cluster, "controller-1", &grpc));
+    let _second = tokio::task::block_in_place(|| Controller::start(&cluster, "controller-1", &grpc, &pki));
     converge("every daemon reconnected to the new leader", || {
         live.iter().zip(&counts).all(|(d, n)| d.commands().len() > *n)
     })
     .await;
     println!("leader killed -> every daemon resynced by the new leader in {:.2?}", killed.elapsed());
+    // No daemon token in anything the controllers logged.
+    for name in ["controller-0", "controller-1"] {
+        let log = std::fs::read_to_string(cluster.dir().join(format!("{name}.log"))).expect("controller log");
+        for i in 1..=4 {
+            let token = std::fs::read_to_string(pki.dir().join(format!("node-{i}.token"))).expect("token");
+            let signature = token.rsplit('.').next().expect("a JWT");
+            assert!(!log.contains(signature), "node-{i}'s token is in {name}'s log");
+        }
+    }
     for ((daemon, state), count) in live.iter().zip(&states).zip(&counts) {
         assert_eq!(daemon.plane.state(), *state, "{}: the handover changed the data plane", daemon.node);
         let after = &daemon.commands()[*count..];

@@ -9,16 +9,17 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
+use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use vpblu_controller::desired_state::{FindingReason, SubjectKind};
 use vpblu_controller::informers::Kind;
 use vpblu_controller::recompute::RecomputeConfig;
 use vpblu_e2e::cluster::TestCluster;
-use vpblu_k8s::{BlockPolicy, VpbluNode};
+use vpblu_k8s::{BlockPolicy, RotationPolicy, VpbluNode};
 use vpblu_messages::BlockRule;
 
-use k8s_support::{Controller, WAIT, eventually, name, publish_key, write_public_key};
+use k8s_support::{Controller, LEASE_NAMESPACE, WAIT, eventually, name, publish_key, write_public_key};
 
 /// Registers Ready node `node-i` (InternalIP 172.18.0.i, pod CIDR
 /// 10.244.i.0/24) and publishes its key.
@@ -239,5 +240,49 @@ async fn informers_recover_when_the_api_server_restarts() {
     let nodes: Api<Node> = Api::all(cluster.client());
     let listed = nodes.list(&Default::default()).await.expect("list Nodes").items.len();
     assert_eq!(ctl.caches.nodes.store().state().len(), listed);
+    ctl.stop().await;
+}
+
+/// The informers as the controller's own service account runs them, under
+/// k8s/deploy's RBAC: every cache syncs (the Role grants each list and
+/// watch), RotationPolicies are cached, and the Pod cache holds the
+/// daemon's pods in the controller's namespace and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cache_syncs_under_the_controllers_own_rbac() {
+    let cluster = cluster().await;
+    for manifest in ["k8s/deploy/namespace.yaml", "k8s/deploy/controller-rbac.yaml"] {
+        cluster.apply_manifest(&cluster.repo_root().join(manifest)).await;
+    }
+    cluster.register_node("node-1", "172.18.0.1", &["10.244.1.0/24"], true).await;
+    let daemon_label = [("app.kubernetes.io/name", "vpblu-daemon")];
+    cluster
+        .register_pod(LEASE_NAMESPACE, "vpblu-daemon-a", "node-1", "172.18.0.1", None, &daemon_label)
+        .await;
+    cluster.register_pod(LEASE_NAMESPACE, "something-else", "node-1", "10.244.1.5", None, &[]).await;
+    cluster
+        .register_pod("default", "vpblu-daemon-elsewhere", "node-1", "10.244.1.6", None, &daemon_label)
+        .await;
+    let rotation: RotationPolicy = serde_json::from_value(json!({
+        "apiVersion": "vpblu.dev/v1alpha1", "kind": "RotationPolicy",
+        "metadata": { "name": "weekly" },
+        "spec": { "schedule": "0 0 3 * * Sun" },
+    }))
+    .expect("a valid RotationPolicy");
+    Api::<RotationPolicy>::all(cluster.client())
+        .create(&PostParams::default(), &rotation)
+        .await
+        .expect("create the RotationPolicy");
+
+    let client = cluster.client_as(LEASE_NAMESPACE, "vpblu-controller", &[], None).await;
+    let ctl = Controller::start(client, RecomputeConfig::default()).await;
+    eventually(WAIT, "every cache synced as vpblu-controller", || ctl.caches.synced()).await;
+    assert_eq!(Kind::ALL.len(), 7);
+    let pods: Vec<String> = ctl.caches.daemon_pods.objects().iter().map(|p| p.name_any()).collect();
+    assert_eq!(pods, vec!["vpblu-daemon-a".to_owned()], "only the daemon's pods, only in its namespace");
+    let policies: Vec<String> = ctl.caches.rotation_policies.objects().iter().map(|p| p.name_any()).collect();
+    assert_eq!(policies, vec!["weekly".to_owned()]);
+    for kind in Kind::ALL {
+        assert_eq!(ctl.informer_metrics.watch_errors(kind), 0, "{kind}: the RBAC let every watch through");
+    }
     ctl.stop().await;
 }

@@ -1,15 +1,24 @@
 //! The status writer against the real API server: a daemon's Hello, Acks
-//! and Observed reports become its VpbluNode's status, and an unchanged
-//! report writes nothing.
+//! and Observed reports become its VpbluNode's status, the `Connected`
+//! condition follows the stream opening and closing, a restarted writer
+//! keeps what the last one wrote, and an unchanged report writes nothing.
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::PostParams;
-use ractor::Actor;
+use kube::runtime::watcher;
+use ractor::{Actor, ActorRef};
 use tokio::sync::broadcast;
-use vpblu_controller::status_writer::{StatusWriter, StatusWriterArgs};
+use tokio::task::JoinHandle;
+use vpblu_controller::informers::{Cache, Informer, InformerArgs, InformerMetrics};
+use vpblu_controller::recompute::RecomputeHandle;
+use vpblu_controller::status_writer::{StatusWriter, StatusWriterArgs, StatusWriterMsg};
+use vpblu_controller::stream::StreamEvent;
 use vpblu_e2e::cluster::TestCluster;
+use vpblu_k8s::conditions::{CONNECTED, reasons};
 use vpblu_k8s::{VpbluNode, VpbluNodeSpec, VpbluNodeStatus};
 use vpblu_messages::{Backend, Generation, Hello, NodeName, PeerObservation, PublicKey, Upstream};
 
@@ -29,6 +38,57 @@ async fn status_until(
     panic!("VpbluNode {name} status never showed {what}: {:?}", api.get(name).await.map(|n| n.status));
 }
 
+fn connected(status: &VpbluNodeStatus) -> Option<&Condition> {
+    status.conditions.iter().find(|c| c.type_ == CONNECTED)
+}
+
+fn is_connected(status: &VpbluNodeStatus, open: bool) -> bool {
+    connected(status).is_some_and(|c| c.status == if open { "True" } else { "False" })
+}
+
+fn hello(node: &NodeName, key: PublicKey, generation: u64) -> StreamEvent {
+    StreamEvent::Message(
+        node.clone(),
+        Upstream::Hello(Hello {
+            node: node.clone(),
+            public_key: key,
+            staged_public_key: None,
+            applied_generation: Generation(generation),
+            backend: Backend::Userspace,
+            mtu: 1420,
+            version: "test".into(),
+        }),
+    )
+}
+
+fn observed(node: &NodeName, peers: &[(&str, Option<u64>)]) -> StreamEvent {
+    let peers = peers
+        .iter()
+        .map(|(name, age)| PeerObservation {
+            node: NodeName::new(*name).unwrap(),
+            public_key: PublicKey::from_bytes([1; 32]),
+            last_handshake_age: age.map(Duration::from_secs),
+            rx_bytes: 10,
+            tx_bytes: 20,
+        })
+        .collect();
+    StreamEvent::Message(node.clone(), Upstream::Observed(peers))
+}
+
+async fn start_writer(
+    cluster: &TestCluster,
+    events: &broadcast::Sender<StreamEvent>,
+    vpblu_nodes: &Cache<VpbluNode>,
+) -> (ActorRef<StatusWriterMsg>, JoinHandle<()>) {
+    let args = StatusWriterArgs {
+        client: cluster.client(),
+        events: events.clone(),
+        vpblu_nodes: vpblu_nodes.clone(),
+    };
+    let (writer, handle) = Actor::spawn(None, StatusWriter, args).await.expect("status writer starts");
+    (writer, tokio::spawn(async move { handle.await.expect("status writer joins") }))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn daemon_reports_become_vpblunode_status() {
     let cluster = TestCluster::start().await;
@@ -37,57 +97,88 @@ async fn daemon_reports_become_vpblunode_status() {
     api.create(&PostParams::default(), &VpbluNode::new("node-s", VpbluNodeSpec::default()))
         .await
         .expect("create the VpbluNode");
+    // The VpbluNode informer's cache, as the controller has it.
+    let cache = Cache::<VpbluNode>::new();
+    let informer_args = InformerArgs {
+        api: api.clone(),
+        config: watcher::Config::default(),
+        cache: cache.clone(),
+        recompute: RecomputeHandle::new(),
+        metrics: InformerMetrics::default(),
+    };
+    let (informer, informer_done) =
+        Actor::spawn(None, Informer::<VpbluNode>::default(), informer_args).await.expect("informer starts");
 
     let (events, _) = broadcast::channel(16);
-    let args = StatusWriterArgs { client: cluster.client(), events: events.clone() };
-    let (writer, handle) = Actor::spawn(None, StatusWriter, args).await.expect("status writer starts");
+    let (writer, done) = start_writer(&cluster, &events, &cache).await;
     let node = NodeName::new("node-s").unwrap();
     let key = PublicKey::from_bytes([42; 32]);
 
-    events
-        .send((
-            node.clone(),
-            Upstream::Hello(Hello {
-                node: node.clone(),
-                public_key: key,
-                staged_public_key: None,
-                applied_generation: Generation(3),
-                backend: Backend::Userspace,
-                mtu: 1420,
-                version: "test".into(),
-            }),
-        ))
-        .expect("a subscriber listens");
+    events.send(hello(&node, key, 3)).expect("a subscriber listens");
     let status = status_until(&api, "node-s", "the key", |s| s.public_key.is_some()).await;
     assert_eq!(status.public_key.as_deref(), Some(key.to_base64().as_str()));
     assert_eq!(status.short_key.as_deref(), Some(&key.to_base64()[..8]));
     assert_eq!(status.mtu, Some(1420));
     assert_eq!(status.applied_generation, Some(3));
+    let open = connected(&status).expect("a Hello opens the stream: Connected").clone();
+    assert_eq!((open.status.as_str(), open.reason.as_str()), ("True", reasons::STREAM_OPEN), "{open:?}");
 
-    events.send((node.clone(), Upstream::Ack { generation: Generation(7), result: Ok(()) })).unwrap();
     events
-        .send((node.clone(), Upstream::Ack { generation: Generation(8), result: Err("boom".into()) }))
+        .send(StreamEvent::Message(node.clone(), Upstream::Ack { generation: Generation(7), result: Ok(()) }))
+        .unwrap();
+    events
+        .send(StreamEvent::Message(
+            node.clone(),
+            Upstream::Ack { generation: Generation(8), result: Err("boom".into()) },
+        ))
         .unwrap();
     status_until(&api, "node-s", "generation 7", |s| s.applied_generation == Some(7)).await;
 
-    let peer = |name: &str, age: Option<u64>| PeerObservation {
-        node: NodeName::new(name).unwrap(),
-        public_key: PublicKey::from_bytes([1; 32]),
-        last_handshake_age: age.map(Duration::from_secs),
-        rx_bytes: 10,
-        tx_bytes: 20,
-    };
-    events.send((node.clone(), Upstream::Observed(vec![peer("a", Some(5)), peer("b", None)]))).unwrap();
+    events.send(observed(&node, &[("a", Some(5)), ("b", None)])).unwrap();
     let status = status_until(&api, "node-s", "peers", |s| s.peers == Some(2)).await;
     assert_eq!(status.peers_up, Some(1), "only the peer with a recent handshake is up");
     assert_eq!(status.applied_generation, Some(7), "a failed apply does not move the generation");
 
+    // The stream closes: Connected=False/StreamClosed, stamped with when;
+    // everything else the daemon said stays.
+    let before_close = Timestamp::now();
+    events.send(StreamEvent::Closed(node.clone())).unwrap();
+    let status = status_until(&api, "node-s", "Connected=False", |s| is_connected(s, false)).await;
+    let closed = connected(&status).expect("Connected").clone();
+    assert_eq!(closed.reason, reasons::STREAM_CLOSED, "{closed:?}");
+    // lastTransitionTime has whole seconds on the wire.
+    assert!(closed.last_transition_time.0.as_second() >= before_close.as_second(), "{closed:?}");
+    assert!(closed.message.contains("closed at"), "the message says when: {}", closed.message);
+    assert_eq!(status.public_key.as_deref(), Some(key.to_base64().as_str()), "the key stays");
+    assert_eq!(status.peers, Some(2));
+
+    // A restarted writer (a crash, a new leader) starts from the status
+    // as the cache holds it: its first report must not erase the key.
+    writer.stop(None);
+    done.await.expect("the first writer stopped");
+    let (writer, done) = start_writer(&cluster, &events, &cache).await;
+    events.send(observed(&node, &[("a", Some(5)), ("b", Some(9)), ("c", None)])).unwrap();
+    let status = status_until(&api, "node-s", "three peers", |s| s.peers == Some(3)).await;
+    assert_eq!(status.peers_up, Some(2));
+    assert_eq!(status.public_key.as_deref(), Some(key.to_base64().as_str()), "the key survives a restart");
+    assert_eq!(status.applied_generation, Some(7));
+    assert_eq!(connected(&status), Some(&closed), "still closed, since the same time");
+
+    // The daemon reconnects: Connected=True again, a new transition.
+    events.send(hello(&node, key, 7)).unwrap();
+    let status = status_until(&api, "node-s", "Connected=True", |s| is_connected(s, true)).await;
+    let reopened = connected(&status).expect("Connected");
+    assert_eq!(reopened.reason, reasons::STREAM_OPEN);
+    assert!(reopened.last_transition_time.0 >= closed.last_transition_time.0);
+
     // The same report again writes nothing: the resourceVersion stays.
     let before = api.get("node-s").await.unwrap().metadata.resource_version;
-    events.send((node.clone(), Upstream::Observed(vec![peer("a", Some(5)), peer("b", None)]))).unwrap();
+    events.send(observed(&node, &[("a", Some(5)), ("b", Some(9)), ("c", None)])).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(api.get("node-s").await.unwrap().metadata.resource_version, before);
 
     writer.stop(None);
-    handle.await.expect("status writer joins");
+    done.await.expect("status writer joins");
+    informer.stop(None);
+    informer_done.await.expect("informer joins");
 }

@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use vpblu_controller::stream::{Desired, RejectReason, StreamConfig};
+use vpblu_controller::stream::{Desired, RejectReason, StreamConfig, StreamEvent};
 use vpblu_daemon::stream::StreamClientMsg;
 use vpblu_messages::{Backend, Command, Downstream, Envelope, Generation, Hello, PeerObservation, Upstream};
 use vpblu_proto as pb;
-use vpblu_proto::mesh::mesh_client::MeshClient;
 
 use stream_support::{
     Controller, Daemon, QUIET, WAIT, cluster, eventually, key, mesh, name, peer, teardown, until,
@@ -51,7 +50,8 @@ async fn connect_sends_the_full_state_and_acks_are_tracked() {
         assert_eq!(daemon.status().await.applied, commands[0].generation);
     }
     let mut hellos = Vec::new();
-    while let Ok((node, message)) = controller.events.try_recv() {
+    while let Ok(event) = controller.events.try_recv() {
+        let StreamEvent::Message(node, message) = event else { panic!("no stream closed: {event:?}") };
         assert!(matches!(message, Upstream::Hello(ref h) if h.node == node), "{message:?}");
         hellos.push(node);
     }
@@ -149,7 +149,7 @@ async fn a_newer_stream_of_a_node_replaces_the_old_one() {
 
     // A second connection says Hello as node-a: it gets node-a's full state,
     // counted on from where node-a's generations were.
-    let mut rpc = MeshClient::connect(controller.endpoint.clone()).await.expect("server accepts");
+    let mut rpc = controller.endpoint.raw_client().await;
     let (tx, rx) = mpsc::channel(4);
     let hello = Hello {
         node: name("node-a"),
@@ -211,12 +211,12 @@ async fn a_restarted_controller_counts_on_from_the_daemons_generation() {
     controller.desired.publish(states.clone());
     daemons[0].wait_state(&states[&name("node-a")]).await;
     let before: Vec<Generation> = daemons.iter().map(last_generation).collect();
-    let addr = controller.addr;
+    let (addr, pki) = (controller.addr, controller.pki.clone());
     controller.stop().await;
 
     // A new controller (a new leader) knows no generations; the Hellos
     // tell it where each node is.
-    let controller = Controller::start_at(addr, Desired::new(), StreamConfig::default()).await;
+    let controller = Controller::start_at(addr, Desired::new(), StreamConfig::default(), pki).await;
     let mut states = mesh(&nodes);
     states.get_mut(&name("node-b")).expect("node-b").settings.listen_port = 51822;
     controller.desired.publish(states.clone());
@@ -331,8 +331,12 @@ async fn observations_reach_the_events_channel() {
     let event = tokio::time::timeout(WAIT, async {
         loop {
             match controller.events.recv().await.expect("events flow") {
-                (node, Upstream::Observed(peers)) => return (node, peers),
-                (_, Upstream::Hello(_) | Upstream::Ack { .. } | Upstream::RotationReport(_)) => {}
+                StreamEvent::Message(node, Upstream::Observed(peers)) => return (node, peers),
+                StreamEvent::Message(
+                    _,
+                    Upstream::Hello(_) | Upstream::Ack { .. } | Upstream::RotationReport(_),
+                )
+                | StreamEvent::Closed(_) => {}
             }
         }
     })
@@ -359,5 +363,59 @@ async fn a_state_for_another_node_is_refused() {
     assert_eq!(a.plane.state(), vpblu_messages::NodeDesiredState::empty(name("node-a")));
     assert_eq!(a.status().await.applied, Generation(0));
     a.stop().await;
+    controller.stop().await;
+}
+
+/// The status writer hears that a node's stream closed, and only then: a
+/// stream replaced by a newer one of the same node is no disconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stream_is_announced_and_a_replaced_one_is_not() {
+    let (mut controller, mut daemons) = cluster(&["node-a", "node-b"], StreamConfig::default()).await;
+    let drain = |controller: &mut stream_support::Controller| {
+        std::iter::from_fn(|| controller.events.try_recv().ok()).collect::<Vec<_>>()
+    };
+    drain(&mut controller);
+
+    // node-b's daemon goes away: one Closed for node-b, nothing for node-a.
+    daemons.pop().expect("two daemons").stop().await;
+    let mut seen = Vec::new();
+    until("node-b's close", async || {
+        seen.extend(drain(&mut controller));
+        seen.contains(&StreamEvent::Closed(name("node-b"))).then_some(())
+    })
+    .await;
+    assert_eq!(seen, vec![StreamEvent::Closed(name("node-b"))], "exactly one event");
+    assert_eq!(controller.connected().await, vec![name("node-a")]);
+
+    // A second stream of node-a replaces the first (a daemon restarted
+    // before the old connection broke): node-a never counts as closed.
+    let first = daemons.pop().expect("node-a's daemon");
+    let again = Daemon::start("node-a", 0, &controller.endpoint).await;
+    let hello =
+        |e: &StreamEvent| matches!(e, StreamEvent::Message(n, Upstream::Hello(_)) if *n == name("node-a"));
+    let mut seen = Vec::new();
+    until("node-a's second Hello", async || {
+        seen.extend(drain(&mut controller));
+        seen.iter().any(hello).then_some(())
+    })
+    .await;
+    // The first client is told it was replaced and would reconnect; it
+    // stops here instead, while its stream is (or soon is) not the current one.
+    first.stop().await;
+    eventually("node-a served by the new daemon alone", async || {
+        again.status().await.connected && controller.connected().await == vec![name("node-a")]
+    })
+    .await;
+    tokio::time::sleep(QUIET).await;
+    seen.extend(drain(&mut controller));
+    let last = seen.iter().rev().find(|e| matches!(e, StreamEvent::Closed(_)) || hello(e));
+    assert!(last.is_some_and(hello), "node-a is connected, so its last event is a Hello: {seen:?}");
+
+    again.stop().await;
+    until("node-a's close", async || {
+        drain(&mut controller).contains(&StreamEvent::Closed(name("node-a"))).then_some(())
+    })
+    .await;
+    assert!(controller.connected().await.is_empty());
     controller.stop().await;
 }

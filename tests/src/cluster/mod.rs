@@ -20,6 +20,7 @@
 //! ```
 
 mod certs;
+mod daemon_identity;
 mod identity;
 mod manifests;
 mod objects;
@@ -31,8 +32,10 @@ use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+pub use self::daemon_identity::{DAEMON_AUDIENCE, DAEMON_NAME, DAEMON_NAMESPACE};
 pub use self::manifests::yaml_files;
 pub use self::objects::POD_IMAGE;
+pub use self::restart::ApiserverDown;
 
 use self::certs::write_pki;
 use self::processes::{ControlPlaneProcess, Ports, spawn_apiserver, spawn_etcd, testbed_bin_dir};
@@ -199,6 +202,12 @@ impl TestCluster {
     /// The temp dir holding certificates, logs, etcd data and the kubeconfig.
     pub fn dir(&self) -> &Path {
         self.dir.as_ref().expect("the temp dir lives as long as the cluster").path()
+    }
+
+    /// The PIDs of etcd and kube-apiserver (for a lab's record of what to
+    /// stop if it is killed before it can clean up).
+    pub fn control_plane_pids(&self) -> Vec<u32> {
+        [self.etcd.pid(), self.apiserver.pid()].into_iter().flatten().collect()
     }
 
     /// The repository root (for `k8s/...` paths).

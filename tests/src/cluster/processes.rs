@@ -53,6 +53,11 @@ impl ControlPlaneProcess {
         ControlPlaneProcess { name, child: Some(child), log }
     }
 
+    /// Its PID while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The process name used in messages ("etcd", "kube-apiserver").
     pub(crate) fn name(&self) -> &'static str {
         self.name

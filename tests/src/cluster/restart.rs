@@ -15,6 +15,15 @@ struct ApiserverLaunch {
     ports: Ports,
 }
 
+/// A kube-apiserver [`TestCluster::stop_apiserver`] stopped, to hand to
+/// [`TestCluster::start_apiserver`].
+#[derive(Debug)]
+#[must_use = "start the API server again with TestCluster::start_apiserver"]
+pub struct ApiserverDown {
+    launch: ApiserverLaunch,
+    stopped: Instant,
+}
+
 impl TestCluster {
     /// Stops kube-apiserver (SIGTERM, as on drop: its connections close),
     /// leaves it down for `down`, then starts it again on the same port with
@@ -22,10 +31,26 @@ impl TestCluster {
     /// clients had no API server. Panics, with the logs, if it does not
     /// come back.
     pub async fn restart_apiserver(&mut self, down: Duration) -> Duration {
+        let stopped = self.stop_apiserver();
+        tokio::time::sleep(down).await;
+        self.start_apiserver(stopped).await
+    }
+
+    /// Stops kube-apiserver and keeps what starting it again needs, so a
+    /// test can watch its clients while there is no API server.
+    pub fn stop_apiserver(&mut self) -> ApiserverDown {
         let launch = self.apiserver_launch();
         let stopped = Instant::now();
         self.apiserver.stop();
-        tokio::time::sleep(down).await;
+        ApiserverDown { launch, stopped }
+    }
+
+    /// Starts the API server [`stop_apiserver`](Self::stop_apiserver)
+    /// stopped, on the same port with the same flags and PKI, and waits for
+    /// `/readyz`. Returns how long clients had no API server. Panics, with
+    /// the logs, if it does not come back.
+    pub async fn start_apiserver(&mut self, down: ApiserverDown) -> Duration {
+        let ApiserverDown { launch, stopped } = down;
         let dir = self.dir().to_owned();
         // Keep the first run's log beside the new one.
         let log = dir.join("kube-apiserver.log");

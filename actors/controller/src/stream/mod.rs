@@ -14,26 +14,41 @@
 
 mod accept;
 mod desired;
+pub mod identity;
 mod metrics;
 mod node_stream;
+mod refusal_events;
 mod rejection;
+mod security;
 mod stream_server;
+mod tls;
 
 use std::time::Duration;
 
 use vpblu_messages::{NodeName, Upstream};
 
 pub use desired::Desired;
+pub use identity::{IdentityError, NodeAuth, ServiceAccountName, TokenReviewAuth};
 pub use metrics::StreamMetrics;
 pub use node_stream::{AckError, NodeStreamMsg, NodeStreamStatus};
+pub use refusal_events::{CLOSED, REFUSED, RefusalEvents, Regarding};
 pub use rejection::{RejectReason, Rejection};
+pub use security::{StreamSecurity, controller_reference};
 pub use stream_server::{Attach, StreamServer, StreamServerArgs, StreamServerMsg, node_status};
+pub use tls::{ServerTls, ServerTransport, TlsError, TlsFiles};
 
 /// What the streams pass on to the rest of the controller (the status
-/// writer, the rotation scheduler): a node's Hello, Observed and
-/// RotationReport messages, tagged with the node they came from. Acks stay
-/// in the stream's own tracking ([`NodeStreamStatus`]).
-pub type StreamEvent = (NodeName, Upstream);
+/// writer, the rotation scheduler), in the order it happened.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// A daemon said something on its open stream: its Hello (the stream
+    /// opened), Observed and RotationReport messages. Acks stay in the
+    /// stream's own tracking ([`NodeStreamStatus`]).
+    Message(NodeName, Upstream),
+    /// The node's stream closed and no newer stream of the node replaced
+    /// it: the node has no stream to this controller now.
+    Closed(NodeName),
+}
 
 /// Tunables of the stream server and its node streams.
 #[derive(Clone, Debug)]

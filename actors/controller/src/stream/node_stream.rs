@@ -16,8 +16,9 @@ use vpblu_messages::{
 };
 use vpblu_proto as pb;
 
+use super::refusal_events::{CLOSED, Regarding};
 use super::rejection::is_too_large;
-use super::{Desired, Rejection, StreamConfig, StreamEvent, StreamMetrics};
+use super::{Desired, RefusalEvents, Rejection, StreamConfig, StreamEvent, StreamMetrics};
 
 /// The daemon's half of the stream.
 pub(crate) type Inbound = BoxStream<'static, Result<pb::DaemonMessage, Status>>;
@@ -87,6 +88,7 @@ pub(crate) struct NodeStreamArgs {
     pub config: StreamConfig,
     pub metrics: StreamMetrics,
     pub events: broadcast::Sender<StreamEvent>,
+    pub refusals: RefusalEvents,
 }
 
 /// The running stream of one node.
@@ -100,6 +102,7 @@ pub(crate) struct NodeStreamState {
     config: StreamConfig,
     metrics: StreamMetrics,
     events: broadcast::Sender<StreamEvent>,
+    refusals: RefusalEvents,
     last_sent: Option<NodeDesiredState>,
     last_sent_generation: Option<Generation>,
     /// The generation of the newest SyncState sent: an error for anything
@@ -233,6 +236,7 @@ impl NodeStreamState {
     fn reject(&self, rejection: Rejection) {
         tracing::warn!(node = %self.node, reason = rejection.reason().as_str(), error = %rejection, "closing a daemon stream");
         self.metrics.rejected(rejection.reason());
+        self.refusals.record(Regarding::Node(self.node.clone()), CLOSED, &rejection, None);
         self.close(rejection.status());
     }
 
@@ -283,7 +287,8 @@ impl Actor for NodeStream {
         args.desired.attach(&node, myself.clone());
         let reader = tokio::spawn(read_inbound(args.inbound, myself.clone()));
         let resync = myself.send_interval(args.config.resync_interval, || NodeStreamMsg::Resync);
-        let _no_subscriber = args.events.send((node.clone(), Upstream::Hello(args.hello.clone())));
+        let _no_subscriber =
+            args.events.send(StreamEvent::Message(node.clone(), Upstream::Hello(args.hello.clone())));
         let mut state = NodeStreamState {
             node,
             hello: args.hello,
@@ -292,6 +297,7 @@ impl Actor for NodeStream {
             config: args.config,
             metrics: args.metrics,
             events: args.events,
+            refusals: args.refusals,
             last_sent: None,
             last_sent_generation: None,
             last_full_sync: None,
@@ -348,6 +354,9 @@ impl Actor for NodeStream {
             }
             NodeStreamMsg::Received(Upstream::Ack { generation, result }) => {
                 if state.unacked.remove(&generation) {
+                    // The status writer shows what each node has applied.
+                    let ack = Upstream::Ack { generation, result: result.clone() };
+                    let _no_subscriber = state.events.send(StreamEvent::Message(state.node.clone(), ack));
                     state.ack(&myself, generation, result);
                     Ok(())
                 } else {
@@ -356,7 +365,7 @@ impl Actor for NodeStream {
                 }
             }
             NodeStreamMsg::Received(message @ (Upstream::Observed(_) | Upstream::RotationReport(_))) => {
-                let _no_subscriber = state.events.send((state.node.clone(), message));
+                let _no_subscriber = state.events.send(StreamEvent::Message(state.node.clone(), message));
                 Ok(())
             }
             NodeStreamMsg::Malformed(error) => {

@@ -15,7 +15,10 @@ use vpblu_messages::{Hello, NodeName};
 
 use super::accept::{MeshService, serve};
 use super::node_stream::{Inbound, NodeStream, NodeStreamArgs, Outbound};
-use super::{Desired, NodeStreamMsg, NodeStreamStatus, StreamConfig, StreamEvent, StreamMetrics};
+use super::{
+    Desired, NodeAuth, NodeStreamMsg, NodeStreamStatus, RefusalEvents, ServerTransport, StreamConfig,
+    StreamEvent, StreamMetrics,
+};
 
 /// How long the server waits for its tonic task to drain when stopping.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,8 +34,15 @@ pub struct StreamServerArgs {
     pub config: StreamConfig,
     /// Metrics, registered once by the caller.
     pub metrics: StreamMetrics,
-    /// Where Hello, Observed and RotationReport messages go.
+    /// Where Hello, Observed and RotationReport messages go, and the news
+    /// that a node's stream closed.
     pub events: broadcast::Sender<StreamEvent>,
+    /// TLS (or, only for `--insecure-dev` and tests, plaintext).
+    pub transport: ServerTransport,
+    /// Who may speak for which node.
+    pub auth: NodeAuth,
+    /// Where refused and closed streams become Events.
+    pub refusals: RefusalEvents,
 }
 
 /// A daemon whose Hello was accepted, ready for its `NodeStream`.
@@ -75,6 +85,7 @@ pub struct StreamServerState {
     config: StreamConfig,
     metrics: StreamMetrics,
     events: broadcast::Sender<StreamEvent>,
+    refusals: RefusalEvents,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -95,13 +106,23 @@ impl StreamServerState {
             config: self.config.clone(),
             metrics: self.metrics.clone(),
             events: self.events.clone(),
+            refusals: self.refusals.clone(),
         };
         let spawned = Actor::spawn_linked(None, NodeStream, args, myself.get_cell()).await;
         self.metrics.set_connected(self.streams.len() + usize::from(spawned.is_ok()));
-        let (stream, _handle) =
-            spawned.map_err(|e| format!("could not start the stream of node {node}: {e}"))?;
+        let (stream, _handle) = spawned.map_err(|e| {
+            // Its Hello went out before it failed to start.
+            self.closed(node.clone());
+            format!("could not start the stream of node {node}: {e}")
+        })?;
         self.streams.insert(node, stream);
         Ok(())
+    }
+
+    /// Tells the rest of the controller that `node` has no stream now.
+    fn closed(&self, node: NodeName) {
+        tracing::debug!(%node, "daemon stream closed");
+        let _no_subscriber = self.events.send(StreamEvent::Closed(node));
     }
 }
 
@@ -119,12 +140,26 @@ impl Actor for StreamServer {
             format!("cannot listen on {} for daemon streams: {e} (pick another --grpc-addr)", args.addr)
         })?;
         let local_addr = listener.local_addr()?;
-        tracing::info!(addr = %local_addr, "serving daemon streams");
-        let service = MeshService::new(myself.clone(), args.config.clone(), args.metrics.clone());
+        match &args.transport {
+            ServerTransport::Tls(tls) => {
+                tracing::info!(addr = %local_addr, cert = %tls.files().cert_file.display(), auth = ?args.auth, "serving daemon streams over TLS");
+            }
+            ServerTransport::InsecurePlaintext => {
+                tracing::warn!(addr = %local_addr, auth = ?args.auth, "serving daemon streams in PLAINTEXT");
+            }
+        }
+        let service = MeshService::new(
+            myself.clone(),
+            args.config.clone(),
+            args.metrics.clone(),
+            args.auth,
+            args.refusals.clone(),
+        );
+        let transport = args.transport;
         let (stop, stopped) = oneshot::channel::<()>();
         let server = myself.clone();
         let task = tokio::spawn(async move {
-            if let Err(e) = serve(listener, service, stopped).await {
+            if let Err(e) = serve(listener, &transport, service, stopped).await {
                 tracing::error!(error = %e, "stream server failed");
                 // Let the supervisor restart us.
                 server.stop(Some(format!("stream server failed: {e}")));
@@ -138,6 +173,7 @@ impl Actor for StreamServer {
             config: args.config,
             metrics: args.metrics,
             events: args.events,
+            refusals: args.refusals,
             stop: Some(stop),
             task,
         })
@@ -204,7 +240,13 @@ impl Actor for StreamServer {
             SupervisionEvent::ActorTerminated(cell, _, _) => cell,
             SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => return Ok(()),
         };
-        state.streams.retain(|_, stream| stream.get_id() != cell.get_id());
+        // A stream replaced by a newer one of its node is no longer listed:
+        // its end is no disconnect.
+        let ended = state.streams.iter().find(|(_, s)| s.get_id() == cell.get_id()).map(|(n, _)| n.clone());
+        if let Some(node) = ended {
+            state.streams.remove(&node);
+            state.closed(node);
+        }
         state.metrics.set_connected(state.streams.len());
         Ok(())
     }

@@ -174,6 +174,7 @@ pub fn lease(identity: &str) -> LeaderConfig {
         identity: identity.to_owned(),
         lease_duration: Duration::from_secs(3),
         renew: Duration::from_secs(1),
+        outage_grace: Duration::from_secs(60),
     }
 }
 
@@ -228,7 +229,7 @@ impl Controller {
             metrics: RecomputeMetrics::register(&health),
             health: health.clone(),
         })];
-        children.extend(caches.informers(&client, &recompute, &informer_metrics));
+        children.extend(caches.informers(&client, LEASE_NAMESPACE, &recompute, &informer_metrics));
         if let Some((flag, config)) = leader {
             let metrics = LeaderMetrics::register(&health);
             children.push(Leader::child(LeaderArgs {

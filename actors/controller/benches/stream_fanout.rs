@@ -1,0 +1,395 @@
+//! Figures for the warm stream at scale: the real controller binary against
+//! a real kube-apiserver (the test cluster), N simulated daemons in this
+//! process (real `StreamClient`s over a counting data plane), N = 100 and
+//! 1000 by default (`VPBLU_BENCH_NODES=100,1000`).
+//!
+//! For each N, one line per figure:
+//! - full mesh formed (every daemon holds every other node's key);
+//! - controller RSS and CPU idle for 10 s;
+//! - BlockPolicy create -> applied (and acked) by every daemon, p50/p99 of
+//!   `VPBLU_BENCH_TRIALS` (10) trials;
+//! - node join (Node created, its daemon started) -> every daemon has the
+//!   peer, p50/p99 of as many joins;
+//! - controller CPU during that churn, and its RSS after it;
+//! - leader failover: the leader SIGKILLed, a warm standby with the same
+//!   flags takes the Lease and every daemon has a full state from it.
+//!
+//! Everything shares this machine's cores: the API server, etcd, the
+//! controller and N daemons. The daemons here do no WireGuard or eBPF work;
+//! streams are plaintext (`--insecure-dev`), so TLS and TokenReview (paid
+//! once per connect) are not in the figures. It prints; it asserts nothing
+//! about timings. A size that cannot form its mesh in time says so and the
+//! next size runs. Run with `make bench` or
+//! `cargo bench -p vpblu-controller --bench stream_fanout`.
+
+use std::fs::File;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::Api;
+use kube::api::PostParams;
+use ractor::{Actor, ActorRef};
+use vpblu_daemon::stream::{
+    Backoff, ClientConfig, DataPlane, HelloFacts, StreamClient, StreamClientArgs, StreamClientMsg,
+    StreamSecurity,
+};
+use vpblu_e2e::cluster::TestCluster;
+use vpblu_e2e::process::{Guarded, free_addr, wait_http_ok};
+use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule};
+use vpblu_messages::{
+    Backend, Command as MeshCommand, Generation, NodeDesiredState, NodeName, PublicKey, apply,
+};
+
+const EXE: &str = env!("CARGO_BIN_EXE_vpblu-controller");
+const LEASE: [&str; 4] = ["--lease-duration", "4s", "--lease-renew", "1s"];
+const IDLE: Duration = Duration::from_secs(10);
+
+/// What one simulated daemon has applied, readable without a lock.
+#[derive(Debug, Default)]
+struct Counts {
+    peers: AtomicUsize,
+    blocks: AtomicUsize,
+    syncs: AtomicU64,
+}
+
+/// A data plane that applies commands to a plain state (as the recording
+/// one does) and publishes the counts the figures wait on.
+#[derive(Debug)]
+struct CountingPlane {
+    facts: HelloFacts,
+    state: Mutex<NodeDesiredState>,
+    applied: AtomicU64,
+    counts: Arc<Counts>,
+}
+
+impl DataPlane for CountingPlane {
+    async fn apply(&mut self, generation: Generation, command: &MeshCommand) -> Result<(), String> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        apply(&mut state, command);
+        self.counts.peers.store(state.peers.len(), Ordering::Release);
+        self.counts.blocks.store(state.blocks.len(), Ordering::Release);
+        if matches!(command, MeshCommand::SyncState(_)) {
+            self.counts.syncs.fetch_add(1, Ordering::AcqRel);
+        }
+        self.applied.store(generation.0, Ordering::Release);
+        Ok(())
+    }
+
+    fn applied_generation(&self) -> Generation {
+        Generation(self.applied.load(Ordering::Acquire))
+    }
+
+    fn hello_facts(&self) -> HelloFacts {
+        self.facts.clone()
+    }
+}
+
+struct Daemon {
+    client: ActorRef<StreamClientMsg>,
+    counts: Arc<Counts>,
+}
+
+fn node_name(i: usize) -> String {
+    format!("node-{i}")
+}
+
+/// Node `i`'s pod CIDR: 10.x.y.0/24, all inside 10.0.0.0/8.
+fn pod_cidr(i: usize) -> String {
+    format!("10.{}.{}.0/24", i >> 8, i & 0xff)
+}
+
+/// Node `i`'s address: 172.16.0.0/12 counted from 172.16.0.1, one each.
+fn node_ip(i: usize) -> String {
+    let j = i + 1;
+    format!("172.{}.{}.{}", 16 + (j >> 16), (j >> 8) & 0xff, j & 0xff)
+}
+
+fn key(i: usize) -> PublicKey {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    bytes[31] = 0x40;
+    PublicKey::from_bytes(bytes)
+}
+
+async fn start_daemon(i: usize, endpoint: &str) -> Daemon {
+    let node = NodeName::new(node_name(i)).expect("valid node name");
+    let counts = Arc::new(Counts::default());
+    let plane = CountingPlane {
+        facts: HelloFacts {
+            public_key: key(i),
+            staged_public_key: None,
+            backend: Backend::Userspace,
+            mtu: 1420,
+        },
+        state: Mutex::new(NodeDesiredState::empty(node.clone())),
+        applied: AtomicU64::new(0),
+        counts: Arc::clone(&counts),
+    };
+    let config = ClientConfig {
+        backoff: Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(500) },
+        ..ClientConfig::default()
+    };
+    let args = StreamClientArgs {
+        node,
+        endpoint: endpoint.to_owned(),
+        data_plane: plane,
+        config,
+        security: StreamSecurity::insecure_dev(),
+    };
+    let (client, _) =
+        Actor::spawn(None, StreamClient::<CountingPlane>::new(), args).await.expect("client starts");
+    Daemon { client, counts }
+}
+
+/// The controller binary as one replica; SIGKILLed when dropped.
+struct Controller {
+    process: Guarded,
+}
+
+impl Controller {
+    fn start(cluster: &TestCluster, identity: &str, grpc: &str) -> Controller {
+        let metrics = free_addr();
+        let log = File::create(cluster.dir().join(format!("{identity}.log"))).expect("controller log");
+        let process = Command::new(EXE)
+            .args(["--grpc-addr", grpc, "--metrics-addr", &metrics.to_string()])
+            .args(["--dashboard-addr", &free_addr().to_string(), "--identity", identity])
+            .args(LEASE)
+            .args(["--insecure-dev", "--log-format", "json"])
+            .env("KUBECONFIG", cluster.kubeconfig_path())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("start vpblu-controller");
+        let controller = Controller { process: Guarded::new(process) };
+        wait_http_ok(metrics, "/readyz", Duration::from_secs(120));
+        controller
+    }
+
+    /// (resident MiB, peak resident MiB) from /proc.
+    fn rss(&self) -> (f64, f64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).unwrap_or_default();
+        let kib = |field: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+    }
+
+    /// CPU seconds (user + system) used so far.
+    fn cpu(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.process.pid())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+        (ticks(11) + ticks(12)) / clock_ticks()
+    }
+}
+
+fn clock_ticks() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf CLK_TCK");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("CLK_TCK is a number")
+}
+
+/// Waits (polling every 2 ms) until `done` holds; the time it took, or
+/// `None` after `limit`.
+async fn time_until(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn report(label: &str, n: usize, mut samples: Vec<Duration>, failed: usize) {
+    if samples.is_empty() {
+        println!("{label} @ {n} daemons: no trial finished ({failed} timed out)");
+        return;
+    }
+    samples.sort();
+    println!(
+        "{label} @ {n} daemons: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} trials{}",
+        percentile(&samples, 50.0).as_secs_f64() * 1e3,
+        percentile(&samples, 99.0).as_secs_f64() * 1e3,
+        samples[samples.len() - 1].as_secs_f64() * 1e3,
+        samples.len(),
+        if failed > 0 { format!(" ({failed} more timed out)") } else { String::new() },
+    );
+}
+
+async fn register_nodes(cluster: &TestCluster, range: std::ops::Range<usize>) {
+    futures::stream::iter(range)
+        .map(|i| async move {
+            cluster.register_node(&node_name(i), &node_ip(i), &[&pod_cidr(i)], true).await;
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+async fn scenario(n: usize, trials: usize) {
+    println!("--- {n} simulated daemons ---");
+    let cluster = TestCluster::start().await;
+    cluster.install_crds().await;
+    cluster.apply_manifest(&cluster.repo_root().join("k8s/deploy/namespace.yaml")).await;
+    let started = Instant::now();
+    register_nodes(&cluster, 0..n).await;
+    println!("registered {n} Nodes in {:.1} s", started.elapsed().as_secs_f64());
+    let grpc = free_addr().to_string();
+    let endpoint = format!("http://{grpc}");
+    let leader = tokio::task::block_in_place(|| Controller::start(&cluster, "controller-0", &grpc));
+    let mut daemons = Vec::with_capacity(n + trials);
+    for i in 0..n {
+        daemons.push(start_daemon(i, &endpoint).await);
+    }
+    let limit = Duration::from_secs(120 + n as u64 / 2);
+    let mesh =
+        time_until(limit, || daemons.iter().all(|d| d.counts.peers.load(Ordering::Acquire) == n - 1)).await;
+    let Some(mesh) = mesh else {
+        let complete = daemons.iter().filter(|d| d.counts.peers.load(Ordering::Acquire) == n - 1).count();
+        let (rss, peak) = leader.rss();
+        println!(
+            "full mesh @ {n} daemons: NOT formed within {limit:?} ({complete}/{n} daemons complete; controller RSS \
+             {rss:.0} MiB, peak {peak:.0} MiB): too heavy for this machine at this size; skipping its other figures"
+        );
+        stop(daemons).await;
+        return;
+    };
+    println!(
+        "full mesh @ {n} daemons: every daemon holds {} peers, {:.1} s after the daemons started",
+        n - 1,
+        mesh.as_secs_f64()
+    );
+
+    // Idle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu = leader.cpu();
+    tokio::time::sleep(IDLE).await;
+    let idle_cpu = (leader.cpu() - cpu) / IDLE.as_secs_f64() * 100.0;
+    let (rss, peak) = leader.rss();
+    println!(
+        "controller idle @ {n} daemons: RSS {rss:.1} MiB (peak so far {peak:.1} MiB), CPU {idle_cpu:.2}% of one core over {IDLE:?}"
+    );
+
+    // Churn: BlockPolicies, then node joins.
+    let churn_cpu = leader.cpu();
+    let churn_start = Instant::now();
+    let blocks: Api<BlockPolicy> = Api::all(cluster.client());
+    let (mut samples, mut failed) = (Vec::new(), 0);
+    for t in 0..trials {
+        let policy = BlockPolicy::new(
+            &format!("bench-{t}"),
+            BlockPolicySpec {
+                blocks: vec![BlockRule {
+                    from: "10.0.0.0/8".into(),
+                    to: format!("192.168.{t}.0/24"),
+                    bidirectional: false,
+                }],
+                ..BlockPolicySpec::default()
+            },
+        );
+        let start = Instant::now();
+        blocks.create(&PostParams::default(), &policy).await.expect("create a BlockPolicy");
+        let took = time_until(Duration::from_secs(60), || {
+            daemons.iter().all(|d| d.counts.blocks.load(Ordering::Acquire) == t + 1)
+        })
+        .await;
+        match took {
+            Some(_) => samples.push(start.elapsed()),
+            None => failed += 1,
+        }
+    }
+    report("BlockPolicy create -> applied and acked by every daemon", n, samples, failed);
+
+    let (mut samples, mut failed) = (Vec::new(), 0);
+    for t in 0..trials {
+        let i = n + t;
+        let start = Instant::now();
+        cluster.register_node(&node_name(i), &node_ip(i), &[&pod_cidr(i)], true).await;
+        daemons.push(start_daemon(i, &endpoint).await);
+        let want = n + t; // peers of every daemon now, the new one included
+        let took = time_until(Duration::from_secs(60), || {
+            daemons.iter().all(|d| d.counts.peers.load(Ordering::Acquire) == want)
+        })
+        .await;
+        match took {
+            Some(_) => samples.push(start.elapsed()),
+            None => failed += 1,
+        }
+    }
+    report("node join (Node created, its daemon started) -> every daemon has the peer", n, samples, failed);
+    let churn = churn_start.elapsed();
+    let churn_cpu = (leader.cpu() - churn_cpu) / churn.as_secs_f64() * 100.0;
+    let (rss, peak) = leader.rss();
+    println!(
+        "controller during churn @ {n} daemons: CPU {churn_cpu:.1}% of one core over {:.1} s; RSS {rss:.1} MiB, peak {peak:.1} MiB",
+        churn.as_secs_f64()
+    );
+
+    // Failover: a warm standby (same --grpc-addr; it listens only once it
+    // leads), the leader killed without a goodbye.
+    let total = daemons.len();
+    let standby = tokio::task::block_in_place(|| Controller::start(&cluster, "controller-1", &grpc));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let syncs: Vec<u64> = daemons.iter().map(|d| d.counts.syncs.load(Ordering::Acquire)).collect();
+    drop(leader);
+    let served = time_until(Duration::from_secs(120), || {
+        daemons.iter().zip(&syncs).all(|(d, before)| d.counts.syncs.load(Ordering::Acquire) > *before)
+    })
+    .await;
+    match served {
+        Some(took) => println!(
+            "leader failover @ {total} daemons (SIGKILL; {}): standby serving every daemon a full state in {:.2} s",
+            LEASE.join(" "),
+            took.as_secs_f64()
+        ),
+        None => println!("leader failover @ {total} daemons: not every daemon was served within 120 s"),
+    }
+    let (rss, peak) = standby.rss();
+    println!("new leader after failover @ {total} daemons: RSS {rss:.1} MiB, peak {peak:.1} MiB");
+    drop(standby);
+    stop(daemons).await;
+}
+
+async fn stop(daemons: Vec<Daemon>) {
+    for d in daemons {
+        d.client.stop(None);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("VPBLU_BENCH_NODES")
+        .unwrap_or_else(|_| "100,1000".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("VPBLU_BENCH_NODES is a comma-separated list of numbers"))
+        .collect();
+    let trials: usize = std::env::var("VPBLU_BENCH_TRIALS").ok().map_or(10, |t| t.parse().expect("a number"));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a Tokio runtime");
+    runtime.block_on(async {
+        println!(
+            "stream fanout: real kube-apiserver + the vpblu-controller binary + in-process daemons on {} cores",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        for n in sizes {
+            scenario(n, trials).await;
+        }
+    });
+}
