@@ -3,10 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
-use vpblu_messages::NodeName;
+use vpblu_messages::{Backend, NodeName};
 use vpblu_runtime::LogFormat;
+
+use crate::wireguard::WireGuardGo;
 
 /// vpblu daemon: runs on every node, owns its WireGuard device, routes and
 /// eBPF programs, and applies what the controller sends over the stream.
@@ -18,13 +21,34 @@ pub struct Args {
     pub node_name: NodeName,
 
     /// The controller's stream endpoint (reached over the host network,
-    /// never through the mesh).
+    /// never through the mesh). Several, comma-separated, are tried in
+    /// turn (controller replicas without a Service in front).
     #[arg(
         long,
         env = "VPBLU_CONTROLLER_ADDR",
         default_value = "https://vpblu-controller.vpblu-system.svc:9443"
     )]
     pub controller_addr: String,
+
+    /// PEM CA bundle that signed the controller's certificate (from a
+    /// ConfigMap; re-read at every connect).
+    #[arg(long, env = "VPBLU_CA_FILE", default_value = "/etc/vpblu/ca/ca.crt")]
+    pub ca_file: PathBuf,
+
+    /// Name the controller's certificate must carry, whatever
+    /// --controller-addr dials (so an IP address can be dialed).
+    #[arg(long, env = "VPBLU_CONTROLLER_SERVER_NAME", default_value = "vpblu-controller.vpblu-system.svc")]
+    pub controller_server_name: String,
+
+    /// This Pod's projected service-account token (audience vpblu), sent
+    /// to the controller; re-read at every connect (the kubelet rotates it).
+    #[arg(long, env = "VPBLU_TOKEN_FILE", default_value = "/var/run/secrets/vpblu/token")]
+    pub token_file: PathBuf,
+
+    /// Development only: plaintext http:// to the controller and no token.
+    /// Logged as a warning at every start.
+    #[arg(long, env = "VPBLU_INSECURE_DEV")]
+    pub insecure_dev: bool,
 
     /// Directory for the private key (0700; the key file is 0600).
     #[arg(long, env = "VPBLU_KEY_DIR", default_value = "/var/lib/vpblu")]
@@ -49,6 +73,124 @@ pub struct Args {
     /// Log line format.
     #[arg(long, env = "VPBLU_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+
+    /// Directory where the applied generation is recorded, so a restarted
+    /// daemon's Hello says what is really in force.
+    #[arg(long, env = "VPBLU_STATE_DIR", default_value = "/var/lib/vpblu/state")]
+    pub state_dir: PathBuf,
+
+    /// Drop traffic to cluster CIDRs that have no tunnel instead of letting
+    /// it leave in clear (`--strict=false` turns it off).
+    #[arg(
+        long,
+        env = "VPBLU_STRICT",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        value_parser = parse_bool,
+    )]
+    pub strict: bool,
+
+    /// Pod-facing interfaces that get the classify program: names, or
+    /// prefixes ending in `*`, comma-separated.
+    #[arg(
+        long,
+        env = "VPBLU_POD_INTERFACES",
+        value_delimiter = ',',
+        default_values = crate::pod_interfaces::DEFAULT_PATTERNS,
+        value_parser = parse_pod_interface_pattern,
+    )]
+    pub pod_interfaces: Vec<String>,
+
+    /// WireGuard backend: the kernel module, a userspace wireguard-go, or
+    /// auto (the kernel when it has WireGuard).
+    #[arg(long, env = "VPBLU_BACKEND", value_enum, default_value = "auto")]
+    pub backend: BackendChoice,
+
+    /// The wireguard-go the userspace backend starts when no device answers;
+    /// `external` never starts one (a sidecar runs `wireguard-go -f NAME`).
+    /// Default: the build of tools/wireguard-go, else `wireguard-go` on PATH.
+    #[arg(long, env = "VPBLU_WIREGUARD_GO", value_parser = parse_wireguard_go)]
+    pub wireguard_go: Option<WireGuardGo>,
+
+    /// How often WireGuard peers and BPF counters are read back for
+    /// /metrics and the controller: a number with ms, s, m or h.
+    #[arg(long, env = "VPBLU_OBSERVE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub observe_interval: Duration,
+}
+
+/// The `--backend` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// The kernel when it has WireGuard, else userspace.
+    Auto,
+    /// The in-kernel WireGuard, over netlink.
+    Kernel,
+    /// wireguard-go, over its UAPI socket.
+    Userspace,
+}
+
+impl BackendChoice {
+    /// The backend, or `None` for auto-detection.
+    pub fn backend(self) -> Option<Backend> {
+        match self {
+            BackendChoice::Auto => None,
+            BackendChoice::Kernel => Some(Backend::Kernel),
+            BackendChoice::Userspace => Some(Backend::Userspace),
+        }
+    }
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{text:?} is not a boolean: use true or false")),
+    }
+}
+
+/// An interface name, or a prefix of one followed by `*`.
+fn parse_pod_interface_pattern(text: &str) -> Result<String, String> {
+    let name = text.strip_suffix('*').unwrap_or(text);
+    let bad = name.len() > 15
+        || name.is_empty()
+        || name.contains('*')
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
+    if bad {
+        return Err(format!(
+            "{text:?} is not a pod interface pattern: an interface name (1 to 15 letters, digits, '-', '_', \
+             '.'), or a prefix of one ending in '*', such as veth*"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn parse_wireguard_go(text: &str) -> Result<WireGuardGo, String> {
+    match text {
+        "external" => Ok(WireGuardGo::External),
+        "" => Err("--wireguard-go is empty: give the path of a wireguard-go binary, or external".to_owned()),
+        path => Ok(WireGuardGo::Path(PathBuf::from(path))),
+    }
+}
+
+/// Parses `300ms`, `15s`, `5m`, `1h`, or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration: use a number with ms, s, m or h, such as 10s or 1m");
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err(format!("{text:?} must be longer than zero"));
+    }
+    Ok(d)
 }
 
 fn parse_node_name(text: &str) -> Result<NodeName, String> {
@@ -90,5 +232,68 @@ mod tests {
                 .unwrap_err();
         assert!(err.to_string().contains("much-too-long-name0"), "{err}");
         assert!(Args::try_parse_from(["vpblu-daemon", "--node-name", "n", "--mtu-overhead", "10"]).is_err());
+    }
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(["vpblu-daemon", "--node-name", "n"].iter().chain(extra))
+    }
+
+    #[test]
+    fn data_plane_defaults() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.state_dir, PathBuf::from("/var/lib/vpblu/state"));
+        assert!(args.strict);
+        assert_eq!(args.pod_interfaces, crate::pod_interfaces::DEFAULT_PATTERNS.map(String::from).to_vec());
+        assert_eq!(args.backend, BackendChoice::Auto);
+        assert_eq!(args.backend.backend(), None);
+        assert_eq!(args.wireguard_go, None);
+        assert_eq!(args.observe_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn data_plane_flags() {
+        let args = parse(&[
+            "--strict=false",
+            "--pod-interfaces",
+            "cni0,eth*",
+            "--backend",
+            "userspace",
+            "--wireguard-go",
+            "/opt/wg/wireguard-go",
+            "--observe-interval",
+            "500ms",
+            "--state-dir",
+            "/tmp/s",
+        ])
+        .unwrap();
+        assert!(!args.strict);
+        assert_eq!(args.pod_interfaces, ["cni0", "eth*"]);
+        assert_eq!(args.backend.backend(), Some(Backend::Userspace));
+        assert_eq!(args.wireguard_go, Some(WireGuardGo::Path("/opt/wg/wireguard-go".into())));
+        assert_eq!(args.observe_interval, Duration::from_millis(500));
+        assert_eq!(args.state_dir, PathBuf::from("/tmp/s"));
+        assert!(parse(&["--strict"]).unwrap().strict);
+        assert!(parse(&["--strict=true"]).unwrap().strict);
+        assert_eq!(parse(&["--wireguard-go", "external"]).unwrap().wireguard_go, Some(WireGuardGo::External));
+        assert_eq!(parse(&["--backend", "kernel"]).unwrap().backend.backend(), Some(Backend::Kernel));
+    }
+
+    #[test]
+    fn bad_data_plane_values_are_named() {
+        for (flag, value) in [
+            ("--strict", "maybe"),
+            ("--pod-interfaces", "veth*,bad/name"),
+            ("--pod-interfaces", "much-too-long-prefix*"),
+            ("--pod-interfaces", "v*eth"),
+            ("--pod-interfaces", "cni0,*"),
+            ("--backend", "ebpf"),
+            ("--observe-interval", "10 parsecs"),
+            ("--observe-interval", "0s"),
+        ] {
+            let arg = format!("{flag}={value}");
+            let err = parse(&[&arg]).expect_err(&arg).to_string();
+            let named = value.split(',').next_back().unwrap_or(value);
+            assert!(err.contains(named), "{arg}: the error names {named:?}: {err}");
+        }
     }
 }

@@ -109,6 +109,20 @@ impl TestCluster {
             AuthInfo { token: Some(SecretString::from(token.to_owned())), ..AuthInfo::default() };
         kube::Client::try_from(config).expect("build a client from a bearer-token config")
     }
+
+    /// Writes a kubeconfig at `path` (mode 0600) that presents `token`, for
+    /// a process that should run as that token's service account.
+    pub fn write_token_kubeconfig(&self, path: &std::path::Path, token: &str) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: vpblu-e2e\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: token\n  user:\n    token: {token}\ncontexts:\n- name: vpblu-e2e\n  context:\n    cluster: vpblu-e2e\n    user: token\ncurrent-context: vpblu-e2e\n",
+            server = self.api_url(),
+            ca = self.dir().join("ca.crt").display(),
+        );
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("cannot chmod 600 {}: {e}", path.display()));
+    }
 }
 
 /// Creates `object` unless one named `name` exists; returns what is stored.

@@ -35,5 +35,5 @@ pub mod plan;
 pub use applied_generation::{FILE as GENERATION_FILE, GenerationFile};
 pub use config::Config;
 pub use error::DataPlaneError;
-pub use node_data_plane::NodeDataPlane;
+pub use node_data_plane::{DataPlaneReader, NodeDataPlane};
 pub use plan::{Plan, Refused};

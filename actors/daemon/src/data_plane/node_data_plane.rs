@@ -17,7 +17,7 @@ use crate::keys::KeyStore;
 use crate::pod_interfaces::PodInterfaces;
 use crate::routing::Routing;
 use crate::stream::{DataPlane, HelloFacts};
-use crate::wireguard::{WireGuard, WireGuardDevice};
+use crate::wireguard::{DeviceState, WireGuard, WireGuardDevice};
 
 /// The node's WireGuard device, routing and BPF programs, driven as one
 /// data plane. See the module docs for the order of the steps.
@@ -191,8 +191,13 @@ impl NodeDataPlane {
 
     /// Packets per verdict since the pinned maps were created.
     pub async fn counters(&self) -> Result<BTreeMap<Verdict, u64>, DataPlaneError> {
-        let bpf = Arc::clone(&self.bpf);
-        blocking("bpf", move || lock(&bpf).counters().map_err(DataPlaneError::Bpf)).await
+        self.reader().counters().await
+    }
+
+    /// A handle that reads the device and the counters without waiting
+    /// for an apply in progress (which holds `&mut self`).
+    pub fn reader(&self) -> DataPlaneReader {
+        DataPlaneReader { device: Arc::clone(&self.device), bpf: Arc::clone(&self.bpf) }
     }
 
     /// Applies one command; see [`DataPlane::apply`]. On error the desired
@@ -350,6 +355,35 @@ impl NodeDataPlane {
         self.mtu = mtu;
         self.sized_for = Some(endpoints.to_vec());
         Ok(())
+    }
+}
+
+/// Reads what the node's WireGuard device and BPF programs hold, for
+/// observation; see [`NodeDataPlane::reader`]. Each read takes the
+/// component's lock for the length of one read-back.
+#[derive(Clone)]
+pub struct DataPlaneReader {
+    device: Arc<Mutex<WireGuardDevice>>,
+    bpf: Arc<Mutex<Dataplane>>,
+}
+
+impl fmt::Debug for DataPlaneReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataPlaneReader").finish_non_exhaustive()
+    }
+}
+
+impl DataPlaneReader {
+    /// The device read back: its peers with handshakes and byte counters.
+    pub async fn device(&self) -> Result<DeviceState, DataPlaneError> {
+        let device = Arc::clone(&self.device);
+        blocking("wireguard", move || lock(&device).read_back().map_err(DataPlaneError::WireGuard)).await
+    }
+
+    /// Packets per verdict since the pinned maps were created.
+    pub async fn counters(&self) -> Result<BTreeMap<Verdict, u64>, DataPlaneError> {
+        let bpf = Arc::clone(&self.bpf);
+        blocking("bpf", move || lock(&bpf).counters().map_err(DataPlaneError::Bpf)).await
     }
 }
 

@@ -1,0 +1,428 @@
+//! The daemon's metrics, under the registry's `vpblu_` prefix.
+//!
+//! Two kinds:
+//!
+//! - **Events the daemon counts itself** (registered metrics): how long
+//!   each apply took and which failed, by command kind; whether the stream
+//!   is connected and how often it reconnected; the applied generation.
+//! - **What the data plane holds** (a [`Collector`] over the last
+//!   [`Observation`]): the peers the WireGuard device has, each one's
+//!   handshake age and byte counters, and the BPF programs' packet counters
+//!   by verdict, with the drops also by reason. The device and the pinned
+//!   maps own these numbers (they survive a daemon restart), so they are
+//!   read back and mirrored, not counted here; a peer that leaves the device
+//!   leaves the output.
+//!
+//! Labels stay bounded: a peer is named by its node, never by its key or
+//! endpoint.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric as _};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use vpblu_messages::{Command, Generation, NodeName};
+use vpblu_runtime::Health;
+
+use crate::bpf::Verdict;
+
+/// The kind of a state command, as a label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum CommandKind {
+    /// A full state.
+    SyncState,
+    /// Listen port, pod CIDRs, isolate/drain.
+    SetSettings,
+    /// One peer added or changed.
+    PeerUpsert,
+    /// One peer removed.
+    PeerRemove,
+    /// The block rules.
+    SetBlocks,
+    /// The unreachable CIDRs.
+    SetUnreachable,
+}
+
+impl From<&Command> for CommandKind {
+    fn from(command: &Command) -> Self {
+        match command {
+            Command::SyncState(_) => CommandKind::SyncState,
+            Command::SetSettings(_) => CommandKind::SetSettings,
+            Command::PeerUpsert(_) => CommandKind::PeerUpsert,
+            Command::PeerRemove(_) => CommandKind::PeerRemove,
+            Command::SetBlocks(_) => CommandKind::SetBlocks,
+            Command::SetUnreachable(_) => CommandKind::SetUnreachable,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandLabels {
+    command: CommandKind,
+}
+
+type ApplyHistogram = Family<CommandLabels, Histogram, fn() -> Histogram>;
+
+/// 1 ms to about 16 s: a targeted command takes milliseconds, a full
+/// state of a large cluster (thousands of routes and map entries) seconds.
+fn apply_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// The peers, handshakes and packet counters read back from the data plane.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observation {
+    /// Peers the WireGuard device holds (including any it holds under a
+    /// key the desired state does not name).
+    pub configured_peers: usize,
+    /// The peers the desired state names, by node.
+    pub peers: BTreeMap<NodeName, ObservedPeer>,
+    /// BPF packet counters since the pinned maps were created.
+    pub packets: BTreeMap<Verdict, u64>,
+}
+
+/// One peer as the device reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObservedPeer {
+    /// When the last handshake completed; `None` if none did.
+    pub last_handshake: Option<SystemTime>,
+    /// Bytes received from it.
+    pub rx_bytes: u64,
+    /// Bytes sent to it.
+    pub tx_bytes: u64,
+}
+
+/// Where a packet counter's verdict puts a drop: (program, reason).
+/// `None` for verdicts that pass the packet.
+pub fn drop_reason(verdict: Verdict) -> Option<(&'static str, &'static str)> {
+    match verdict {
+        Verdict::DropBlocked => Some(("classify", "blocked")),
+        Verdict::DropUnreachableNoKey => Some(("classify", "unreachable_no_key")),
+        Verdict::DropUnreachableNotPeered => Some(("classify", "unreachable_not_peered")),
+        Verdict::DropUnreachableIsolated => Some(("classify", "unreachable_isolated")),
+        Verdict::DropUnreachableNotReady => Some(("classify", "unreachable_not_ready")),
+        Verdict::DropUnreachableDrained => Some(("classify", "unreachable_drained")),
+        Verdict::DropUnreachableOther => Some(("classify", "unreachable_other")),
+        Verdict::DeliverDropBlocked => Some(("deliver", "blocked")),
+        Verdict::PassNotIp
+        | Verdict::PassLocal
+        | Verdict::ToMesh
+        | Verdict::PassUnreachable
+        | Verdict::DeliverPass
+        | Verdict::DeliverPassNotIp => None,
+    }
+}
+
+/// Encodes the last [`Observation`] on every scrape; handshake ages are
+/// computed against the clock at scrape time.
+pub struct ObservationCollector {
+    last: Arc<Mutex<Option<Observation>>>,
+    clock: fn() -> SystemTime,
+}
+
+impl fmt::Debug for ObservationCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObservationCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for ObservationCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*last {
+            // Nothing read yet: say nothing rather than zeros.
+            None => Ok(()),
+            Some(observation) => encode_observation(observation, (self.clock)(), encoder),
+        }
+    }
+}
+
+/// The Prometheus families of one observation, ages relative to `now`.
+fn encode_observation(
+    observation: &Observation,
+    now: SystemTime,
+    mut encoder: DescriptorEncoder,
+) -> Result<(), fmt::Error> {
+    let configured = ConstGauge::new(i64::try_from(observation.configured_peers).unwrap_or(i64::MAX));
+    configured.encode(encoder.encode_descriptor(
+        "peers_configured",
+        "Peers the WireGuard device holds",
+        None,
+        configured.metric_type(),
+    )?)?;
+
+    let handshakes: Vec<(&NodeName, f64)> = observation
+        .peers
+        .iter()
+        .filter_map(|(node, peer)| {
+            let at = peer.last_handshake?;
+            // A handshake stamped in the future (clock step) counts as now.
+            Some((node, now.duration_since(at).unwrap_or(Duration::ZERO).as_secs_f64()))
+        })
+        .collect();
+    let mut family = encoder.encode_descriptor(
+        "peer_last_handshake_age_seconds",
+        "Seconds since the last WireGuard handshake with each peer (absent: none yet)",
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (node, age) in handshakes {
+        ConstGauge::new(age).encode(family.encode_family(&[("peer", node.as_str())])?)?;
+    }
+
+    for (name, help, bytes) in [
+        (
+            "peer_received_bytes",
+            "Bytes received from each peer, as the WireGuard device counts them",
+            (|p: &ObservedPeer| p.rx_bytes) as fn(&ObservedPeer) -> u64,
+        ),
+        ("peer_sent_bytes", "Bytes sent to each peer, as the WireGuard device counts them", |p| p.tx_bytes),
+    ] {
+        let mut family =
+            encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
+        for (node, peer) in &observation.peers {
+            ConstCounter::new(bytes(peer)).encode(family.encode_family(&[("peer", node.as_str())])?)?;
+        }
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "packets",
+        "Packets seen by the BPF programs, by verdict (classify on pod interfaces, deliver_* on the mesh \
+         device)",
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (verdict, count) in &observation.packets {
+        ConstCounter::new(*count).encode(family.encode_family(&[("verdict", verdict.as_str())])?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "packets_dropped",
+        "Packets dropped by the BPF programs, by program and reason",
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (verdict, count) in &observation.packets {
+        if let Some((program, reason)) = drop_reason(*verdict) {
+            ConstCounter::new(*count)
+                .encode(family.encode_family(&[("program", program), ("reason", reason)])?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every daemon metric. Registered once per process (a restarted child
+/// reuses the handles; registering twice would print every series twice).
+#[derive(Clone, Debug)]
+pub struct DaemonMetrics {
+    apply_duration: ApplyHistogram,
+    apply_errors: Family<CommandLabels, Counter>,
+    stream_connected: Gauge,
+    stream_reconnects: Counter,
+    applied_generation: Gauge,
+    observation: Arc<Mutex<Option<Observation>>>,
+}
+
+impl DaemonMetrics {
+    /// Creates the metrics and registers them in `health`.
+    pub fn register(health: &Health) -> Self {
+        DaemonMetrics::register_with_clock(health, SystemTime::now)
+    }
+
+    fn register_with_clock(health: &Health, clock: fn() -> SystemTime) -> Self {
+        let metrics = DaemonMetrics {
+            apply_duration: Family::new_with_constructor(apply_histogram as fn() -> Histogram),
+            apply_errors: Family::default(),
+            stream_connected: Gauge::default(),
+            stream_reconnects: Counter::default(),
+            applied_generation: Gauge::default(),
+            observation: Arc::default(),
+        };
+        health.register(|registry| {
+            registry.register(
+                "apply_duration_seconds",
+                "Time to apply one command from the controller to the data plane, by command kind",
+                metrics.apply_duration.clone(),
+            );
+            registry.register(
+                "apply_errors",
+                "Commands the data plane refused or failed to apply, by command kind",
+                metrics.apply_errors.clone(),
+            );
+            registry.register(
+                "stream_connected",
+                "1 while the stream to the controller is open",
+                metrics.stream_connected.clone(),
+            );
+            registry.register(
+                "stream_reconnects",
+                "Streams to the controller opened after the first one of this process",
+                metrics.stream_reconnects.clone(),
+            );
+            registry.register(
+                "applied_generation",
+                "The newest generation applied to the data plane (restored from the state directory at start)",
+                metrics.applied_generation.clone(),
+            );
+            registry.register_collector(Box::new(ObservationCollector {
+                last: Arc::clone(&metrics.observation),
+                clock,
+            }));
+        });
+        metrics
+    }
+
+    /// One command applied (or not) in `took`.
+    pub fn applied(&self, kind: CommandKind, took: Duration, ok: bool) {
+        let labels = CommandLabels { command: kind };
+        self.apply_duration.get_or_create(&labels).observe(took.as_secs_f64());
+        if !ok {
+            self.apply_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// The data plane's applied generation.
+    pub fn set_applied_generation(&self, generation: Generation) {
+        self.applied_generation.set(i64::try_from(generation.0).unwrap_or(i64::MAX));
+    }
+
+    /// Whether the stream is open.
+    pub fn set_stream_connected(&self, connected: bool) {
+        self.stream_connected.set(i64::from(connected));
+    }
+
+    /// `n` more reconnects.
+    pub fn reconnected(&self, n: u64) {
+        if n > 0 {
+            self.stream_reconnects.inc_by(n);
+        }
+    }
+
+    /// Replaces what the data plane was last seen holding.
+    pub fn observed(&self, observation: Observation) {
+        *self.observation.lock().unwrap_or_else(PoisonError::into_inner) = Some(observation);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> NodeName {
+        NodeName::new(name).unwrap()
+    }
+
+    const NOW_SECS: u64 = 1_800_000_000;
+
+    fn fixed_now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(NOW_SECS)
+    }
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn nothing_observed_yet_renders_only_the_counted_metrics() {
+        let health = Health::new();
+        let metrics = DaemonMetrics::register_with_clock(&health, fixed_now);
+        metrics.set_applied_generation(Generation(7));
+        metrics.set_stream_connected(true);
+        let text = health.render();
+        let lines = lines(&text);
+        assert!(lines.contains(&"vpblu_applied_generation 7"), "{text}");
+        assert!(lines.contains(&"vpblu_stream_connected 1"), "{text}");
+        assert!(lines.contains(&"vpblu_stream_reconnects_total 0"), "{text}");
+        assert!(!text.contains("peers_configured") && !text.contains("vpblu_packets"), "{text}");
+    }
+
+    #[test]
+    fn an_observation_renders_peers_by_node_and_packets_by_verdict_and_reason() {
+        let health = Health::new();
+        let metrics = DaemonMetrics::register_with_clock(&health, fixed_now);
+        let mut packets: BTreeMap<Verdict, u64> = Verdict::ALL.iter().map(|v| (*v, 0)).collect();
+        packets.insert(Verdict::ToMesh, 120);
+        packets.insert(Verdict::DropUnreachableNoKey, 4);
+        packets.insert(Verdict::DeliverDropBlocked, 2);
+        let handshake = SystemTime::UNIX_EPOCH + Duration::from_millis(NOW_SECS * 1000 - 42_500);
+        metrics.observed(Observation {
+            configured_peers: 3,
+            peers: [
+                (
+                    node("node-2"),
+                    ObservedPeer { last_handshake: Some(handshake), rx_bytes: 1000, tx_bytes: 2000 },
+                ),
+                (node("node-3"), ObservedPeer { last_handshake: None, rx_bytes: 0, tx_bytes: 148 }),
+            ]
+            .into(),
+            packets,
+        });
+        let text = health.render();
+        let lines = lines(&text);
+        for want in [
+            "vpblu_peers_configured 3",
+            "vpblu_peer_last_handshake_age_seconds{peer=\"node-2\"} 42.5",
+            "vpblu_peer_received_bytes_total{peer=\"node-2\"} 1000",
+            "vpblu_peer_sent_bytes_total{peer=\"node-2\"} 2000",
+            "vpblu_peer_received_bytes_total{peer=\"node-3\"} 0",
+            "vpblu_peer_sent_bytes_total{peer=\"node-3\"} 148",
+            "vpblu_packets_total{verdict=\"to_mesh\"} 120",
+            "vpblu_packets_total{verdict=\"pass_local\"} 0",
+            "vpblu_packets_total{verdict=\"deliver_drop_blocked\"} 2",
+            "vpblu_packets_dropped_total{program=\"classify\",reason=\"unreachable_no_key\"} 4",
+            "vpblu_packets_dropped_total{program=\"deliver\",reason=\"blocked\"} 2",
+            "vpblu_packets_dropped_total{program=\"classify\",reason=\"blocked\"} 0",
+        ] {
+            assert!(lines.contains(&want), "missing {want:?} in:\n{text}");
+        }
+        assert!(
+            !text.contains("vpblu_peer_last_handshake_age_seconds{peer=\"node-3\"}"),
+            "no handshake, no age series:\n{text}"
+        );
+        assert_eq!(lines.iter().filter(|l| l.starts_with("vpblu_packets_total")).count(), Verdict::ALL.len());
+        let drops = Verdict::ALL.iter().filter(|v| drop_reason(**v).is_some()).count();
+        assert_eq!(lines.iter().filter(|l| l.starts_with("vpblu_packets_dropped_total")).count(), drops);
+
+        // The next observation replaces the last: a removed peer is gone.
+        metrics.observed(Observation { configured_peers: 0, ..Observation::default() });
+        let text = health.render();
+        assert!(text.contains("vpblu_peers_configured 0") && !text.contains("node-2"), "{text}");
+    }
+
+    #[test]
+    fn applies_are_timed_and_failures_counted_by_kind() {
+        let health = Health::new();
+        let metrics = DaemonMetrics::register_with_clock(&health, fixed_now);
+        metrics.applied(CommandKind::SyncState, Duration::from_millis(30), true);
+        metrics.applied(CommandKind::PeerUpsert, Duration::from_millis(2), false);
+        metrics.reconnected(0);
+        metrics.reconnected(2);
+        let text = health.render();
+        let lines = lines(&text);
+        for want in [
+            "vpblu_apply_duration_seconds_count{command=\"SyncState\"} 1",
+            "vpblu_apply_duration_seconds_sum{command=\"SyncState\"} 0.03",
+            "vpblu_apply_duration_seconds_bucket{le=\"0.032\",command=\"SyncState\"} 1",
+            "vpblu_apply_duration_seconds_bucket{le=\"0.016\",command=\"SyncState\"} 0",
+            "vpblu_apply_duration_seconds_count{command=\"PeerUpsert\"} 1",
+            "vpblu_apply_errors_total{command=\"PeerUpsert\"} 1",
+            "vpblu_stream_reconnects_total 2",
+        ] {
+            assert!(lines.contains(&want), "missing {want:?} in:\n{text}");
+        }
+        assert!(!text.contains("vpblu_apply_errors_total{command=\"SyncState\"}"), "{text}");
+    }
+
+    #[test]
+    fn every_drop_verdict_has_a_reason_and_no_pass_verdict_does() {
+        for verdict in Verdict::ALL {
+            let dropped = verdict.as_str().contains("drop");
+            assert_eq!(drop_reason(verdict).is_some(), dropped, "{verdict:?}");
+        }
+    }
+}

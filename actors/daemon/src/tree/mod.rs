@@ -1,0 +1,132 @@
+//! The daemon's supervision tree.
+//!
+//! [`run`] first starts the node's data plane ([`NodeDataPlane::start`]:
+//! key, WireGuard device, fwmark rules, BPF programs, pod interface
+//! watcher), adopting whatever a previous daemon left in force. If that
+//! fails, the daemon logs what failed and exits non-zero before anything
+//! else runs. Then the root supervisor runs, one-for-one:
+//!
+//! - `health`: `/healthz`, `/readyz`, `/metrics` ([`metrics`]);
+//! - `stream`: the [`StreamClient`] to the controller, applying commands
+//!   through a [`SharedDataPlane`] (a restarted stream client gets a clone:
+//!   the data plane is not restarted with it);
+//! - `observer`: reads the device and the BPF counters back every
+//!   `--observe-interval` for the controller and `/metrics`, and the stream
+//!   client's status every second ([`observer`]).
+//!
+//! # Readiness
+//!
+//! `/readyz` turns ready once the data plane has started and either
+//!
+//! - this process applied a command from the controller, or
+//! - the state directory held a generation above 0 at start (a previous
+//!   daemon's state is in force in the device and the maps) and the stream
+//!   to the controller has opened,
+//!
+//! and stays ready from then on ([`readiness`]). A fresh node with no
+//! controller is never ready: nothing would forward its pods' traffic.
+//!
+//! # Stopping
+//!
+//! SIGTERM stops the children in order and exits 0, and leaves the data
+//! plane exactly as it is: the WireGuard device (and a userspace
+//! wireguard-go, which runs detached), the routes and rules, the pinned BPF
+//! programs and maps keep forwarding. Nothing is torn down, so an upgrade or
+//! a restart of the daemon costs no packet; the next daemon adopts all of
+//! it. Removing vpblu from a node is a separate, deliberate act.
+
+mod metrics;
+mod observer;
+mod readiness;
+mod shared_data_plane;
+
+use vpblu_runtime::{ChildSpec, Health, HealthServer, RestartPolicy, RootExit, run_root};
+
+use self::metrics::DaemonMetrics;
+use self::observer::{Observer, ObserverArgs, StreamTally};
+use self::readiness::Readiness;
+use self::shared_data_plane::SharedDataPlane;
+use crate::Args;
+use crate::data_plane::{Config, NodeDataPlane};
+use crate::stream::{ClientConfig, DataPlane as _, StreamClient, StreamClientArgs, StreamSecurity};
+
+/// The stream client's child name (the observer finds it by it).
+const STREAM_CHILD: &str = "stream";
+
+/// The data plane's configuration from the flags.
+fn data_plane_config(args: &Args) -> Config {
+    let mut config = Config::new(&args.key_dir, &args.state_dir, &args.bpffs, args.interface.clone());
+    config.routing.mtu_overhead = args.mtu_overhead;
+    config.backend = args.backend.backend();
+    if let Some(program) = &args.wireguard_go {
+        config.userspace.program = program.clone();
+    }
+    config.strict = args.strict;
+    config.pod_interfaces = args.pod_interfaces.clone();
+    config
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (→ [`RootExit::Stopped`]) or until
+/// the data plane cannot start or the tree gives up (→ [`RootExit::Failed`]).
+pub async fn run(args: Args) -> RootExit {
+    // Bad stream flags stop the daemon before it touches the node.
+    let security = match StreamSecurity::from_flags(
+        &args.controller_addr,
+        args.insecure_dev,
+        &args.ca_file,
+        &args.controller_server_name,
+        &args.token_file,
+    ) {
+        Ok(security) => security,
+        Err(e) => return RootExit::Failed(e),
+    };
+    let config = data_plane_config(&args);
+    let data_plane = match NodeDataPlane::start(args.node_name.clone(), config).await {
+        Ok(data_plane) => data_plane,
+        Err(e) => {
+            tracing::error!(
+                node = %args.node_name,
+                device = %args.interface,
+                error = %e,
+                "the data plane did not start; nothing was changed"
+            );
+            return RootExit::Failed(format!("the data plane of node {} did not start: {e}", args.node_name));
+        }
+    };
+    let restored = data_plane.applied_generation();
+
+    let health = Health::new();
+    let metrics = DaemonMetrics::register(&health);
+    let readiness = Readiness::new(health.clone(), restored);
+    let shared = SharedDataPlane::new(data_plane, metrics.clone(), readiness.clone());
+
+    let stream = {
+        let (node, endpoint, shared) = (args.node_name.clone(), args.controller_addr.clone(), shared.clone());
+        ChildSpec::new(STREAM_CHILD, move || {
+            let args = StreamClientArgs {
+                node: node.clone(),
+                endpoint: endpoint.clone(),
+                data_plane: shared.clone(),
+                config: ClientConfig::default(),
+                security: security.clone(),
+            };
+            (StreamClient::<SharedDataPlane>::new(), args)
+        })
+    };
+    let observer = {
+        let (interval, tally) = (args.observe_interval, StreamTally::default());
+        ChildSpec::new("observer", move || {
+            let args = ObserverArgs {
+                data_plane: shared.clone(),
+                interval,
+                metrics: metrics.clone(),
+                readiness: readiness.clone(),
+                stream_child: STREAM_CHILD.to_owned(),
+                tally: tally.clone(),
+            };
+            (Observer, args)
+        })
+    };
+    let children = vec![HealthServer::child(args.metrics_addr, &health), stream, observer];
+    run_root(children, RestartPolicy::default(), vpblu_runtime::shutdown_signal()).await
+}
