@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vpblu/target
 CARGO ?= cargo
 
-.PHONY: help deps build test fmt-check clippy bench crds testbed testbed-up wireguard-go lab lab-down
+.PHONY: help deps build test fmt-check clippy bench crds testbed testbed-up wireguard-go lab lab-root lab-down kind-e2e
 
 help:
 	@echo "make lab       bring the vpblu mesh up on this machine (see README)"
@@ -16,6 +16,8 @@ help:
 	@echo "make testbed-up  run them on loopback with vpblu's CRDs, for kubectl, until Ctrl-C"
 	@echo "make crds      regenerate k8s/crds/*.yaml from the Rust types"
 	@echo "make wireguard-go  build the userspace WireGuard from the Go module proxy (cached)"
+	@echo "make lab-down  remove what a killed lab left behind"
+	@echo "make kind-e2e  the acceptance checks on a real kind cluster (needs docker + kind)"
 
 # Installs what the build and tests need, idempotently.
 deps:
@@ -46,14 +48,29 @@ test: deps fmt-check clippy build testbed wireguard-go
 
 bench: deps
 	$(CARGO) bench -p vpblu-controller --bench desired_state --locked
+	$(CARGO) bench -p vpblu-controller --bench stream_fanout --locked
 	$(CARGO) bench -p vpblu-daemon --bench classify --locked
+	$(CARGO) bench -p vpblu-daemon --bench mesh_throughput --locked
 
 crds:
 	$(CARGO) run -p vpblu-k8s --bin crdgen --locked
 
-lab:
-	@echo "make lab: the whole mesh on this machine arrives with the lab issue (#7); it is not built yet." >&2
-	@exit 2
+# The whole mesh on this machine: a real API server, two controllers, a
+# daemon per node in its own network namespace, pods, real traffic. Stays
+# up until Ctrl-C. Needs root (namespaces, eBPF).
+lab: lab-root deps build testbed wireguard-go
+	"$(CARGO_TARGET_DIR)/debug/vpblu-lab" up
 
+lab-root:
+	@[[ $$(id -u) -eq 0 ]] || { echo "make lab: run as root (it creates network namespaces and loads eBPF programs)" >&2; exit 2; }
+
+# Removes whatever a lab killed without cleaning up left behind.
 lab-down:
-	@echo "make lab-down: nothing to clean up; the lab is not built yet (#7)." >&2
+	@[[ $$(id -u) -eq 0 ]] || { echo "make lab-down: run as root" >&2; exit 2; }
+	@if [[ -x "$(CARGO_TARGET_DIR)/debug/vpblu-lab" ]]; then "$(CARGO_TARGET_DIR)/debug/vpblu-lab" down; \
+	else $(CARGO) run -q -p vpblu-e2e --bin vpblu-lab --locked -- down; fi
+
+# The same checks on a real 3-node kind cluster (needs docker and kind;
+# cannot run on machines without a container engine).
+kind-e2e:
+	tools/kind/e2e.sh

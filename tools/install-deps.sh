@@ -20,6 +20,7 @@ want ip iproute2
 want ping iputils-ping
 want tcpdump tcpdump
 want nft nftables
+want iperf3 iperf3
 [[ -f /usr/include/bpf/bpf_helpers.h ]] || missing_pkgs+=(libbpf-dev)
 
 for p in "${missing_pkgs[@]}"; do

@@ -4,5 +4,7 @@
 pub mod binary_lifecycle;
 pub mod built_tools;
 pub mod cluster;
+pub mod lab;
 pub mod netns;
 pub mod process;
+pub mod stream_pki;

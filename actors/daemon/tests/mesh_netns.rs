@@ -25,11 +25,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::os::fd::AsFd as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -39,6 +38,8 @@ use vpblu_daemon::bpf::Verdict;
 use vpblu_daemon::data_plane::{Config, GENERATION_FILE, NodeDataPlane};
 use vpblu_daemon::stream::{DataPlane as _, HelloFacts};
 use vpblu_daemon::wireguard::{UserspaceOptions, WireGuardGo};
+use vpblu_e2e::lab::capture::{Capture, Expect};
+use vpblu_e2e::lab::traffic::{PingResult, assert_dropped, assert_flows, bulk_tcp, ping, wait_flows};
 use vpblu_e2e::netns::{Bridge, Netns, require_root_and};
 use vpblu_messages::{
     Backend, BlockRule, Cidr, Command as MeshCommand, Generation, NodeDesiredState, NodeName, Peer,
@@ -407,211 +408,20 @@ fn add_pod(node: &Netns, n: u8, p: u8, host: &str) -> Netns {
 }
 
 // ---------------------------------------------------------------------------
-// Traffic.
+// Traffic and the underlay capture come from the lab (vpblu_e2e::lab).
 
-/// (sent, received, everything ping printed).
-fn ping(from: &Netns, to: &str, args: &[&str]) -> (u32, u32, String) {
-    let mut all = vec!["-n", "-W", "1"];
-    all.extend_from_slice(args);
-    all.push(to);
-    let out = from.run("ping", &all);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let (sent, received) = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .map(|line| {
-            let nums: Vec<u32> =
-                line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
-            (nums[0], nums[1])
-        })
-        .unwrap_or((0, 0));
-    (sent, received, text)
-}
-
-fn assert_flows(from: &Netns, to: &str, why: &str) {
-    let (sent, received, text) = ping(from, to, &["-q", "-c", "3", "-i", "0.05"]);
-    assert!(
-        sent == 3 && received == 3,
-        "{why}: {} -> {to} should flow, got {received}/{sent}:\n{text}",
-        from.name()
-    );
-}
-
-fn assert_dropped(from: &Netns, to: &str, why: &str) {
-    let (sent, received, text) = ping(from, to, &["-q", "-c", "2", "-i", "0.2"]);
-    assert!(
-        sent == 2 && received == 0,
-        "{why}: {} -> {to} should be dropped, got {received}/{sent}:\n{text}",
-        from.name()
-    );
-}
-
-/// Pings until one answer (the first packets wait for a handshake).
-fn wait_flows(from: &Netns, to: &str, within: Duration) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if ping(from, to, &["-q", "-c", "1"]).1 == 1 {
-            return start.elapsed();
-        }
+/// What the underlay may carry once the mesh is up.
+fn expect() -> Expect {
+    Expect {
+        underlay_prefix: "192.168.77.".to_owned(),
+        mesh_ports: vec![PORT],
+        control_ports: Vec::new(),
+        pod_markers: vec!["10.77.".to_owned(), "fd77:".to_owned()],
     }
-    panic!("{} -> {to}: no answer within {within:?}", from.name());
 }
 
 fn delta(before: &BTreeMap<Verdict, u64>, after: &BTreeMap<Verdict, u64>, verdict: Verdict) -> u64 {
     after[&verdict] - before[&verdict]
-}
-
-/// Runs `f` on a new thread inside the namespace at `path`.
-fn spawn_in_netns<T: Send + 'static>(path: PathBuf, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-        rustix::thread::move_into_link_name_space(
-            file.as_fd(),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .unwrap_or_else(|e| panic!("setns into {}: {e}", path.display()));
-        f()
-    })
-}
-
-/// Sends `bytes` over TCP from pod `from` to `to_addr:5201` served in pod
-/// `to`; returns how long it took.
-fn bulk_tcp(from: &Netns, to: &Netns, to_addr: &str, bytes: usize) -> Duration {
-    let addr: SocketAddr = format!("{to_addr}:5201").parse().unwrap();
-    let (bound_tx, bound_rx) = mpsc::channel();
-    let receiver = spawn_in_netns(to.path(), move || {
-        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-        bound_tx.send(()).unwrap();
-        let (mut stream, _) = listener.accept().expect("accept");
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0usize;
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) => break total,
-                Ok(n) => total += n,
-                Err(e) => panic!("receiving after {total} bytes: {e}"),
-            }
-        }
-    });
-    bound_rx.recv_timeout(Duration::from_secs(5)).expect("the receiver bound its port");
-    let start = Instant::now();
-    let sent = spawn_in_netns(from.path(), move || {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-        stream.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-        let chunk = vec![0x5au8; 64 * 1024];
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(chunk.len());
-            stream.write_all(&chunk[..n]).unwrap_or_else(|e| panic!("sending, {left} bytes left: {e}"));
-            left -= n;
-        }
-        stream.shutdown(std::net::Shutdown::Write).unwrap();
-    });
-    sent.join().expect("the sender finished");
-    let received = receiver.join().expect("the receiver finished");
-    assert_eq!(received, bytes, "every byte arrived");
-    start.elapsed()
-}
-
-// ---------------------------------------------------------------------------
-// What crosses the underlay.
-
-/// tcpdump on the underlay bridge.
-struct Capture {
-    child: Child,
-    lines: JoinHandle<Vec<String>>,
-}
-
-impl Capture {
-    fn start(bridge: &Bridge) -> Capture {
-        let mut child = bridge.netns().spawn_in(
-            Command::new("tcpdump")
-                .args(["-i", Bridge::NAME, "-n", "-l", "-t", "-U"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        );
-        let stdout = child.stdout.take().unwrap();
-        let lines =
-            std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect());
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(5)).expect("tcpdump started listening on the underlay bridge");
-        Capture { child, lines }
-    }
-
-    fn finish(mut self) -> Seen {
-        let pid = rustix::process::Pid::from_raw(i32::try_from(self.child.id()).unwrap()).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT tcpdump");
-        self.child.wait().expect("tcpdump exits on SIGINT");
-        Seen::of(self.lines.join().expect("tcpdump reader"))
-    }
-}
-
-/// tcpdump's lines, sorted out.
-#[derive(Debug, Default)]
-struct Seen {
-    /// UDP between node IPs with the WireGuard port on one side.
-    wireguard: usize,
-    /// ARP and IPv6 neighbour discovery / MLD between node addresses.
-    control: usize,
-    /// Anything else: pod traffic in clear, or something unexplained.
-    other: Vec<String>,
-}
-
-impl Seen {
-    fn of(lines: Vec<String>) -> Seen {
-        let mut seen = Seen::default();
-        for line in lines {
-            let pod_address = line.contains("10.77.") || line.contains("fd77:");
-            if line.trim().is_empty() {
-                continue;
-            } else if !pod_address && line.starts_with("ARP") {
-                seen.control += 1;
-            } else if !pod_address && is_wireguard(&line) {
-                seen.wireguard += 1;
-            } else if !pod_address
-                && line.starts_with("IP6 ")
-                && ["neighbor", "router", "multicast listener"].iter().any(|w| line.contains(w))
-            {
-                seen.control += 1;
-            } else {
-                seen.other.push(line);
-            }
-        }
-        seen
-    }
-
-    fn assert_only_wireguard(&self, what: &str) {
-        assert!(
-            self.other.is_empty(),
-            "{what}: the underlay carried more than WireGuard ({} WireGuard packets); the rest:\n{}",
-            self.wireguard,
-            self.other.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
-        );
-        assert!(self.wireguard > 0, "{what}: not one WireGuard packet was seen on the underlay");
-    }
-}
-
-/// `IP 192.168.77.1.51820 > 192.168.77.2.51820: UDP, length 148` (or a
-/// WireGuard dissection of it): node IPs both sides, port 51820 on one.
-fn is_wireguard(line: &str) -> bool {
-    let Some(rest) = line.strip_prefix("IP ") else { return false };
-    let Some((flow, _)) = rest.split_once(": ") else { return false };
-    let Some((src, dst)) = flow.split_once(" > ") else { return false };
-    let split = |end: &str| end.rsplit_once('.').map(|(a, p)| (a.to_owned(), p.to_owned()));
-    let (Some((src_ip, src_port)), Some((dst_ip, dst_port))) = (split(src), split(dst)) else { return false };
-    let port = PORT.to_string();
-    src_ip.starts_with("192.168.77.")
-        && dst_ip.starts_with("192.168.77.")
-        && (src_port == port || dst_port == port)
 }
 
 // ---------------------------------------------------------------------------
@@ -645,7 +455,7 @@ fn three_node_mesh_encrypts_blocks_and_fails_closed() {
     wait_flows(lab.node(1).pod(2), &pod_v6(2, 2), Duration::from_secs(5));
     assert_flows(lab.node(1).pod(2), &pod_v4(2, 2), "host-gw baseline v4");
     assert_flows(lab.node(1).pod(2), &pod_v6(2, 2), "host-gw baseline v6");
-    let seen = capture.finish();
+    let seen = capture.finish(&expect());
     for needle in ["10.77.1.2 > 10.77.2.2: ICMP echo request", "fd77:1::2 > fd77:2::2: ICMP6, echo request"] {
         assert!(
             seen.other.iter().any(|l| l.contains(needle)),
@@ -701,7 +511,7 @@ fn three_node_mesh_encrypts_blocks_and_fails_closed() {
             }
         }
     }
-    let seen = capture.finish();
+    let seen = capture.finish(&expect());
     seen.assert_only_wireguard("full mesh");
     for node in &lab.nodes {
         let c = node.counters();
@@ -712,7 +522,7 @@ fn three_node_mesh_encrypts_blocks_and_fails_closed() {
         format!(
             "pod->pod across nodes, {pings} ping runs v4+v6 all pairs: ok (slowest first answer {first:.2?}); \
              underlay: {} WireGuard packets, {} ARP/ND, 0 pod packets in clear",
-            seen.wireguard, seen.control
+            seen.wireguard, seen.link_control
         ),
     );
 
@@ -753,9 +563,9 @@ fn three_node_mesh_encrypts_blocks_and_fails_closed() {
     let pod12 = lab.node(1).pod(2);
     let fit4 = (MESH_MTU - 28).to_string();
     let over4 = (MESH_MTU - 27).to_string();
-    let (_, ok, text) = ping(pod12, &to2, &["-M", "do", "-s", &fit4, "-c", "1"]);
+    let PingResult { received: ok, text, .. } = ping(pod12, &to2, &["-M", "do", "-s", &fit4, "-c", "1"]);
     assert_eq!(ok, 1, "ping -M do -s {fit4} fits the mesh MTU:\n{text}");
-    let (_, ok, text) = ping(pod12, &to2, &["-M", "do", "-s", &over4, "-c", "1"]);
+    let PingResult { received: ok, text, .. } = ping(pod12, &to2, &["-M", "do", "-s", &over4, "-c", "1"]);
     assert_eq!(ok, 0, "-s {over4} cannot fit:\n{text}");
     assert!(
         text.contains("Frag needed") || text.contains("message too long"),
@@ -763,9 +573,11 @@ fn three_node_mesh_encrypts_blocks_and_fails_closed() {
     );
     let fit6 = (MESH_MTU - 48).to_string();
     let over6 = (MESH_MTU - 47).to_string();
-    let (_, ok, text) = ping(pod12, &pod_v6(2, 2), &["-M", "do", "-s", &fit6, "-c", "1"]);
+    let PingResult { received: ok, text, .. } =
+        ping(pod12, &pod_v6(2, 2), &["-M", "do", "-s", &fit6, "-c", "1"]);
     assert_eq!(ok, 1, "v6 -s {fit6} fits:\n{text}");
-    let (_, ok, text) = ping(pod12, &pod_v6(2, 2), &["-M", "do", "-s", &over6, "-c", "1"]);
+    let PingResult { received: ok, text, .. } =
+        ping(pod12, &pod_v6(2, 2), &["-M", "do", "-s", &over6, "-c", "1"]);
     assert_eq!(ok, 0, "v6 -s {over6} cannot fit:\n{text}");
     assert!(
         text.contains("Packet too big") || text.contains("message too long"),
@@ -775,8 +587,8 @@ fn three_node_mesh_encrypts_blocks_and_fails_closed() {
     assert!(nft.contains("maxseg size set 1380"), "MSS clamp to mesh MTU - 40:\n{nft}");
     const BULK: usize = 50 * 1024 * 1024;
     let capture = Capture::start(&lab.bridge);
-    let took = bulk_tcp(lab.node(1).pod(3), lab.node(2).pod(3), &pod_v4(2, 3), BULK);
-    let seen = capture.finish();
+    let took = bulk_tcp(lab.node(1).pod(3), lab.node(2).pod(3), &pod_v4(2, 3), 5201, BULK);
+    let seen = capture.finish(&expect());
     seen.assert_only_wireguard("bulk TCP");
     let mbits = (BULK as f64 * 8.0) / took.as_secs_f64() / 1e6;
     lap(
@@ -814,7 +626,7 @@ fn three_node_mesh_encrypts_blocks_and_fails_closed() {
     lab.node_mut(1).apply_ok(MeshCommand::SetUnreachable(vec![]));
     assert_flows(lab.node(1).pod(2), &to3, "peer back");
     assert_flows(lab.node(1).pod(2), &pod_v6(3, 2), "peer back v6");
-    let seen = capture.finish();
+    let seen = capture.finish(&expect());
     seen.assert_only_wireguard("strict mode");
     lap(
         &mut summary,

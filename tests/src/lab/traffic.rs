@@ -1,0 +1,250 @@
+//! Real traffic between pods: ping (one-shot and continuous), a bulk TCP
+//! transfer, UDP datagrams. Each runs inside the sending pod's namespace.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::netns::Netns;
+
+/// What one ping run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PingResult {
+    /// Echo requests sent.
+    pub sent: u32,
+    /// Echo replies received.
+    pub received: u32,
+    /// Everything ping printed.
+    pub text: String,
+}
+
+impl PingResult {
+    /// Requests without a reply.
+    pub fn lost(&self) -> u32 {
+        self.sent.saturating_sub(self.received)
+    }
+
+    fn parse(text: String) -> PingResult {
+        let (sent, received) = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .map(|line| {
+                let nums: Vec<u32> =
+                    line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+                (nums.first().copied().unwrap_or(0), nums.get(1).copied().unwrap_or(0))
+            })
+            .unwrap_or((0, 0));
+        PingResult { sent, received, text }
+    }
+}
+
+/// `ping -n -W 1 ARGS TO` from `from`.
+pub fn ping(from: &Netns, to: &str, args: &[&str]) -> PingResult {
+    let mut all = vec!["-n", "-W", "1"];
+    all.extend_from_slice(args);
+    all.push(to);
+    let out = from.run("ping", &all);
+    PingResult::parse(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// Three pings that must all be answered.
+pub fn assert_flows(from: &Netns, to: &str, why: &str) {
+    let result = ping(from, to, &["-q", "-c", "3", "-i", "0.05"]);
+    assert!(
+        result.sent == 3 && result.received == 3,
+        "{why}: {} -> {to} should flow, got {}/{}:\n{}",
+        from.name(),
+        result.received,
+        result.sent,
+        result.text
+    );
+}
+
+/// Two pings that must both go unanswered.
+pub fn assert_dropped(from: &Netns, to: &str, why: &str) {
+    let result = ping(from, to, &["-q", "-c", "2", "-i", "0.2"]);
+    assert!(
+        result.sent == 2 && result.received == 0,
+        "{why}: {} -> {to} should be dropped, got {}/{}:\n{}",
+        from.name(),
+        result.received,
+        result.sent,
+        result.text
+    );
+}
+
+/// Pings once at a time until one is answered (the first packets may wait
+/// for a handshake); how long that took.
+pub fn wait_flows(from: &Netns, to: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if ping(from, to, &["-q", "-c", "1"]).received == 1 {
+            return start.elapsed();
+        }
+    }
+    panic!("{} -> {to}: no answer within {within:?}", from.name());
+}
+
+/// Pings every 10 ms until one goes unanswered (`-W` 0.2 s); how long until
+/// then. For "the drop starts within X".
+pub fn wait_dropped(from: &Netns, to: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if ping(from, to, &["-q", "-c", "1", "-W", "0.2"]).received == 0 {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{} -> {to}: still answered after {within:?}", from.name());
+}
+
+/// A ping running in the background at `interval` until [`finish`](Self::finish).
+#[derive(Debug)]
+pub struct ContinuousPing {
+    child: Option<Child>,
+    what: String,
+}
+
+impl ContinuousPing {
+    /// Starts `ping -i INTERVAL -W 1 TO` in `from`.
+    pub fn start(from: &Netns, to: &str, interval: Duration) -> ContinuousPing {
+        let interval = format!("{:.3}", interval.as_secs_f64());
+        let child = from.spawn_in(
+            Command::new("ping")
+                .args(["-n", "-q", "-W", "1", "-i", &interval, to])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        ContinuousPing { child: Some(child), what: format!("{} -> {to}", from.name()) }
+    }
+
+    /// Stops it (SIGINT, so ping prints its summary) after letting the last
+    /// request's reply arrive; what it counted.
+    pub fn finish(mut self) -> PingResult {
+        std::thread::sleep(Duration::from_millis(1100));
+        let child = self.child.take().expect("finish is called once");
+        let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("a pid fits i32"))
+            .expect("a child's pid is positive");
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("waiting for ping {}: {e}", self.what));
+        PingResult::parse(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl Drop for ContinuousPing {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends `bytes` over TCP from `from` to `to_addr:port`, served by a
+/// listener in `to`; how long it took. Panics unless every byte arrived.
+pub fn bulk_tcp(from: &Netns, to: &Netns, to_addr: &str, port: u16, bytes: usize) -> Duration {
+    let addr = socket_addr(to_addr, port);
+    let (bound_tx, bound_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        let receiver = s.spawn(|| {
+            to.enter(|| {
+                let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+                bound_tx.send(()).expect("the sender waits");
+                let (mut stream, _) = listener.accept().expect("accept");
+                stream.set_read_timeout(Some(Duration::from_secs(20))).expect("set a read timeout");
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut total = 0usize;
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) => break total,
+                        Ok(n) => total += n,
+                        Err(e) => panic!("receiving on {addr} after {total} bytes: {e}"),
+                    }
+                }
+            })
+        });
+        bound_rx.recv_timeout(Duration::from_secs(5)).expect("the receiver bound its port");
+        let start = Instant::now();
+        from.enter(|| {
+            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+            stream.set_write_timeout(Some(Duration::from_secs(20))).expect("set a write timeout");
+            let chunk = vec![0x5au8; 64 * 1024];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                stream
+                    .write_all(&chunk[..n])
+                    .unwrap_or_else(|e| panic!("sending to {addr}, {left} bytes left: {e}"));
+                left -= n;
+            }
+            stream.shutdown(std::net::Shutdown::Write).expect("shut down the write half");
+        });
+        let received = receiver.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        assert_eq!(received, bytes, "every byte sent to {addr} arrived");
+        start.elapsed()
+    })
+}
+
+/// Sends `count` UDP datagrams of `size` bytes from `from` to
+/// `to_addr:port` (a socket in `to`) and returns how many arrived.
+pub fn udp_datagrams(from: &Netns, to: &Netns, to_addr: &str, port: u16, count: usize, size: usize) -> usize {
+    let addr = socket_addr(to_addr, port);
+    let (bound_tx, bound_rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        let receiver = s.spawn(|| {
+            to.enter(|| {
+                let socket = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind udp {addr}: {e}"));
+                socket.set_read_timeout(Some(Duration::from_secs(2))).expect("set a read timeout");
+                bound_tx.send(()).expect("the sender waits");
+                let mut buf = vec![0u8; 65536];
+                let mut got = 0;
+                while got < count && socket.recv(&mut buf).is_ok() {
+                    got += 1;
+                }
+                got
+            })
+        });
+        bound_rx.recv_timeout(Duration::from_secs(5)).expect("the receiver bound its port");
+        from.enter(|| {
+            let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let socket = UdpSocket::bind(bind).expect("bind a udp socket");
+            let payload = vec![0xa5u8; size];
+            for _ in 0..count {
+                socket.send_to(&payload, addr).unwrap_or_else(|e| panic!("send to {addr}: {e}"));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        receiver.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn socket_addr(ip: &str, port: u16) -> SocketAddr {
+    let ip: std::net::IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip:?} is not an IP address: {e}"));
+    SocketAddr::new(ip, port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_summaries_are_parsed() {
+        let text = "--- 10.0.0.2 ping statistics ---\n300 packets transmitted, 297 received, 1% packet loss, time 3000ms\n";
+        let result = PingResult::parse(text.to_owned());
+        assert_eq!((result.sent, result.received, result.lost()), (300, 297, 3));
+        let none = PingResult::parse("ping: connect: Network is unreachable\n".to_owned());
+        assert_eq!((none.sent, none.received), (0, 0));
+    }
+}
