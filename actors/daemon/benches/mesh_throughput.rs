@@ -1,0 +1,406 @@
+//! Pod → pod iperf3 TCP throughput across two nodes, three ways:
+//! - (a) vpblu: a [`NodeDataPlane`] per node (userspace wireguard-go,
+//!   classify/deliver eBPF, fwmark routing, MSS clamp), as
+//!   tests/mesh_netns.rs runs it;
+//! - (b) the same wireguard-go with plain routes and no eBPF, configured
+//!   through vpblu's wireguard module only;
+//! - (c) the plain underlay (host-gw routes, no encryption), for reference.
+//!
+//! Each is a `vpblu_e2e::lab::topology` of two nodes with one pod each.
+//! Rounds interleave (c), (a), (b) so drifting machine load hits all three
+//! alike; each prints its runs, the median in Mbit/s, and CPU time: the
+//! iperf3 sender and receiver (their own accounting), the wireguard-go
+//! processes (/proc), and the whole machine's busy time (which includes
+//! anything else running). The bytes the WireGuard devices sent are checked
+//! against what iperf3 moved, so (a) and (b) cannot quietly bypass the
+//! tunnel.
+//!
+//! `cargo bench -p vpblu-daemon --bench mesh_throughput` as root, with
+//! `ip`, `iperf3`, `nft`, `sysctl`, `ping` and Go (for the pinned
+//! wireguard-go, tools/wireguard-go/build.sh). Fails naming what is missing.
+//! `VPBLU_BENCH_RUNS` and `VPBLU_BENCH_SECONDS` override 3 × 5 s.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vpblu_daemon::data_plane::{Config, NodeDataPlane};
+use vpblu_daemon::keys::PrivateKey;
+use vpblu_daemon::stream::DataPlane as _;
+use vpblu_daemon::wireguard::{UserspaceOptions, WireGuard, WireGuardDevice, WireGuardGo};
+use vpblu_e2e::lab::topology::{LabNode, Topology};
+use vpblu_e2e::lab::traffic::wait_flows;
+use vpblu_e2e::netns::{Netns, require_root_and};
+use vpblu_messages::{
+    Backend, Cidr, Command as MeshCommand, Generation, NodeDesiredState, NodeName, Peer, PublicKey,
+    SelfSettings,
+};
+
+const PORT: u16 = 51820;
+const IPERF_PORT: &str = "5201";
+/// Underlay 1500 − vpblu's default overhead 80, for both WireGuard setups.
+const MESH_MTU: &str = "1420";
+
+/// A bpffs pin directory, emptied and removed on drop.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),
+        Err(_) => default,
+    }
+}
+
+fn cidrs(node: &LabNode) -> Vec<Cidr> {
+    let mut out: Vec<Cidr> = node.pod_cidrs.iter().map(|c| c.parse().expect("pod CIDR")).collect();
+    out.sort();
+    out
+}
+
+fn peer(node: &LabNode, key: PublicKey) -> Arc<Peer> {
+    Arc::new(Peer {
+        node: NodeName::new(node.name.clone()).expect("node name"),
+        public_key: key,
+        endpoint: SocketAddr::new(node.underlay_v4.parse::<IpAddr>().expect("underlay address"), PORT),
+        allowed_ips: cidrs(node),
+        persistent_keepalive: None,
+    })
+}
+
+fn userspace_options(log_dir: PathBuf) -> UserspaceOptions {
+    UserspaceOptions {
+        program: WireGuardGo::Path(vpblu_e2e::built_tools::wireguard_go().to_path_buf()),
+        log_dir,
+        ..UserspaceOptions::default()
+    }
+}
+
+/// (a): vpblu's data plane on every node of `topology`.
+struct Vpblu {
+    interface: Vec<String>,
+    wireguard_pids: Vec<u32>,
+    _pins: Vec<PinDir>,
+}
+
+impl Vpblu {
+    fn start(topology: &Topology, dir: &std::path::Path) -> Vpblu {
+        let pid = std::process::id();
+        let mut configs = Vec::new();
+        let mut pins = Vec::new();
+        for node in &topology.nodes {
+            let interface = format!("vbm{pid}x{}", node.index);
+            let pin = PathBuf::from(format!("/sys/fs/bpf/vpblu-bench-mesh-{pid}-{}", node.index));
+            let home = dir.join(&node.name);
+            let mut config = Config::new(home.join("keys"), home.join("state"), &pin, interface);
+            config.backend = Some(Backend::Userspace);
+            config.userspace = userspace_options(dir.join("logs"));
+            configs.push(config);
+            pins.push(PinDir(pin));
+        }
+        // Start each node once for its key (the key and the device outlive
+        // the data plane, as across a daemon restart), then send each its
+        // full mesh.
+        let mut keys = Vec::new();
+        let mut wireguard_pids = Vec::new();
+        for (node, config) in topology.nodes.iter().zip(&configs) {
+            let (key, pid, socket) = run_data_plane(node, config, None);
+            node.ns.kill_on_drop(pid);
+            node.ns.remove_on_drop(socket);
+            keys.push(key);
+            wireguard_pids.push(pid);
+        }
+        for (i, (node, config)) in topology.nodes.iter().zip(&configs).enumerate() {
+            let mut state = NodeDesiredState::empty(NodeName::new(node.name.clone()).expect("node name"));
+            state.settings =
+                SelfSettings { listen_port: PORT, pod_cidrs: cidrs(node), ..SelfSettings::default() };
+            for (j, other) in topology.nodes.iter().enumerate().filter(|(j, _)| *j != i) {
+                state
+                    .peers
+                    .insert(NodeName::new(other.name.clone()).expect("node name"), peer(other, keys[j]));
+            }
+            run_data_plane(node, config, Some(MeshCommand::SyncState(state)));
+        }
+        Vpblu { interface: configs.into_iter().map(|c| c.interface).collect(), wireguard_pids, _pins: pins }
+    }
+}
+
+/// Starts `node`'s data plane inside its namespace, applies `command` if
+/// any, and drops it (the data plane keeps running). Returns its public
+/// key, wireguard-go PID and UAPI socket.
+fn run_data_plane(
+    node: &LabNode,
+    config: &Config,
+    command: Option<MeshCommand>,
+) -> (PublicKey, u32, PathBuf) {
+    let name = NodeName::new(node.name.clone()).expect("node name");
+    node.ns.enter(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let mut dp = NodeDataPlane::start(name, config.clone())
+                .await
+                .unwrap_or_else(|e| panic!("NodeDataPlane::start on {}: {e}", node.name));
+            if let Some(command) = command {
+                dp.apply(Generation(dp.applied_generation().0 + 1), &command)
+                    .await
+                    .unwrap_or_else(|e| panic!("{} refused its full mesh: {e}", node.name));
+            }
+            let pid = dp.wireguard_pid().expect("a userspace WireGuard has a PID");
+            let socket = dp.wireguard_socket().expect("a userspace WireGuard has a socket");
+            (dp.hello_facts().public_key, pid, socket)
+        })
+    })
+}
+
+/// (b): wireguard-go through vpblu's wireguard module, plain routes.
+struct PlainWireGuard {
+    interface: Vec<String>,
+    wireguard_pids: Vec<u32>,
+}
+
+impl PlainWireGuard {
+    fn start(topology: &Topology, dir: &std::path::Path) -> PlainWireGuard {
+        let pid = std::process::id();
+        let wireguard = WireGuard::new(Backend::Userspace, userspace_options(dir.join("logs")));
+        let mut devices: Vec<WireGuardDevice> = Vec::new();
+        let mut keys = Vec::new();
+        for node in &topology.nodes {
+            let interface = format!("vbw{pid}x{}", node.index);
+            let key = PrivateKey::generate();
+            let device = node.ns.enter(|| {
+                wireguard
+                    .ensure_device(&interface, PORT, &key)
+                    .unwrap_or_else(|e| panic!("wireguard-go {interface} on {}: {e}", node.name))
+            });
+            node.ns.kill_on_drop(device.pid().expect("userspace"));
+            node.ns.remove_on_drop(device.socket().expect("userspace").to_path_buf());
+            node.ns.ip(&["link", "set", &interface, "mtu", MESH_MTU, "up"]);
+            keys.push(key.public_key());
+            devices.push(device);
+        }
+        for (i, (node, device)) in topology.nodes.iter().zip(devices.iter_mut()).enumerate() {
+            let mut peers = BTreeMap::new();
+            for (j, other) in topology.nodes.iter().enumerate().filter(|(j, _)| *j != i) {
+                peers.insert(NodeName::new(other.name.clone()).expect("node name"), peer(other, keys[j]));
+                for cidr in &other.pod_cidrs {
+                    let family = if cidr.contains(':') { "-6" } else { "-4" };
+                    node.ns.ip(&[family, "route", "replace", cidr, "dev", device.name()]);
+                }
+            }
+            device.apply_peers(&peers).unwrap_or_else(|e| panic!("peers on {}: {e}", node.name));
+        }
+        PlainWireGuard {
+            interface: devices.iter().map(|d| d.name().to_owned()).collect(),
+            wireguard_pids: devices.iter().filter_map(WireGuardDevice::pid).collect(),
+        }
+    }
+}
+
+/// One iperf3 run's figures.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    mbit_s: f64,
+    /// iperf3 client + server CPU, seconds.
+    iperf_cpu: f64,
+    /// wireguard-go processes, seconds.
+    wireguard_cpu: f64,
+    /// Busy time of every CPU of the machine, seconds.
+    machine_cpu: f64,
+}
+
+/// One configuration under test: a topology, optionally with a tunnel.
+struct Setup<'a> {
+    label: &'static str,
+    topology: &'a Topology,
+    /// The tunnel device of node 1 (its tx bytes must carry the traffic).
+    tunnel: Option<&'a str>,
+    wireguard_pids: Vec<u32>,
+    runs: Vec<Run>,
+}
+
+impl Setup<'_> {
+    fn median(&self) -> Run {
+        let mut runs = self.runs.clone();
+        runs.sort_by(|a, b| a.mbit_s.total_cmp(&b.mbit_s));
+        runs[runs.len() / 2]
+    }
+}
+
+fn clock_ticks() -> f64 {
+    let out =
+        Command::new("getconf").arg("CLK_TCK").output().expect("getconf(1) is needed to read CPU times");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("CLK_TCK is a number")
+}
+
+/// utime + stime of `pid` (all its threads), in ticks.
+fn process_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("wireguard-go (PID {pid}) is gone: {e}"));
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("/proc/PID/stat").1.split_whitespace().collect();
+    // After "PID (COMM)": state is field 3, utime 14, stime 15.
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// Busy ticks of all CPUs: everything but idle and iowait.
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let line = stat.lines().next().expect("cpu line");
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+}
+
+fn tx_bytes(ns: &Netns, interface: &str) -> u64 {
+    ns.run_ok("cat", &[&format!("/sys/class/net/{interface}/statistics/tx_bytes")])
+        .trim()
+        .parse()
+        .expect("tx_bytes")
+}
+
+/// One iperf3 run from node 1's pod to node 2's pod.
+fn iperf(setup: &Setup<'_>, seconds: u64, ticks: f64) -> Run {
+    let (client, server) = (&setup.topology.nodes[0].pods[0], &setup.topology.nodes[1].pods[0]);
+    let wg_before: u64 = setup.wireguard_pids.iter().map(|p| process_ticks(*p)).sum();
+    let machine_before = machine_busy_ticks();
+    let tunnel_before = setup.tunnel.map(|t| tx_bytes(&setup.topology.nodes[0].ns, t));
+    let secs = seconds.to_string();
+    let args = ["-c", &server.v4, "-p", IPERF_PORT, "-t", &secs, "-J"];
+    let mut out = client.ns.run("iperf3", &args);
+    // The server may still be starting: "connection refused" comes back at once.
+    for _ in 0..20 {
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        out = client.ns.run("iperf3", &args);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}: iperf3 {} failed: {text}", setup.label, args.join(" "));
+    let json: serde_json::Value = serde_json::from_str(&text).expect("iperf3 -J prints JSON");
+    let end = &json["end"];
+    let bits = end["sum_received"]["bits_per_second"].as_f64().expect("end.sum_received.bits_per_second");
+    let bytes = end["sum_received"]["bytes"].as_f64().expect("end.sum_received.bytes");
+    let duration = end["sum_received"]["seconds"].as_f64().expect("end.sum_received.seconds");
+    let cpu = &end["cpu_utilization_percent"];
+    let iperf_cpu = (cpu["host_total"].as_f64().expect("host_total")
+        + cpu["remote_total"].as_f64().expect("remote_total"))
+        / 100.0
+        * duration;
+    if let (Some(tunnel), Some(before)) = (setup.tunnel, tunnel_before) {
+        let sent = tx_bytes(&setup.topology.nodes[0].ns, tunnel) - before;
+        assert!(
+            sent as f64 >= bytes * 0.9,
+            "{}: the tunnel {tunnel} sent {sent} bytes while iperf3 moved {bytes:.0}: traffic bypassed it",
+            setup.label
+        );
+    }
+    let wg_after: u64 = setup.wireguard_pids.iter().map(|p| process_ticks(*p)).sum();
+    Run {
+        mbit_s: bits / 1e6,
+        iperf_cpu,
+        wireguard_cpu: (wg_after - wg_before) as f64 / ticks,
+        machine_cpu: (machine_busy_ticks() - machine_before) as f64 / ticks,
+    }
+}
+
+/// iperf3 -s in node 2's pod; the pod's namespace stops and reaps it.
+fn start_server(topology: &Topology) -> std::process::Child {
+    let server = &topology.nodes[1].pods[0];
+    server.ns.spawn_in(
+        Command::new("iperf3")
+            .args(["-s", "-p", IPERF_PORT])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null()),
+    )
+}
+
+fn main() {
+    require_root_and(&["ip", "iperf3", "nft", "sysctl", "ping", "getconf", "cat"]);
+    let runs = env_number("VPBLU_BENCH_RUNS", 3).max(1);
+    let seconds = env_number("VPBLU_BENCH_SECONDS", 5).max(1);
+    let ticks = clock_ticks();
+    vpblu_e2e::built_tools::wireguard_go();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let started = Instant::now();
+
+    // Three labs side by side, ids outside the acceptance suite's 20..=219.
+    let id = (std::process::id() % 10) as u8;
+    let mesh_lab = Topology::build(220 + id, 2, 1);
+    let wg_lab = Topology::build(230 + id, 2, 1);
+    let underlay_lab = Topology::build(240 + id, 2, 1);
+    let vpblu = Vpblu::start(&mesh_lab, dir.path());
+    let plain_wg = PlainWireGuard::start(&wg_lab, dir.path());
+    let mut servers = Vec::new();
+    for lab in [&mesh_lab, &wg_lab, &underlay_lab] {
+        servers.push(start_server(lab));
+        let (client, server) = (&lab.nodes[0].pods[0], &lab.nodes[1].pods[0]);
+        wait_flows(&client.ns, &server.v4, Duration::from_secs(15));
+    }
+    println!(
+        "3 two-node labs up in {:.1} s; iperf3 TCP pod -> pod across nodes, {runs} runs x {seconds} s each, \
+         rounds interleaved",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut setups = [
+        Setup {
+            label: "(c) plain underlay, no encryption",
+            topology: &underlay_lab,
+            tunnel: None,
+            wireguard_pids: Vec::new(),
+            runs: Vec::new(),
+        },
+        Setup {
+            label: "(a) vpblu: wireguard-go + eBPF classify/deliver",
+            topology: &mesh_lab,
+            tunnel: Some(&vpblu.interface[0]),
+            wireguard_pids: vpblu.wireguard_pids.clone(),
+            runs: Vec::new(),
+        },
+        Setup {
+            label: "(b) the same wireguard-go, plain routes, no eBPF",
+            topology: &wg_lab,
+            tunnel: Some(&plain_wg.interface[0]),
+            wireguard_pids: plain_wg.wireguard_pids.clone(),
+            runs: Vec::new(),
+        },
+    ];
+    for _ in 0..runs {
+        for setup in setups.iter_mut() {
+            let run = iperf(setup, seconds, ticks);
+            setup.runs.push(run);
+        }
+    }
+
+    for setup in &setups {
+        let m = setup.median();
+        let all: Vec<String> = setup.runs.iter().map(|r| format!("{:.0}", r.mbit_s)).collect();
+        println!(
+            "  {:<50} {:>7.0} Mbit/s median (runs: {}); CPU in the median run: iperf3 {:.2} s, \
+             wireguard-go {:.2} s, machine {:.2} s",
+            setup.label,
+            m.mbit_s,
+            all.join(", "),
+            m.iperf_cpu,
+            m.wireguard_cpu,
+            m.machine_cpu
+        );
+    }
+    let (a, b) = (setups[1].median().mbit_s, setups[2].median().mbit_s);
+    println!("vpblu / same wireguard-go without eBPF: {:.3} (goal >= 0.95)", a / b);
+    println!("(machine CPU counts every process on this host, other work included)");
+}
