@@ -162,6 +162,10 @@ async fn read_inbound(mut inbound: Inbound, stream: ActorRef<NodeStreamMsg>) {
     }
 }
 
+/// Above this many targeted commands for one change, a full state is sent
+/// instead.
+const MAX_TARGETED_COMMANDS: usize = 16;
+
 impl NodeStreamState {
     /// Sends what changed in the node's desired state since it was last
     /// sent, or all of it when `full` (or after an error ack). Sends
@@ -174,6 +178,14 @@ impl NodeStreamState {
         let commands = match &self.last_sent {
             Some(last) if !full && !self.needs_full_sync => diff(last, &desired),
             Some(_) | None => vec![Command::SyncState(desired.clone())],
+        };
+        // A change that touches many peers at once (a FullMesh policy over
+        // a large cluster) goes as one full state: one converge on the node
+        // instead of one per peer, and one message instead of hundreds.
+        let commands = if commands.len() > MAX_TARGETED_COMMANDS {
+            vec![Command::SyncState(desired.clone())]
+        } else {
+            commands
         };
         if matches!(commands.first(), Some(Command::SyncState(_))) {
             self.needs_full_sync = false;
