@@ -49,14 +49,20 @@ async fn connect_sends_the_full_state_and_acks_are_tracked() {
         assert!(status.unacked.is_empty() && status.last_error.is_none(), "{status:?}");
         assert_eq!(daemon.status().await.applied, commands[0].generation);
     }
-    let mut hellos = Vec::new();
+    let (mut hellos, mut acks) = (Vec::new(), Vec::new());
     while let Ok(event) = controller.events.try_recv() {
         let StreamEvent::Message(node, message) = event else { panic!("no stream closed: {event:?}") };
-        assert!(matches!(message, Upstream::Hello(ref h) if h.node == node), "{message:?}");
-        hellos.push(node);
+        match message {
+            Upstream::Hello(ref h) if h.node == node => hellos.push(node),
+            // The status writer shows each node's applied generation.
+            Upstream::Ack { result: Ok(()), .. } => acks.push(node),
+            other => panic!("only Hellos and ok Acks are announced here: {other:?}"),
+        }
     }
     hellos.sort();
+    acks.sort();
     assert_eq!(hellos, nodes.map(name).to_vec(), "one Hello event per daemon");
+    assert_eq!(acks, nodes.map(name).to_vec(), "one Ack event per daemon (its SyncState)");
     teardown(controller, daemons).await;
 }
 
