@@ -46,11 +46,14 @@ testbed-up: testbed
 test: deps fmt-check clippy build testbed wireguard-go
 	$(CARGO) test --workspace --locked
 
-bench: deps
+bench: deps wireguard-go testbed
+	$(CARGO) build --release --workspace --bins --locked
 	$(CARGO) bench -p vpblu-controller --bench desired_state --locked
 	$(CARGO) bench -p vpblu-controller --bench stream_fanout --locked
 	$(CARGO) bench -p vpblu-daemon --bench classify --locked
 	$(CARGO) bench -p vpblu-daemon --bench mesh_throughput --locked
+	$(CARGO) bench -p vpblu-daemon --bench daemon_rss --locked
+	$(CARGO) bench -p vpblu-e2e --bench lab --locked
 
 crds:
 	$(CARGO) run -p vpblu-k8s --bin crdgen --locked

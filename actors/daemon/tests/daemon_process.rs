@@ -34,22 +34,14 @@
 mod daemon_support;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use daemon_support::controller::StreamController;
 use daemon_support::{DaemonSetup, Running, processes_named, sample};
-use ractor::rpc::CallResult;
-use ractor::{Actor, ActorRef};
-use tokio::sync::broadcast;
-use vpblu_controller::stream::{
-    Desired, NodeAuth, NodeStreamStatus, RefusalEvents, ServerTransport, StreamConfig, StreamMetrics,
-    StreamServer, StreamServerArgs, StreamServerMsg, node_status,
-};
 use vpblu_e2e::netns::{Bridge, Netns, require_root_and};
 use vpblu_messages::{Cidr, Generation, NodeDesiredState, NodeName, Peer, PublicKey, SelfSettings};
-use vpblu_runtime::Health;
 
 const NODES: [u8; 3] = [1, 2, 3];
 const PORT: u16 = 51820;
@@ -70,109 +62,6 @@ fn pod_ip(n: u8) -> String {
 
 fn pod_cidr(n: u8) -> Cidr {
     format!("10.79.{n}.0/24").parse().unwrap()
-}
-
-// ---------------------------------------------------------------------------
-// The controller's stream server, in a namespace on the underlay.
-
-struct Controller {
-    runtime: tokio::runtime::Runtime,
-    server: ActorRef<StreamServerMsg>,
-    desired: Desired,
-    endpoint: String,
-    ns: Netns,
-}
-
-impl Controller {
-    /// Starts the stream server on `ADDR:0` inside `ns`: the runtime's
-    /// worker threads are spawned from a thread inside it, and the server
-    /// binds from a task on them.
-    fn start(ns: Netns, addr: &str) -> Controller {
-        let runtime = ns.enter(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("a tokio runtime for the controller")
-        });
-        let desired = Desired::new();
-        let args = StreamServerArgs {
-            addr: format!("{addr}:0").parse().unwrap(),
-            desired: desired.clone(),
-            config: StreamConfig::default(),
-            metrics: StreamMetrics::register(&Health::new()),
-            events: broadcast::channel(4096).0,
-            // Plaintext and every Hello believed: TLS and node identity are
-            // proven by the controller's stream tests; this one is about
-            // what the daemon does with what it is sent.
-            transport: ServerTransport::InsecurePlaintext,
-            auth: NodeAuth::TrustAll,
-            refusals: RefusalEvents::disabled(),
-        };
-        let server = runtime.block_on(async {
-            runtime
-                .spawn(async move {
-                    let (server, _) =
-                        Actor::spawn(None, StreamServer, args).await.expect("stream server starts");
-                    server
-                })
-                .await
-                .expect("the spawn task")
-        });
-        let local: SocketAddr = runtime.block_on(async {
-            match server.call(StreamServerMsg::LocalAddr, Some(WAIT)).await {
-                Ok(CallResult::Success(addr)) => addr,
-                other => panic!("the stream server did not tell its address: {other:?}"),
-            }
-        });
-        Controller { runtime, server, desired, endpoint: format!("http://{local}"), ns }
-    }
-
-    fn status(&self, n: u8) -> Option<NodeStreamStatus> {
-        self.runtime.block_on(node_status(&self.server, &name(n), WAIT))
-    }
-
-    fn connected(&self) -> Vec<NodeName> {
-        self.runtime.block_on(async {
-            match self.server.call(StreamServerMsg::Connected, Some(WAIT)).await {
-                Ok(CallResult::Success(nodes)) => nodes,
-                other => panic!("the stream server did not list its streams: {other:?}"),
-            }
-        })
-    }
-
-    /// Waits until node `n` has a stream whose status passes `check`.
-    fn wait_status(&self, n: u8, what: &str, check: impl Fn(&NodeStreamStatus) -> bool) -> NodeStreamStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let status = self.status(n);
-            if let Some(status) = status.as_ref().filter(|s| check(s)) {
-                return status.clone();
-            }
-            if let Some(error) = status.as_ref().and_then(|s| s.last_error.clone()) {
-                panic!("node-{n} refused generation {}: {}", error.generation, error.error);
-            }
-            assert!(Instant::now() < deadline, "node-{n}: {what} within {WAIT:?}; last status: {status:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits until node `n` acked everything sent to it, ok, up to at least
-    /// a generation above `above`.
-    fn wait_acked_above(&self, n: u8, above: Generation) -> NodeStreamStatus {
-        self.wait_status(n, &format!("an ok ack above generation {above}"), |s| {
-            s.last_acked.is_some_and(|g| g > above) && s.unacked.is_empty() && s.last_error.is_none()
-        })
-    }
-
-    fn stop(self) {
-        let Controller { runtime, server, ns, .. } = self;
-        runtime.block_on(async {
-            let _ = server.stop_and_wait(None, Some(WAIT)).await;
-        });
-        runtime.shutdown_timeout(Duration::from_secs(5));
-        drop(ns);
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -347,7 +236,7 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
     let bridge = Bridge::new("dproc-ul");
     let ctl_ns = Netns::new("dproc-ctl");
     bridge.attach(&ctl_ns, "eth0", "192.168.79.254/24");
-    let controller = Controller::start(ctl_ns, "192.168.79.254");
+    let controller = StreamController::start(ctl_ns, "192.168.79.254");
     let mut nodes: Vec<Node> =
         NODES.iter().map(|&n| add_node(&bridge, n, tmp.path(), &controller.endpoint)).collect();
     let mut summary = Vec::new();
@@ -369,10 +258,12 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let keys: BTreeMap<u8, PublicKey> =
-        NODES.iter().map(|&n| (n, controller.status(n).expect("connected").hello.public_key)).collect();
+    let keys: BTreeMap<u8, PublicKey> = NODES
+        .iter()
+        .map(|&n| (n, controller.status(&name(n)).expect("connected").hello.public_key))
+        .collect();
     for node in &mut nodes {
-        let hello = controller.status(node.n).expect("connected").hello;
+        let hello = controller.status(&name(node.n)).expect("connected").hello;
         assert_eq!(hello.applied_generation, Generation(0), "a fresh daemon has applied nothing");
         let (status, _) = node.daemon().get("/readyz").expect("/readyz answers");
         assert_eq!(status, 503, "node-{}: not ready before any state", node.n);
@@ -380,7 +271,7 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
     controller.desired.publish(NODES.iter().map(|&n| (name(n), full_mesh(n, &keys))).collect());
     let mut generations = BTreeMap::new();
     for node in &mut nodes {
-        let status = controller.wait_acked_above(node.n, Generation(0));
+        let status = controller.wait_acked_above(&name(node.n), Generation(0));
         generations.insert(node.n, status.last_acked.expect("acked"));
         node.daemon().wait_status("/readyz", 200, Duration::from_secs(10));
     }
@@ -429,7 +320,7 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
     summary.push("/metrics: 2 peers by node name with handshake age and bytes, packets by verdict".into());
 
     // 3. SIGKILL node 1's daemon during continuous pings; start it again.
-    let before_hello = controller.status(1).expect("connected").hello;
+    let before_hello = controller.status(&name(1)).expect("connected").hello;
     let wireguard_go = processes_named(&nodes[0].ns, "wireguard-go");
     assert_eq!(wireguard_go.len(), 1, "node-1 runs one wireguard-go: {wireguard_go:?}");
     let text = nodes[0].daemon().metrics();
@@ -450,7 +341,7 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
     );
     let node1 = &mut nodes[0];
     node1.daemon = Some(node1.setup.start(&node1.ns));
-    let after = controller.wait_acked_above(1, generations[&1]);
+    let after = controller.wait_acked_above(&name(1), generations[&1]);
     let back_in = killed_at.elapsed();
     nodes[0].daemon().wait_status("/readyz", 200, Duration::from_secs(10));
     assert_eq!(after.hello.public_key, before_hello.public_key, "the restarted daemon kept its key");

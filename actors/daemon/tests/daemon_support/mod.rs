@@ -12,6 +12,8 @@
 
 #![allow(dead_code)] // each test file uses its own part of this
 
+pub mod controller;
+
 use std::fs::File;
 use std::io::Read as _;
 use std::net::SocketAddr;
