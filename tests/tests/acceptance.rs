@@ -144,8 +144,9 @@ fn s12_4_block_policy_drops_and_restores() {
         api.create(&PostParams::default(), &block("lab-block", &a.pod_cidrs[0], &b.pod_cidrs[0]))
             .await
             .expect("create the BlockPolicy");
-        wait_dropped(&pa.ns, &pb.v4, Duration::from_secs(10));
-        println!("§12.4: create -> drop observed in {} ms", started.elapsed().as_millis());
+        let api_call = started.elapsed();
+        let dropped = api_call + wait_dropped(&pa.ns, &pb.v4, Duration::from_secs(10));
+        println!("§12.4: create -> first dropped ping sent {} ms later", dropped.as_millis());
         assert_dropped(&pa.ns, &pb.v4, "the blocked direction");
         assert_dropped(&pa.ns, &b.pods[1].v4, "every pod in the blocked destination CIDR");
         // The reverse direction's requests arrive; only replies (blocked) would fail.
