@@ -35,7 +35,7 @@ use vpblu_k8s::{FIELD_MANAGER, VpbluNode};
 use vpblu_messages::{NodeDesiredState, NodeName};
 use vpblu_runtime::{ChildSpec, Forward, Health, forward, watch_changes};
 
-use crate::desired_state::{self, Finding, Output};
+use crate::desired_state::{self, Finding};
 use crate::from_k8s::inputs_from;
 use crate::informers::{Caches, Kind, Snapshot};
 
@@ -50,8 +50,10 @@ const APPLY_RETRY: Duration = Duration::from_secs(2);
 pub trait DesiredSink: fmt::Debug + Send + Sync {
     /// The newest desired state of every node (keyed by node, each key
     /// equal to its state's `node`) and every finding, sorted. Called from
-    /// a blocking thread, only when the states or the findings changed.
-    fn publish(&self, states: BTreeMap<NodeName, NodeDesiredState>, findings: Vec<Finding>);
+    /// a blocking thread, only when the states or the findings changed. A
+    /// node whose state did not change keeps the very `Arc` it had in the
+    /// previous publish.
+    fn publish(&self, states: BTreeMap<NodeName, Arc<NodeDesiredState>>, findings: Vec<Finding>);
 }
 
 /// How long changes are gathered before a pass.
@@ -256,7 +258,7 @@ pub struct RecomputeState {
     burst: Option<Burst>,
     flush_scheduled: bool,
     // The last published output; `None` forces the next pass to publish.
-    last: Option<Arc<Output>>,
+    last: Option<Arc<Published>>,
     applying: BTreeSet<String>,
     status: RecomputeStatus,
     _leadership: Forward,
@@ -381,6 +383,35 @@ impl Actor for Recompute {
     }
 }
 
+/// A published result: every node's state, shared with the [`DesiredSink`]
+/// (and through it with the streams), and the findings.
+#[derive(Debug, PartialEq, Eq)]
+struct Published {
+    nodes: BTreeMap<NodeName, Arc<NodeDesiredState>>,
+    findings: Vec<Finding>,
+}
+
+impl Published {
+    /// Wraps freshly computed `nodes`, reusing `last`'s `Arc` for every
+    /// state that did not change: what is unchanged is then held once,
+    /// and compared by pointer downstream.
+    fn share(
+        nodes: BTreeMap<NodeName, NodeDesiredState>,
+        findings: Vec<Finding>,
+        last: Option<&Published>,
+    ) -> Self {
+        let nodes = nodes
+            .into_iter()
+            .map(|(node, state)| {
+                let old = last.and_then(|last| last.nodes.get(&node)).filter(|old| ***old == state);
+                let state = old.map_or_else(|| Arc::new(state), Arc::clone);
+                (node, state)
+            })
+            .collect();
+        Published { nodes, findings }
+    }
+}
+
 /// One pass: snapshot, convert, compute, publish if changed, then create
 /// missing VpbluNodes. Only the leader with synced caches runs one.
 async fn pass(myself: &ActorRef<RecomputeMsg>, state: &mut RecomputeState) -> Result<(), ActorProcessingErr> {
@@ -402,7 +433,7 @@ async fn pass(myself: &ActorRef<RecomputeMsg>, state: &mut RecomputeState) -> Re
         findings.extend(computed.findings);
         findings.sort();
         findings.dedup();
-        let output = Arc::new(Output { nodes: computed.nodes, findings });
+        let output = Arc::new(Published::share(computed.nodes, findings, last.as_deref()));
         let changed = last.as_deref() != Some(&*output);
         if changed {
             sink.publish(output.nodes.clone(), output.findings.clone());

@@ -14,9 +14,17 @@
 //! every field the manager applied before, so a node's report starts from
 //! its VpbluNode's current status (in the informer's cache): a restarted
 //! writer's first Observed must not erase the key the previous one wrote.
+//!
+//! Writes are coalesced per node and never block the writer: a node is
+//! queued at most once, a change of its key, backend, MTU or connection is
+//! written at once, while acks and observations (which every daemon sends
+//! for every change, so N writes per change) wait [`LAZY_DELAY`] for more.
+//! At most [`MAX_WRITES`] writes run at a time; a failed one (a new node
+//! whose VpbluNode Recompute has not created yet) is retried after
+//! [`RETRY_FIRST`], doubling up to [`RETRY_MAX`].
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -27,6 +35,7 @@ use kube::runtime::reflector::ObjectRef;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use tokio::sync::broadcast;
+use tokio::task::AbortHandle;
 use vpblu_k8s::conditions::{CONNECTED, reasons};
 use vpblu_k8s::vpblu_node::short_key;
 use vpblu_k8s::{FIELD_MANAGER, VpbluNode, VpbluNodeStatus, WireGuardBackend};
@@ -44,8 +53,19 @@ const PEER_UP_WITHIN: Duration = Duration::from_secs(180);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// When a write failed (e.g. the VpbluNode is not created yet), try again
-/// after this long.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// after this long, doubling on each further failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// The longest wait before retrying a failed write.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A change only to what a node applied or observes waits this long for
+/// more before it is written: a burst of acks costs one write per node,
+/// not one per ack.
+const LAZY_DELAY: Duration = Duration::from_secs(1);
+
+/// Status writes under way at once (each node has at most one).
+const MAX_WRITES: usize = 8;
 
 /// What the status writer starts with.
 #[derive(Clone)]
@@ -72,10 +92,13 @@ pub enum StatusWriterMsg {
     /// by the event task).
     Event(StreamEvent),
     /// Events were lost because the writer fell behind; the next message of
-    /// every node rewrites its status in full.
+    /// every node is compared with the cache rather than with what this
+    /// writer last wrote.
     Lagged(u64),
-    /// Write this node's status again after a failed write (sent to itself).
-    Retry(NodeName),
+    /// Start the writes now due (sent to itself).
+    Flush,
+    /// A write ended (sent by its task).
+    Written(Written),
 }
 
 /// Writes VpbluNode status. Empty: everything lives in its state.
@@ -206,6 +229,66 @@ impl NodeReport {
     }
 }
 
+/// How a queued write is due: changes people and peers wait on first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Tier {
+    /// The key, the backend, the MTU or the connection changed: written at
+    /// once (a new node's key is how its peers learn of it).
+    Urgent = 0,
+    /// Only the applied generation or the peer health changed: written
+    /// [`LAZY_DELAY`] later, with whatever else came meanwhile.
+    Lazy = 1,
+}
+
+/// Nodes waiting for a write, each once, by tier and then by when due.
+#[derive(Debug, Default)]
+struct WriteQueue {
+    due: BTreeMap<NodeName, (Tier, Instant)>,
+    order: [BTreeSet<(Instant, NodeName)>; 2],
+}
+
+impl WriteQueue {
+    /// Queues `node`, or keeps it where it is when it is already queued
+    /// as urgently and as early.
+    fn schedule(&mut self, node: &NodeName, tier: Tier, at: Instant) {
+        if let Some(&(queued_tier, queued_at)) = self.due.get(node) {
+            if (queued_tier, queued_at) <= (tier, at) {
+                return;
+            }
+            self.order[queued_tier as usize].remove(&(queued_at, node.clone()));
+        }
+        self.due.insert(node.clone(), (tier, at));
+        self.order[tier as usize].insert((at, node.clone()));
+    }
+
+    fn remove(&mut self, node: &NodeName) {
+        if let Some((tier, at)) = self.due.remove(node) {
+            self.order[tier as usize].remove(&(at, node.clone()));
+        }
+    }
+
+    /// The most urgent node due by `now`.
+    fn pop_due(&mut self, now: Instant) -> Option<NodeName> {
+        let order = self.order.iter_mut().find(|o| o.first().is_some_and(|(at, _)| *at <= now))?;
+        let (_, node) = order.pop_first()?;
+        self.due.remove(&node);
+        Some(node)
+    }
+
+    /// When the next queued write is due.
+    fn next_due(&self) -> Option<Instant> {
+        self.order.iter().filter_map(|o| o.first().map(|(at, _)| *at)).min()
+    }
+}
+
+/// A write finished (sent by its task to the writer).
+#[derive(Debug)]
+pub struct Written {
+    node: NodeName,
+    report: NodeReport,
+    ok: bool,
+}
+
 /// The status writer's state.
 #[derive(Debug)]
 pub struct StatusWriterState {
@@ -213,18 +296,103 @@ pub struct StatusWriterState {
     vpblu_nodes: Cache<VpbluNode>,
     reports: BTreeMap<NodeName, NodeReport>,
     written: BTreeMap<NodeName, NodeReport>,
+    queue: WriteQueue,
+    /// Writes under way (at most [`MAX_WRITES`], one per node).
+    writing: BTreeMap<NodeName, AbortHandle>,
+    /// The delay before the next retry of a node whose last write failed.
+    backoff: BTreeMap<NodeName, Duration>,
+    /// When the pending `Flush` fires, if one is pending.
+    flush_at: Option<Instant>,
     _events: Forward,
+}
+
+/// `node`'s status as the VpbluNode informer's cache holds it.
+fn cached_report(cache: &Cache<VpbluNode>, node: &NodeName) -> NodeReport {
+    let current = cache.store().get(&ObjectRef::new(node.as_str()));
+    let status = current.as_ref().and_then(|v| v.status.as_ref());
+    status.map(NodeReport::from_status).unwrap_or_default()
 }
 
 impl StatusWriterState {
     /// `node`'s report, started from its VpbluNode's current status.
     fn report(&mut self, node: &NodeName) -> &mut NodeReport {
         let cache = &self.vpblu_nodes;
-        self.reports.entry(node.clone()).or_insert_with(|| {
-            let current = cache.store().get(&ObjectRef::new(node.as_str()));
-            let status = current.as_ref().and_then(|v| v.status.as_ref());
-            status.map(NodeReport::from_status).unwrap_or_default()
-        })
+        self.reports.entry(node.clone()).or_insert_with(|| cached_report(cache, node))
+    }
+
+    /// Queues a write of `node`'s report if it differs from what the API
+    /// holds (what this writer last wrote, or else the cache), unless one
+    /// is under way (its end looks again).
+    fn changed(&mut self, node: &NodeName) {
+        if self.writing.contains_key(node) {
+            return;
+        }
+        let Some(report) = self.reports.get(node) else { return };
+        let cached;
+        let current = match self.written.get(node) {
+            Some(written) => written,
+            None => {
+                cached = cached_report(&self.vpblu_nodes, node);
+                &cached
+            }
+        };
+        if current == report {
+            self.queue.remove(node);
+            return;
+        }
+        let lazy_only = NodeReport {
+            applied_generation: report.applied_generation,
+            peers: report.peers,
+            peers_up: report.peers_up,
+            oldest_handshake_seconds: report.oldest_handshake_seconds,
+            ..current.clone()
+        };
+        let now = Instant::now();
+        if lazy_only == *report {
+            self.queue.schedule(node, Tier::Lazy, now + LAZY_DELAY);
+        } else {
+            self.queue.schedule(node, Tier::Urgent, now);
+        }
+    }
+
+    /// Starts the writes that are due, as many as may run, and arms the
+    /// timer for the next one.
+    fn start_writes(&mut self, myself: &ActorRef<StatusWriterMsg>) {
+        let now = Instant::now();
+        while self.writing.len() < MAX_WRITES {
+            let Some(node) = self.queue.pop_due(now) else { break };
+            let Some(report) = self.reports.get(&node).cloned() else { continue };
+            let api = self.api.clone();
+            let me = myself.clone();
+            let name = node.clone();
+            let task = tokio::spawn(async move {
+                let ok = write(&api, &name, &report).await;
+                let _stopped = me.cast(StatusWriterMsg::Written(Written { node: name, report, ok }));
+            });
+            self.writing.insert(node, task.abort_handle());
+        }
+        if self.writing.len() >= MAX_WRITES {
+            return; // the next write to end starts more
+        }
+        if let Some(next) = self.queue.next_due()
+            && self.flush_at.is_none_or(|at| next < at)
+        {
+            self.flush_at = Some(next);
+            myself.send_after(next.saturating_duration_since(now), || StatusWriterMsg::Flush);
+        }
+    }
+
+    fn written(&mut self, done: Written) {
+        self.writing.remove(&done.node);
+        if done.ok {
+            self.backoff.remove(&done.node);
+            self.written.insert(done.node.clone(), done.report);
+            self.changed(&done.node);
+        } else {
+            let delay = self.backoff.get(&done.node).copied().unwrap_or(RETRY_FIRST);
+            self.backoff.insert(done.node.clone(), (delay * 2).min(RETRY_MAX));
+            self.queue.schedule(&done.node, Tier::Urgent, Instant::now() + delay);
+        }
     }
 }
 
@@ -254,8 +422,24 @@ impl Actor for StatusWriter {
             vpblu_nodes: args.vpblu_nodes,
             reports: BTreeMap::new(),
             written: BTreeMap::new(),
+            queue: WriteQueue::default(),
+            writing: BTreeMap::new(),
+            backoff: BTreeMap::new(),
+            flush_at: None,
             _events: forward(events, myself),
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // A writer that stopped (lost the lead) writes nothing more.
+        for task in state.writing.values() {
+            task.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -264,19 +448,20 @@ impl Actor for StatusWriter {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let node = match msg {
-            StatusWriterMsg::Retry(node) => node,
+        match msg {
+            StatusWriterMsg::Flush => state.flush_at = None,
+            StatusWriterMsg::Written(done) => state.written(done),
             StatusWriterMsg::Lagged(lost) => {
                 tracing::warn!(
                     lost,
-                    "status writer fell behind; rewriting every node's status on its next report"
+                    "status writer fell behind; checking every node's status again on its next report"
                 );
                 state.written.clear();
                 return Ok(());
             }
             StatusWriterMsg::Event(StreamEvent::Closed(node)) => {
                 Connection::set(&mut state.report(&node).connection, false);
-                node
+                state.changed(&node);
             }
             StatusWriterMsg::Event(StreamEvent::Message(node, upstream)) => {
                 let report = state.report(&node);
@@ -302,39 +487,34 @@ impl Actor for StatusWriter {
                     // Rotation progress is written by the rotation scheduler.
                     Upstream::RotationReport(_) => return Ok(()),
                 }
-                node
+                state.changed(&node);
             }
-        };
-        if !write(state, &node).await {
-            myself.send_after(RETRY_AFTER, move || StatusWriterMsg::Retry(node));
         }
+        state.start_writes(&myself);
         Ok(())
     }
 }
 
-/// Applies `node`'s report when it differs from what was last written;
-/// false when the write failed (logged; the caller retries). A status is a
-/// view, not a command: nothing breaks while it lags.
-async fn write(state: &mut StatusWriterState, node: &NodeName) -> bool {
-    let Some(report) = state.reports.get(node) else { return true };
-    if state.written.get(node) == Some(report) {
-        return true;
-    }
+/// Applies `report` as `node`'s status; false when the write failed
+/// (logged; the caller retries). A status is a view, not a command:
+/// nothing breaks while it lags.
+async fn write(api: &Api<VpbluNode>, node: &NodeName, report: &NodeReport) -> bool {
     let patch = json!({
         "apiVersion": "vpblu.dev/v1alpha1",
         "kind": "VpbluNode",
         "status": report.status(),
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let result = tokio::time::timeout(
-        WRITE_TIMEOUT,
-        state.api.patch_status(node.as_str(), &params, &Patch::Apply(&patch)),
-    )
-    .await;
+    let result =
+        tokio::time::timeout(WRITE_TIMEOUT, api.patch_status(node.as_str(), &params, &Patch::Apply(&patch)))
+            .await;
     match result {
-        Ok(Ok(_)) => {
-            state.written.insert(node.clone(), report.clone());
-            true
+        Ok(Ok(_)) => true,
+        // A new node's VpbluNode is created by Recompute, maybe after its
+        // daemon's Hello: expected, and retried soon.
+        Ok(Err(kube::Error::Api(status))) if status.is_not_found() => {
+            tracing::debug!(node = %node, "no VpbluNode yet for this node's status; will retry");
+            false
         }
         Ok(Err(e)) => {
             tracing::warn!(node = %node, error = %e, "could not write VpbluNode status; will retry");
@@ -344,5 +524,38 @@ async fn write(state: &mut StatusWriterState, node: &NodeName) -> bool {
             tracing::warn!(node = %node, "VpbluNode status write timed out; will retry");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(n: &str) -> NodeName {
+        NodeName::new(n).expect("a valid node name")
+    }
+
+    #[test]
+    fn the_queue_holds_each_node_once_and_puts_urgent_writes_first() {
+        let now = Instant::now();
+        let mut queue = WriteQueue::default();
+        queue.schedule(&name("a"), Tier::Lazy, now);
+        queue.schedule(&name("b"), Tier::Lazy, now + LAZY_DELAY);
+        queue.schedule(&name("c"), Tier::Urgent, now);
+        // A later lazy change keeps the node where it was.
+        queue.schedule(&name("a"), Tier::Lazy, now + LAZY_DELAY);
+        // An urgent change overtakes a lazy one.
+        queue.schedule(&name("b"), Tier::Urgent, now);
+        assert_eq!(queue.pop_due(now), Some(name("b")));
+        assert_eq!(queue.pop_due(now), Some(name("c")));
+        assert_eq!(queue.pop_due(now), Some(name("a")));
+        assert_eq!(queue.pop_due(now + LAZY_DELAY), None);
+        assert_eq!(queue.next_due(), None);
+
+        queue.schedule(&name("d"), Tier::Lazy, now + LAZY_DELAY);
+        assert_eq!(queue.pop_due(now), None, "not due yet");
+        assert_eq!(queue.next_due(), Some(now + LAZY_DELAY));
+        queue.remove(&name("d"));
+        assert_eq!(queue.next_due(), None);
     }
 }

@@ -153,8 +153,8 @@ struct Published {
 }
 
 impl crate::recompute::DesiredSink for Published {
-    fn publish(&self, states: BTreeMap<NodeName, NodeDesiredState>, findings: Vec<Finding>) {
-        self.desired.publish(states);
+    fn publish(&self, states: BTreeMap<NodeName, Arc<NodeDesiredState>>, findings: Vec<Finding>) {
+        self.desired.publish_shared(states);
         self.findings.send_replace(findings);
     }
 }

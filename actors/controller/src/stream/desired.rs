@@ -21,7 +21,9 @@ pub struct Desired {
 
 #[derive(Debug, Default)]
 struct Inner {
-    states: RwLock<BTreeMap<NodeName, NodeDesiredState>>,
+    // Shared with Recompute's last result and each stream's last sent
+    // state: a full mesh's N² peer entries are held once, not three times.
+    states: RwLock<BTreeMap<NodeName, Arc<NodeDesiredState>>>,
     generations: Mutex<BTreeMap<NodeName, Generation>>,
     streams: Mutex<BTreeMap<NodeName, ActorRef<NodeStreamMsg>>>,
 }
@@ -40,15 +42,29 @@ impl Desired {
     /// A node without an entry is sent nothing: its data plane keeps what it
     /// last had rather than being emptied.
     pub fn publish(&self, states: BTreeMap<NodeName, NodeDesiredState>) -> BTreeSet<NodeName> {
+        self.publish_shared(states.into_iter().map(|(node, state)| (node, Arc::new(state))).collect())
+    }
+
+    /// [`publish`](Self::publish) for states that may be shared with the
+    /// caller. An entry that is the same `Arc` as the current one counts as
+    /// unchanged without comparing its peers.
+    pub fn publish_shared(&self, states: BTreeMap<NodeName, Arc<NodeDesiredState>>) -> BTreeSet<NodeName> {
         let changed: BTreeSet<NodeName> = {
             let mut current = self.inner.states.write().unwrap_or_else(PoisonError::into_inner);
-            let changed = current
-                .keys()
-                .chain(states.keys())
-                .filter(|node| current.get(*node) != states.get(*node))
+            let same = |node: &NodeName, state: &Arc<NodeDesiredState>| {
+                current.get(node).is_some_and(|old| Arc::ptr_eq(old, state) || old == state)
+            };
+            let changed = states
+                .iter()
+                .filter(|(node, state)| !same(node, state))
+                .map(|(node, _)| node)
+                .chain(current.keys().filter(|node| !states.contains_key(*node)))
                 .cloned()
                 .collect();
-            *current = states;
+            let old = std::mem::replace(&mut *current, states);
+            drop(current);
+            // The old states are freed outside the lock.
+            drop(old);
             changed
         };
         let streams = self.inner.streams.lock().unwrap_or_else(PoisonError::into_inner);
@@ -63,6 +79,11 @@ impl Desired {
 
     /// The desired state of `node`, if there is one.
     pub fn get(&self, node: &NodeName) -> Option<NodeDesiredState> {
+        self.get_shared(node).map(|state| NodeDesiredState::clone(&state))
+    }
+
+    /// The desired state of `node`, shared rather than copied.
+    pub fn get_shared(&self, node: &NodeName) -> Option<Arc<NodeDesiredState>> {
         self.inner.states.read().unwrap_or_else(PoisonError::into_inner).get(node).cloned()
     }
 

@@ -42,8 +42,9 @@ pub use tls::{ServerTls, ServerTransport, TlsError, TlsFiles};
 #[derive(Clone, Debug, PartialEq)]
 pub enum StreamEvent {
     /// A daemon said something on its open stream: its Hello (the stream
-    /// opened), Observed and RotationReport messages. Acks stay in the
-    /// stream's own tracking ([`NodeStreamStatus`]).
+    /// opened), its acks of generations this stream sent (also kept in the
+    /// stream's own tracking, [`NodeStreamStatus`]), Observed and
+    /// RotationReport messages.
     Message(NodeName, Upstream),
     /// The node's stream closed and no newer stream of the node replaced
     /// it: the node has no stream to this controller now.

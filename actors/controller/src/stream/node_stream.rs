@@ -2,6 +2,7 @@
 //! last sent, and which of those it has acked.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -103,7 +104,8 @@ pub(crate) struct NodeStreamState {
     metrics: StreamMetrics,
     events: broadcast::Sender<StreamEvent>,
     refusals: RefusalEvents,
-    last_sent: Option<NodeDesiredState>,
+    /// Shared with the desired store while it holds the same state.
+    last_sent: Option<Arc<NodeDesiredState>>,
     last_sent_generation: Option<Generation>,
     /// The generation of the newest SyncState sent: an error for anything
     /// older is already repaired.
@@ -171,19 +173,24 @@ impl NodeStreamState {
     /// sent, or all of it when `full` (or after an error ack). Sends
     /// nothing while the store has no entry for the node.
     fn update(&mut self, full: bool) -> Result<(), Closed> {
-        let Some(desired) = self.desired.get(&self.node) else {
+        let Some(desired) = self.desired.get_shared(&self.node) else {
             tracing::debug!(node = %self.node, "no desired state for this node yet; sending nothing");
             return Ok(());
         };
         let commands = match &self.last_sent {
-            Some(last) if !full && !self.needs_full_sync => diff(last, &desired),
-            Some(_) | None => vec![Command::SyncState(desired.clone())],
+            Some(last) if !full && !self.needs_full_sync => {
+                if Arc::ptr_eq(last, &desired) {
+                    return Ok(());
+                }
+                diff(last, &desired)
+            }
+            Some(_) | None => vec![Command::SyncState(NodeDesiredState::clone(&desired))],
         };
         // A change that touches many peers at once (a FullMesh policy over
         // a large cluster) goes as one full state: one converge on the node
         // instead of one per peer, and one message instead of hundreds.
         let commands = if commands.len() > MAX_TARGETED_COMMANDS {
-            vec![Command::SyncState(desired.clone())]
+            vec![Command::SyncState(NodeDesiredState::clone(&desired))]
         } else {
             commands
         };

@@ -39,7 +39,7 @@ pub fn name(text: &str) -> NodeName {
 /// One call of [`DesiredSink::publish`].
 #[derive(Debug)]
 pub struct Published {
-    pub states: BTreeMap<NodeName, NodeDesiredState>,
+    pub states: BTreeMap<NodeName, Arc<NodeDesiredState>>,
     pub findings: Vec<Finding>,
 }
 
@@ -81,7 +81,7 @@ pub struct RecordingSink {
 }
 
 impl DesiredSink for RecordingSink {
-    fn publish(&self, states: BTreeMap<NodeName, NodeDesiredState>, findings: Vec<Finding>) {
+    fn publish(&self, states: BTreeMap<NodeName, Arc<NodeDesiredState>>, findings: Vec<Finding>) {
         let mut published = self.published.lock().unwrap_or_else(PoisonError::into_inner);
         published.push(Arc::new(Published { states, findings }));
     }
