@@ -362,12 +362,16 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
         let now = after_bytes[series];
         assert!(now >= *before, "{series:?} went from {before} to {now}: the peer was re-created");
     }
+    // A handshake may legitimately be renewed meanwhile (WireGuard rekeys
+    // on its own timers, sooner on a loaded machine); it never goes back
+    // to none, which a re-created peer would show. The byte counters above
+    // are what prove the peer was not re-created.
     for (peer, before) in &before_handshakes {
         let now = after_handshakes[peer];
         assert!(
-            (now - before).abs() < 1.0,
-            "node-1's handshake with node-{peer} moved from {before:.3} to {now:.3} (unix seconds): the peer was \
-             re-created or its session replaced"
+            now >= before - 1.0,
+            "node-1's handshake with node-{peer} went back from {before:.3} to {now:.3} (unix seconds): the peer \
+             was re-created"
         );
     }
     let new_log = nodes[0].daemon().log_text();
