@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use vpblu_messages::{Backend, NodeName};
-use vpblu_runtime::LogFormat;
+use vpblu_runtime::{LogFormat, parse_duration};
 
 use crate::wireguard::WireGuardGo;
 
@@ -172,25 +172,6 @@ fn parse_wireguard_go(text: &str) -> Result<WireGuardGo, String> {
         "" => Err("--wireguard-go is empty: give the path of a wireguard-go binary, or external".to_owned()),
         path => Ok(WireGuardGo::Path(PathBuf::from(path))),
     }
-}
-
-/// Parses `300ms`, `15s`, `5m`, `1h`, or plain seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration: use a number with ms, s, m or h, such as 10s or 1m");
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
-        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
-        _ => return Err(bad()),
-    };
-    if d.is_zero() {
-        return Err(format!("{text:?} must be longer than zero"));
-    }
-    Ok(d)
 }
 
 fn parse_node_name(text: &str) -> Result<NodeName, String> {

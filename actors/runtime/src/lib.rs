@@ -2,6 +2,7 @@
 //! ractor trees, the root runner that turns SIGTERM into an orderly stop and
 //! an escalated failure into a non-zero exit, and logging set-up.
 
+mod duration;
 mod forward;
 mod gate;
 mod health;
@@ -9,6 +10,7 @@ mod logging;
 mod root;
 mod supervisor;
 
+pub use duration::parse_duration;
 pub use forward::{Forward, broadcast_messages, forward, watch_changes};
 pub use gate::{Gate, GateArgs, GateMsg, GateState};
 pub use health::{Health, HealthServer, HealthServerArgs, HealthServerMsg, HealthServerState};
