@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BlockRule, NodeDesiredState, NodeName, Peer, SelfSettings, Unreachable};
+use crate::{BlockRule, NodeDesiredState, NodeName, NodeRotation, Peer, SelfSettings, Unreachable};
 
 /// One change to a node's desired state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,12 +22,30 @@ pub enum Command {
     SetBlocks(Vec<BlockRule>),
     /// Replace the whole list of CIDRs without a tunnel.
     SetUnreachable(Vec<Unreachable>),
+    /// Replace the rotation this node takes part in (`None`: none).
+    SetRotation(Option<NodeRotation>),
+}
+
+impl Command {
+    /// The command's name, for logs, errors and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::SyncState(_) => "SyncState",
+            Command::SetSettings(_) => "SetSettings",
+            Command::PeerUpsert(_) => "PeerUpsert",
+            Command::PeerRemove(_) => "PeerRemove",
+            Command::SetBlocks(_) => "SetBlocks",
+            Command::SetUnreachable(_) => "SetUnreachable",
+            Command::SetRotation(_) => "SetRotation",
+        }
+    }
 }
 
 /// The fewest commands that turn `old` into `new` (both for the same node).
 /// Peers are upserted or removed one by one, so a change to one peer touches
 /// only that peer; settings, blocks and unreachable lists are sent whole,
-/// and only when they changed. An unchanged state yields no commands.
+/// and only when they changed; the rotation goes last, after the peers it
+/// may name. An unchanged state yields no commands.
 pub fn diff(old: &NodeDesiredState, new: &NodeDesiredState) -> Vec<Command> {
     let mut out = Vec::new();
     if old.settings != new.settings {
@@ -49,6 +67,9 @@ pub fn diff(old: &NodeDesiredState, new: &NodeDesiredState) -> Vec<Command> {
     if old.unreachable != new.unreachable {
         out.push(Command::SetUnreachable(new.unreachable.iter().copied().collect()));
     }
+    if old.rotation != new.rotation {
+        out.push(Command::SetRotation(new.rotation.clone()));
+    }
     out
 }
 
@@ -66,6 +87,7 @@ pub fn apply(state: &mut NodeDesiredState, command: &Command) {
         }
         Command::SetBlocks(blocks) => state.blocks = blocks.iter().copied().collect(),
         Command::SetUnreachable(list) => state.unreachable = list.iter().copied().collect(),
+        Command::SetRotation(rotation) => state.rotation = rotation.clone(),
     }
 }
 

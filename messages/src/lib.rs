@@ -19,7 +19,7 @@ pub use cidr::{Cidr, CidrError};
 pub use command::{Command, apply, diff};
 pub use key::{KeyError, PublicKey};
 pub use node::{Generation, NodeName, NodeNameError};
-pub use rotation::{RotationCommand, RotationPhase, RotationReport};
+pub use rotation::{NodeRotation, RotationPhase, RotationReport};
 pub use state::{
     BlockRule, InvalidState, NodeDesiredState, Peer, SelfSettings, Unreachable, UnreachableReason,
 };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Cidr, NodeName, PublicKey};
+use crate::{Cidr, NodeName, NodeRotation, PublicKey};
 
 /// One WireGuard peer as a node should configure it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,8 +63,11 @@ pub struct Unreachable {
 /// The node's own settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SelfSettings {
-    /// WireGuard listen port.
+    /// WireGuard listen port of the main device.
     pub listen_port: u16,
+    /// Listen port of the lane device, the spare that carries traffic
+    /// while a key rotates.
+    pub lane_port: u16,
     /// Cut from every peer set; all remote traffic dropped.
     pub isolated: bool,
     /// No longer a route target for other nodes.
@@ -88,6 +91,8 @@ pub struct NodeDesiredState {
     pub blocks: BTreeSet<BlockRule>,
     /// Cluster CIDRs it has no tunnel to, for strict mode.
     pub unreachable: BTreeSet<Unreachable>,
+    /// The key rotation this node takes part in, if one is running.
+    pub rotation: Option<NodeRotation>,
 }
 
 impl NodeDesiredState {
@@ -99,6 +104,7 @@ impl NodeDesiredState {
             peers: BTreeMap::new(),
             blocks: BTreeSet::new(),
             unreachable: BTreeSet::new(),
+            rotation: None,
         }
     }
 
@@ -112,9 +118,23 @@ impl NodeDesiredState {
     /// would win), a peer keyed under a different name, an allowed IP list
     /// that is not sorted and unique.
     pub fn validate(&self) -> Result<(), InvalidState> {
+        self.validate_peers(&self.peers)?;
+        if let Some(rotation) = &self.rotation {
+            self.validate_peers(&rotation.lane)?;
+            if !rotation.rotates(&self.node) && rotation.lane.keys().any(|n| *n != rotation.node) {
+                return Err(InvalidState::StrayLanePeer { rotating: rotation.node.clone() });
+            }
+        }
+        if self.settings.lane_port == self.settings.listen_port {
+            return Err(InvalidState::LanePortClash { port: self.settings.listen_port });
+        }
+        Ok(())
+    }
+
+    fn validate_peers(&self, peers: &BTreeMap<NodeName, Arc<Peer>>) -> Result<(), InvalidState> {
         let mut owners: BTreeMap<Cidr, &NodeName> = BTreeMap::new();
         let mut keys: BTreeMap<PublicKey, &NodeName> = BTreeMap::new();
-        for (name, peer) in &self.peers {
+        for (name, peer) in peers {
             if *name != peer.node {
                 return Err(InvalidState::MisfiledPeer { key: name.clone(), peer: peer.node.clone() });
             }
@@ -177,6 +197,19 @@ pub enum InvalidState {
         first: NodeName,
         /// The second.
         second: NodeName,
+    },
+    /// A lane on a node that is not rotating holding a peer other than the
+    /// rotating node.
+    #[error("the lane of a peer of rotating node {rotating} may only hold {rotating}")]
+    StrayLanePeer {
+        /// The rotating node.
+        rotating: NodeName,
+    },
+    /// Main and lane device on one port.
+    #[error("main and lane device both listen on port {port}")]
+    LanePortClash {
+        /// The port.
+        port: u16,
     },
     /// Allowed IPs out of order or repeated.
     #[error("allowed IPs of peer {peer} are not sorted and unique")]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Command, Generation, NodeName, PublicKey, RotationCommand, RotationReport};
+use crate::{Command, Generation, NodeName, PublicKey, RotationReport};
 
 /// Which WireGuard implementation a daemon drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -82,10 +82,8 @@ pub enum Upstream {
 /// The body of a controller → daemon message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Downstream {
-    /// A change of desired state.
+    /// A change of desired state (rotations included: they are part of it).
     State(Command),
-    /// A rotation step.
-    Rotation(RotationCommand),
 }
 
 /// Controller → daemon: a body stamped with the node's next generation.

@@ -13,7 +13,7 @@ use vpblu_proto as pb;
 
 use crate::{
     Backend, BlockRule, Cidr, CidrError, Command, Downstream, Envelope, Generation, Hello, KeyError,
-    NodeDesiredState, NodeName, NodeNameError, Peer, PeerObservation, PublicKey, RotationCommand,
+    NodeDesiredState, NodeName, NodeNameError, Peer, PeerObservation, PublicKey, NodeRotation,
     RotationPhase, RotationReport, SelfSettings, Unreachable, UnreachableReason, Upstream,
 };
 
@@ -208,6 +208,7 @@ impl From<&SelfSettings> for pb::Settings {
     fn from(s: &SelfSettings) -> Self {
         pb::Settings {
             listen_port: s.listen_port.into(),
+            lane_port: s.lane_port.into(),
             isolated: s.isolated,
             drained: s.drained,
             pod_cidrs: s.pod_cidrs.iter().map(ToString::to_string).collect(),
@@ -221,6 +222,7 @@ impl TryFrom<&pb::Settings> for SelfSettings {
     fn try_from(s: &pb::Settings) -> Result<Self, WireError> {
         Ok(SelfSettings {
             listen_port: port("settings.listen_port", s.listen_port)?,
+            lane_port: port("settings.lane_port", s.lane_port)?,
             isolated: s.isolated,
             drained: s.drained,
             pod_cidrs: cidrs("settings.pod_cidrs", &s.pod_cidrs)?,
@@ -236,6 +238,7 @@ impl From<&NodeDesiredState> for pb::SyncState {
             peers: s.peers.values().map(|p| p.as_ref().into()).collect(),
             blocks: s.blocks.iter().map(Into::into).collect(),
             unreachable: s.unreachable.iter().map(Into::into).collect(),
+            rotation: s.rotation.as_ref().map(Into::into),
         }
     }
 }
@@ -256,6 +259,7 @@ impl TryFrom<&pb::SyncState> for NodeDesiredState {
             peers,
             blocks: s.blocks.iter().map(TryInto::try_into).collect::<Result<BTreeSet<_>, _>>()?,
             unreachable: s.unreachable.iter().map(TryInto::try_into).collect::<Result<BTreeSet<_>, _>>()?,
+            rotation: s.rotation.as_ref().map(TryInto::try_into).transpose()?,
         })
     }
 }
@@ -269,6 +273,7 @@ impl From<RotationPhase> for pb::RotationPhase {
             RotationPhase::Distribute => pb::RotationPhase::Distribute,
             RotationPhase::Activate => pb::RotationPhase::Activate,
             RotationPhase::Retire => pb::RotationPhase::Retire,
+            RotationPhase::Settle => pb::RotationPhase::Settle,
             RotationPhase::Rollback => pb::RotationPhase::Rollback,
         }
     }
@@ -281,6 +286,7 @@ fn phase(field: &'static str, raw: i32) -> Result<RotationPhase, WireError> {
         pb::RotationPhase::Distribute => RotationPhase::Distribute,
         pb::RotationPhase::Activate => RotationPhase::Activate,
         pb::RotationPhase::Retire => RotationPhase::Retire,
+        pb::RotationPhase::Settle => RotationPhase::Settle,
         pb::RotationPhase::Rollback => RotationPhase::Rollback,
         pb::RotationPhase::Unspecified => return Err(unknown),
     })
@@ -290,28 +296,32 @@ fn key_bytes(k: Option<PublicKey>) -> Vec<u8> {
     k.map(|k| k.as_bytes().to_vec()).unwrap_or_default()
 }
 
-impl From<&RotationCommand> for pb::RotationCommand {
-    fn from(r: &RotationCommand) -> Self {
-        pb::RotationCommand {
-            rotation_id: r.rotation_id,
+impl From<&NodeRotation> for pb::NodeRotation {
+    fn from(r: &NodeRotation) -> Self {
+        pb::NodeRotation {
+            rotation_id: r.id,
             phase: pb::RotationPhase::from(r.phase).into(),
             node: r.node.to_string(),
             new_public_key: key_bytes(r.new_public_key),
-            old_public_key: key_bytes(r.old_public_key),
+            lane: r.lane.values().map(|p| p.as_ref().into()).collect(),
         }
     }
 }
 
-impl TryFrom<&pb::RotationCommand> for RotationCommand {
+impl TryFrom<&pb::NodeRotation> for NodeRotation {
     type Error = WireError;
 
-    fn try_from(r: &pb::RotationCommand) -> Result<Self, WireError> {
-        Ok(RotationCommand {
-            rotation_id: r.rotation_id,
+    fn try_from(r: &pb::NodeRotation) -> Result<Self, WireError> {
+        Ok(NodeRotation {
+            id: r.rotation_id,
             phase: phase("rotation.phase", r.phase)?,
             node: node("rotation.node", &r.node)?,
             new_public_key: optional_key("rotation.new_public_key", &r.new_public_key)?,
-            old_public_key: optional_key("rotation.old_public_key", &r.old_public_key)?,
+            lane: r
+                .lane
+                .iter()
+                .map(|p| Peer::try_from(p).map(|p| (p.node.clone(), std::sync::Arc::new(p))))
+                .collect::<Result<BTreeMap<_, _>, _>>()?,
         })
     }
 }
@@ -334,7 +344,9 @@ impl From<&Envelope> for pb::ControllerMessage {
             Downstream::State(Command::SetUnreachable(u)) => {
                 C::SetUnreachable(pb::SetUnreachable { unreachable: u.iter().map(Into::into).collect() })
             }
-            Downstream::Rotation(r) => C::Rotation(r.into()),
+            Downstream::State(Command::SetRotation(r)) => {
+                C::SetRotation(pb::SetRotation { rotation: r.as_ref().map(Into::into) })
+            }
         };
         pb::ControllerMessage { generation: e.generation.0, command: Some(command) }
     }
@@ -357,7 +369,9 @@ impl TryFrom<&pb::ControllerMessage> for Envelope {
             C::SetUnreachable(u) => Downstream::State(Command::SetUnreachable(
                 u.unreachable.iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
             )),
-            C::Rotation(r) => Downstream::Rotation(r.try_into()?),
+            C::SetRotation(r) => Downstream::State(Command::SetRotation(
+                r.rotation.as_ref().map(TryInto::try_into).transpose()?,
+            )),
         };
         Ok(Envelope { generation: Generation(m.generation), body })
     }

@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use vpblu_messages::wire::WireError;
 use vpblu_messages::{
     Backend, BlockRule, Cidr, Command, Downstream, Envelope, Generation, Hello, NodeDesiredState, NodeName,
-    Peer, PeerObservation, PublicKey, RotationCommand, RotationPhase, RotationReport, SelfSettings,
-    Unreachable, UnreachableReason, Upstream,
+    NodeRotation, Peer, PeerObservation, PublicKey, RotationPhase, RotationReport, SelfSettings, Unreachable,
+    UnreachableReason, Upstream,
 };
 use vpblu_proto as pb;
 
@@ -69,19 +69,35 @@ fn state_strategy() -> impl Strategy<Value = NodeDesiredState> {
         proptest::collection::vec(peer_strategy(), 0..5),
         proptest::collection::btree_set((cidr_strategy(), cidr_strategy()), 0..5),
         proptest::collection::btree_set((cidr_strategy(), reason_strategy()), 0..5),
+        (1u16.., proptest::option::of(rotation_strategy())),
     )
-        .prop_map(|(node, listen_port, (isolated, drained), pod_cidrs, peers, blocks, unreachable)| {
-            NodeDesiredState {
+        .prop_map(
+            |(
                 node,
-                settings: SelfSettings { listen_port, isolated, drained, pod_cidrs },
-                peers: peers.into_iter().map(|p| (p.node.clone(), Arc::new(p))).collect::<BTreeMap<_, _>>(),
-                blocks: blocks.into_iter().map(|(from, to)| BlockRule { from, to }).collect(),
-                unreachable: unreachable
-                    .into_iter()
-                    .map(|(cidr, reason)| Unreachable { cidr, reason })
-                    .collect::<BTreeSet<_>>(),
-            }
-        })
+                listen_port,
+                (isolated, drained),
+                pod_cidrs,
+                peers,
+                blocks,
+                unreachable,
+                (lane_port, rotation),
+            )| {
+                NodeDesiredState {
+                    node,
+                    settings: SelfSettings { listen_port, lane_port, isolated, drained, pod_cidrs },
+                    rotation,
+                    peers: peers
+                        .into_iter()
+                        .map(|p| (p.node.clone(), Arc::new(p)))
+                        .collect::<BTreeMap<_, _>>(),
+                    blocks: blocks.into_iter().map(|(from, to)| BlockRule { from, to }).collect(),
+                    unreachable: unreachable
+                        .into_iter()
+                        .map(|(cidr, reason)| Unreachable { cidr, reason })
+                        .collect::<BTreeSet<_>>(),
+                }
+            },
+        )
 }
 
 fn phase_strategy() -> impl Strategy<Value = RotationPhase> {
@@ -90,8 +106,26 @@ fn phase_strategy() -> impl Strategy<Value = RotationPhase> {
         Just(RotationPhase::Distribute),
         Just(RotationPhase::Activate),
         Just(RotationPhase::Retire),
+        Just(RotationPhase::Settle),
         Just(RotationPhase::Rollback),
     ]
+}
+
+fn rotation_strategy() -> impl Strategy<Value = NodeRotation> {
+    (
+        any::<u64>(),
+        phase_strategy(),
+        name_strategy(),
+        proptest::option::of(key_strategy()),
+        proptest::collection::vec(peer_strategy(), 0..3),
+    )
+        .prop_map(|(id, phase, node, new_public_key, lane)| NodeRotation {
+            id,
+            phase,
+            node,
+            new_public_key,
+            lane: lane.into_iter().map(|p| (p.node.clone(), Arc::new(p))).collect(),
+        })
 }
 
 fn downstream_strategy() -> impl Strategy<Value = Downstream> {
@@ -103,22 +137,7 @@ fn downstream_strategy() -> impl Strategy<Value = Downstream> {
         state_strategy().prop_map(|s| Downstream::State(Command::SetBlocks(s.blocks.into_iter().collect()))),
         state_strategy()
             .prop_map(|s| Downstream::State(Command::SetUnreachable(s.unreachable.into_iter().collect()))),
-        (
-            any::<u64>(),
-            phase_strategy(),
-            name_strategy(),
-            proptest::option::of(key_strategy()),
-            proptest::option::of(key_strategy())
-        )
-            .prop_map(|(rotation_id, phase, node, new_public_key, old_public_key)| {
-                Downstream::Rotation(RotationCommand {
-                    rotation_id,
-                    phase,
-                    node,
-                    new_public_key,
-                    old_public_key,
-                })
-            }),
+        proptest::option::of(rotation_strategy()).prop_map(|r| Downstream::State(Command::SetRotation(r))),
     ]
 }
 

@@ -65,6 +65,7 @@ fn main() {
     let mut state = NodeDesiredState::empty(node.clone());
     state.settings = SelfSettings {
         listen_port: 51820,
+        lane_port: 51821,
         pod_cidrs: vec!["10.82.0.0/24".parse().expect("a CIDR")],
         ..SelfSettings::default()
     };

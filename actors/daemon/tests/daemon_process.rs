@@ -112,7 +112,7 @@ fn add_node(bridge: &Bridge, n: u8, dir: &std::path::Path, endpoint: &str) -> No
 fn full_mesh(n: u8, keys: &BTreeMap<u8, PublicKey>) -> NodeDesiredState {
     let mut state = NodeDesiredState::empty(name(n));
     state.settings =
-        SelfSettings { listen_port: PORT, pod_cidrs: vec![pod_cidr(n)], ..SelfSettings::default() };
+        SelfSettings { listen_port: PORT, lane_port: PORT + 1, pod_cidrs: vec![pod_cidr(n)], ..SelfSettings::default() };
     for (&m, key) in keys.iter().filter(|(m, _)| **m != n) {
         state.peers.insert(
             name(m),

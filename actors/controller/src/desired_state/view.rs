@@ -131,6 +131,7 @@ impl Index<'_> {
             node: node.name().clone(),
             settings: SelfSettings {
                 listen_port: self.tunnel.listen_port,
+                lane_port: lane_port(self.tunnel.listen_port),
                 isolated: node.isolated,
                 drained: node.drained,
                 pod_cidrs: node.pod_cidrs.to_vec(),
@@ -138,8 +139,15 @@ impl Index<'_> {
             peers,
             blocks: self.blocks_of(n),
             unreachable,
+            rotation: None,
         }
     }
+}
+
+/// The lane device's port: the one after the main listen port (the one
+/// before when the main port is the last one).
+pub(super) fn lane_port(listen_port: u16) -> u16 {
+    listen_port.checked_add(1).unwrap_or(listen_port - 1)
 }
 
 impl Index<'_> {

@@ -124,17 +124,6 @@ pub(crate) struct NodeStreamState {
 /// The stream can no longer be written: stop.
 struct Closed;
 
-fn command_kind(command: &Command) -> &'static str {
-    match command {
-        Command::SyncState(_) => "SyncState",
-        Command::SetSettings(_) => "SetSettings",
-        Command::PeerUpsert(_) => "PeerUpsert",
-        Command::PeerRemove(_) => "PeerRemove",
-        Command::SetBlocks(_) => "SetBlocks",
-        Command::SetUnreachable(_) => "SetUnreachable",
-    }
-}
-
 /// The name of an upstream message's kind, for errors and logs.
 pub(crate) fn upstream_kind(message: &Upstream) -> &'static str {
     match message {
@@ -206,7 +195,7 @@ impl NodeStreamState {
 
     fn send(&mut self, command: Command) -> Result<(), Closed> {
         let generation = self.desired.next_generation(&self.node, self.hello.applied_generation);
-        let kind = command_kind(&command);
+        let kind = command.kind();
         let full = matches!(command, Command::SyncState(_));
         let envelope = Envelope { generation, body: Downstream::State(command) };
         let Some(outbound) = &self.outbound else {

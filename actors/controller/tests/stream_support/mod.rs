@@ -75,6 +75,7 @@ pub fn mesh(nodes: &[&str]) -> BTreeMap<NodeName, NodeDesiredState> {
             let mut state = NodeDesiredState::empty(name(me));
             state.settings = SelfSettings {
                 listen_port: 51820,
+                lane_port: 51821,
                 isolated: false,
                 drained: false,
                 pod_cidrs: vec![cidr(&format!("10.244.{i}.0/24"))],

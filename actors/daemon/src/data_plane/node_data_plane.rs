@@ -212,7 +212,7 @@ impl NodeDataPlane {
                 return Err(DataPlaneError::OtherNode { node: self.node.clone(), got: full.node.clone() });
             }
             (Command::SyncState(full), _) => full.clone(),
-            (_, None) => return Err(DataPlaneError::NoBaseState { kind: kind(command) }),
+            (_, None) => return Err(DataPlaneError::NoBaseState { kind: command.kind() }),
             (_, Some(current)) => {
                 let mut next = current.clone();
                 apply(&mut next, command);
@@ -391,11 +391,11 @@ impl DataPlane for NodeDataPlane {
     async fn apply(&mut self, generation: Generation, command: &Command) -> Result<(), String> {
         match self.apply_command(generation, command).await {
             Ok(()) => {
-                tracing::info!(generation = %generation, command = kind(command), "applied");
+                tracing::info!(generation = %generation, command = command.kind(), "applied");
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(generation = %generation, command = kind(command), error = %e, "not applied");
+                tracing::warn!(generation = %generation, command = command.kind(), error = %e, "not applied");
                 Err(e.to_string())
             }
         }
@@ -412,17 +412,6 @@ impl DataPlane for NodeDataPlane {
             backend: self.backend,
             mtu: self.mtu,
         }
-    }
-}
-
-fn kind(command: &Command) -> &'static str {
-    match command {
-        Command::SyncState(_) => "SyncState",
-        Command::SetSettings(_) => "SetSettings",
-        Command::PeerUpsert(_) => "PeerUpsert",
-        Command::PeerRemove(_) => "PeerRemove",
-        Command::SetBlocks(_) => "SetBlocks",
-        Command::SetUnreachable(_) => "SetUnreachable",
     }
 }
 

@@ -183,6 +183,7 @@ mod tests {
             peers: peers.iter().map(|p| (p.node.clone(), Arc::clone(p))).collect::<BTreeMap<_, _>>(),
             blocks: BTreeSet::new(),
             unreachable: BTreeSet::new(),
+            rotation: None,
         }
     }
 

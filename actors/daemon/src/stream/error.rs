@@ -28,9 +28,6 @@ pub enum Refusal {
     /// A command that does not convert from the wire.
     #[error("malformed command: {0}")]
     Malformed(#[source] WireError),
-    /// A rotation step; the key actors that carry them out come later.
-    #[error("rotation commands are not handled by this daemon yet")]
-    RotationUnsupported,
     /// The data plane could not apply it.
     #[error("the data plane failed: {0}")]
     DataPlane(String),

@@ -178,17 +178,6 @@ fn split_endpoints(text: &str) -> Vec<String> {
     if endpoints.is_empty() { vec![text.to_owned()] } else { endpoints }
 }
 
-fn command_kind(command: &Command) -> &'static str {
-    match command {
-        Command::SyncState(_) => "SyncState",
-        Command::SetSettings(_) => "SetSettings",
-        Command::PeerUpsert(_) => "PeerUpsert",
-        Command::PeerRemove(_) => "PeerRemove",
-        Command::SetBlocks(_) => "SetBlocks",
-        Command::SetUnreachable(_) => "SetUnreachable",
-    }
-}
-
 impl<D: DataPlane> StreamClientState<D> {
     fn connect(&mut self, myself: &ActorRef<StreamClientMsg>) {
         if self.task.is_some() {
@@ -259,7 +248,7 @@ impl<D: DataPlane> StreamClientState<D> {
                 return Err(Refusal::OtherNode { node: self.node.clone(), got: full.node.clone() });
             }
             (Command::SyncState(full), _) => full.clone(),
-            (_, None) => return Err(Refusal::NoBaseState { kind: command_kind(&command) }),
+            (_, None) => return Err(Refusal::NoBaseState { kind: command.kind() }),
             (_, Some(current)) => {
                 let mut next = current.clone();
                 apply(&mut next, &command);
@@ -287,9 +276,8 @@ impl<D: DataPlane> StreamClientState<D> {
         }
         let outcome = match body {
             Err(e) => Err(Refusal::Malformed(e)),
-            Ok(Downstream::Rotation(_)) => Err(Refusal::RotationUnsupported),
             Ok(Downstream::State(command)) => {
-                let kind = command_kind(&command);
+                let kind = command.kind();
                 let outcome = self.apply(generation, command).await;
                 tracing::debug!(%generation, kind, ok = outcome.is_ok(), "command handled");
                 outcome

@@ -47,6 +47,8 @@ pub enum CommandKind {
     SetBlocks,
     /// The unreachable CIDRs.
     SetUnreachable,
+    /// The rotation this node takes part in.
+    SetRotation,
 }
 
 impl From<&Command> for CommandKind {
@@ -58,6 +60,7 @@ impl From<&Command> for CommandKind {
             Command::PeerRemove(_) => CommandKind::PeerRemove,
             Command::SetBlocks(_) => CommandKind::SetBlocks,
             Command::SetUnreachable(_) => CommandKind::SetUnreachable,
+            Command::SetRotation(_) => CommandKind::SetRotation,
         }
     }
 }
