@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use vpblu_messages::{Backend, NodeName};
+use vpblu_messages::{Backend, NodeName, RotationPhase};
 use vpblu_runtime::{LogFormat, parse_duration};
 
 use crate::wireguard::WireGuardGo;
@@ -61,6 +61,18 @@ pub struct Args {
     /// Name of the WireGuard device.
     #[arg(long, env = "VPBLU_INTERFACE", default_value = "wg-mesh", value_parser = parse_ifname)]
     pub interface: String,
+
+    /// Name of the lane device: the spare WireGuard device (on the lane
+    /// port) that carries traffic while a key rotates. Unique on the
+    /// machine, like --interface, and different from it.
+    #[arg(long, env = "VPBLU_LANE_INTERFACE", default_value = "wg-lane", value_parser = parse_ifname)]
+    pub lane_interface: String,
+
+    /// Test-only fault injection: when this node reaches the given key
+    /// rotation phase it does not do its part and reports an error (to
+    /// prove rollback). Never set it in production.
+    #[arg(long, env = "VPBLU_FAIL_ROTATION_PHASE", value_enum)]
+    pub fail_rotation_phase: Option<FaultPhase>,
 
     /// Bytes WireGuard adds per packet: mesh MTU = underlay MTU - this.
     #[arg(long, env = "VPBLU_MTU_OVERHEAD", default_value_t = 80, value_parser = clap::value_parser!(u32).range(60..=200))]
@@ -142,6 +154,34 @@ impl BackendChoice {
     }
 }
 
+/// The `--fail-rotation-phase` values: the phases a node can fail at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FaultPhase {
+    /// Do not stage a key.
+    Prepare,
+    /// Do not configure the lane.
+    Distribute,
+    /// Do not move traffic into the lane.
+    Activate,
+    /// Do not switch the main device to the new key.
+    Retire,
+    /// Do not move traffic back to the main device.
+    Settle,
+}
+
+impl FaultPhase {
+    /// The rotation phase.
+    pub fn phase(self) -> RotationPhase {
+        match self {
+            FaultPhase::Prepare => RotationPhase::Prepare,
+            FaultPhase::Distribute => RotationPhase::Distribute,
+            FaultPhase::Activate => RotationPhase::Activate,
+            FaultPhase::Retire => RotationPhase::Retire,
+            FaultPhase::Settle => RotationPhase::Settle,
+        }
+    }
+}
+
 fn parse_bool(text: &str) -> Result<bool, String> {
     match text {
         "true" => Ok(true),
@@ -203,6 +243,8 @@ mod tests {
         let args = Args::try_parse_from(["vpblu-daemon", "--node-name", "node-1"]).unwrap();
         assert_eq!(args.node_name.as_str(), "node-1");
         assert_eq!(args.interface, "wg-mesh");
+        assert_eq!(args.lane_interface, "wg-lane");
+        assert_eq!(args.fail_rotation_phase, None);
         assert_eq!(args.mtu_overhead, 80);
     }
 
@@ -213,6 +255,28 @@ mod tests {
                 .unwrap_err();
         assert!(err.to_string().contains("much-too-long-name0"), "{err}");
         assert!(Args::try_parse_from(["vpblu-daemon", "--node-name", "n", "--mtu-overhead", "10"]).is_err());
+    }
+
+    #[test]
+    fn lane_and_fault_flags() {
+        let args = Args::try_parse_from([
+            "vpblu-daemon",
+            "--node-name",
+            "n",
+            "--lane-interface",
+            "wgl0",
+            "--fail-rotation-phase",
+            "activate",
+        ])
+        .unwrap();
+        assert_eq!(args.lane_interface, "wgl0");
+        assert_eq!(args.fail_rotation_phase.map(FaultPhase::phase), Some(RotationPhase::Activate));
+        for (flag, value) in
+            [("--lane-interface", "much-too-long-lane0"), ("--fail-rotation-phase", "rollback")]
+        {
+            let err = Args::try_parse_from(["vpblu-daemon", "--node-name", "n", flag, value]).unwrap_err();
+            assert!(err.to_string().contains(value), "{err}");
+        }
     }
 
     fn parse(extra: &[&str]) -> Result<Args, clap::Error> {

@@ -111,8 +111,12 @@ fn add_node(bridge: &Bridge, n: u8, dir: &std::path::Path, endpoint: &str) -> No
 /// announced, reached at its underlay address.
 fn full_mesh(n: u8, keys: &BTreeMap<u8, PublicKey>) -> NodeDesiredState {
     let mut state = NodeDesiredState::empty(name(n));
-    state.settings =
-        SelfSettings { listen_port: PORT, lane_port: PORT + 1, pod_cidrs: vec![pod_cidr(n)], ..SelfSettings::default() };
+    state.settings = SelfSettings {
+        listen_port: PORT,
+        lane_port: PORT + 1,
+        pod_cidrs: vec![pod_cidr(n)],
+        ..SelfSettings::default()
+    };
     for (&m, key) in keys.iter().filter(|(m, _)| **m != n) {
         state.peers.insert(
             name(m),
@@ -322,7 +326,11 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
     // 3. SIGKILL node 1's daemon during continuous pings; start it again.
     let before_hello = controller.status(&name(1)).expect("connected").hello;
     let wireguard_go = processes_named(&nodes[0].ns, "wireguard-go");
-    assert_eq!(wireguard_go.len(), 1, "node-1 runs one wireguard-go: {wireguard_go:?}");
+    assert_eq!(
+        wireguard_go.len(),
+        2,
+        "node-1 runs one wireguard-go per device (mesh, lane): {wireguard_go:?}"
+    );
     let text = nodes[0].daemon().metrics();
     let (before_bytes, before_handshakes) =
         (byte_counters(&text, 1), handshakes(&text, 1, SystemTime::now()));

@@ -54,7 +54,13 @@ fn serves_health_is_not_ready_without_a_state_and_stops_on_sigterm_leaving_the_d
         assert_eq!(sample(&text, series), Some(want), "{series} in:\n{text}");
     }
     let wireguard_go = processes_named(&ns, "wireguard-go");
-    assert_eq!(wireguard_go.len(), 1, "the daemon started one wireguard-go: {wireguard_go:?}");
+    assert_eq!(
+        wireguard_go.len(),
+        2,
+        "the daemon started one wireguard-go per device (mesh and lane): {wireguard_go:?}"
+    );
+    let lane = ns.run("ip", &["link", "show", &setup.lane_interface]);
+    assert!(lane.status.success(), "the lane device {} exists next to the mesh device", setup.lane_interface);
     let pins = std::fs::read_dir(&setup.pin_dir.0).map(|d| d.count()).unwrap_or(0);
     assert!(pins > 0, "maps and links are pinned under {}", setup.pin_dir.0.display());
 
@@ -64,6 +70,8 @@ fn serves_health_is_not_ready_without_a_state_and_stops_on_sigterm_leaving_the_d
     // Nothing torn down: the device, its wireguard-go and the pins stay.
     let link = ns.run("ip", &["link", "show", &setup.interface]);
     assert!(link.status.success(), "{} survives the daemon's exit", setup.interface);
+    let lane = ns.run("ip", &["link", "show", &setup.lane_interface]);
+    assert!(lane.status.success(), "{} survives the daemon's exit", setup.lane_interface);
     assert_eq!(processes_named(&ns, "wireguard-go"), wireguard_go, "wireguard-go keeps running");
     let after = std::fs::read_dir(&setup.pin_dir.0).map(|d| d.count()).unwrap_or(0);
     assert_eq!(after, pins, "the pins stay");

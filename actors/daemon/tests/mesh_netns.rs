@@ -74,7 +74,7 @@ fn pod_cidrs(node: u8) -> Vec<Cidr> {
 
 /// What a test asks of a node's data plane.
 enum Request {
-    Apply(Generation, MeshCommand, mpsc::Sender<Result<(), String>>),
+    Apply(Generation, Box<MeshCommand>, mpsc::Sender<Result<(), String>>),
     Inspect(mpsc::Sender<Inspection>),
 }
 
@@ -150,7 +150,7 @@ impl NodeRunner {
         self.requests
             .as_ref()
             .unwrap()
-            .send(Request::Apply(generation, command, tx))
+            .send(Request::Apply(generation, Box::new(command), tx))
             .expect("node thread alive");
         rx.recv_timeout(Duration::from_secs(30)).expect("apply answered within 30 s")
     }

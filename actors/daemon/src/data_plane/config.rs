@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vpblu_messages::Backend;
+use vpblu_messages::{Backend, RotationPhase};
 
 use crate::bpf::AttachMode;
 use crate::pod_interfaces;
@@ -22,6 +22,15 @@ pub struct Config {
     /// The WireGuard device, e.g. `wg-mesh`; unique on the machine for the
     /// userspace backend. Must equal `routing.mesh_interface`.
     pub interface: String,
+    /// The lane device, e.g. `wg-lane`: a second WireGuard device on
+    /// `SelfSettings::lane_port` that carries traffic while a key rotates
+    /// (see [`super::rotation`]). Unique on the machine like `interface`;
+    /// must equal `routing.lane_interface`. `None`: no lane, and a desired
+    /// state with lane peers is refused. The daemon always has one.
+    pub lane_interface: Option<String>,
+    /// Test-only fault injection: on reaching this rotation phase the data
+    /// plane does not do its part and reports an error instead.
+    pub fail_rotation_phase: Option<RotationPhase>,
     /// Kernel or userspace WireGuard; `None` picks the kernel when it has
     /// the module.
     pub backend: Option<Backend>,
@@ -59,6 +68,8 @@ impl Config {
             pin_dir: pin_dir.into(),
             routing: RoutingConfig::new(interface.clone()),
             interface,
+            lane_interface: None,
+            fail_rotation_phase: None,
             backend: None,
             userspace: UserspaceOptions::default(),
             strict: true,
@@ -66,5 +77,13 @@ impl Config {
             pod_interface_resync: pod_interfaces::DEFAULT_RESYNC,
             attach_mode: None,
         }
+    }
+
+    /// The same, with lane device `lane` (in the routing config too).
+    pub fn with_lane(mut self, lane: impl Into<String>) -> Self {
+        let lane = lane.into();
+        self.routing.lane_interface = Some(lane.clone());
+        self.lane_interface = Some(lane);
+        self
     }
 }

@@ -115,6 +115,15 @@ pub enum DataPlaneError {
     /// The resulting state fails `validate()`.
     #[error("refused: the resulting desired state is invalid: {0}; the previous state stays in force")]
     Invalid(#[source] InvalidState),
+    /// Lane peers for a data plane without a lane device.
+    #[error(
+        "refused: the rotation of node {rotating} gives the lane device peers, but this data plane has \
+         no lane device; start the daemon with --lane-interface"
+    )]
+    NoLane {
+        /// The rotating node.
+        rotating: NodeName,
+    },
     /// The resulting state is valid but this data plane cannot carry it out.
     #[error("refused: {0}; the previous state stays in force")]
     Refused(#[source] Refused),

@@ -17,7 +17,14 @@
 //!    writer diffs against what the kernel or device holds and writes only
 //!    the difference; a targeted command skips the components it does not
 //!    change, a SyncState redoes all of them.
-//! 4. Record the generation (atomically, in the state directory) so a
+//!    The lane device (see [`rotation`]) is converged before routes move
+//!    into it and after they left it; a route moving between the mesh and
+//!    the lane is repointed in place.
+//! 4. A key rotation phase coming in force is this node's part done once
+//!    (stage, promote or check the key; [`rotation`]); its report goes on
+//!    a watch channel once done, after a handshake wait in a task where the
+//!    phase needs one, so later commands are not held up.
+//! 5. Record the generation (atomically, in the state directory) so a
 //!    restarted daemon's Hello says what is really in force.
 //!
 //! Blocking calls (UAPI, bpf(2), files) run on `spawn_blocking` threads.
@@ -28,12 +35,17 @@
 mod applied_generation;
 mod config;
 mod error;
+mod handshake_wait;
+mod lane;
 mod mesh_link;
 mod node_data_plane;
 pub mod plan;
+pub mod rotation;
+mod rotation_reports;
 
 pub use applied_generation::{FILE as GENERATION_FILE, GenerationFile};
 pub use config::Config;
 pub use error::DataPlaneError;
 pub use node_data_plane::{DataPlaneReader, NodeDataPlane};
 pub use plan::{Plan, Refused};
+pub use rotation_reports::RotationReports;

@@ -5,17 +5,27 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
 
-use vpblu_messages::{Backend, Cidr, Command, Generation, NodeDesiredState, NodeName, apply};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use vpblu_messages::{
+    Backend, Cidr, Command, Generation, NodeDesiredState, NodeName, NodeRotation, PublicKey, RotationPhase,
+    RotationReport, apply,
+};
 
 use super::applied_generation::GenerationFile;
+use super::handshake_wait::{self, Awaiting};
+use super::lane::Lane;
 use super::mesh_link::MeshLink;
 use super::plan::{self, Plan};
+use super::rotation::{self, Awaited, Device, LaneKey};
+use super::rotation_reports::RotationReports;
 use super::{Config, DataPlaneError};
 use crate::bpf::{AttachMode, Dataplane, Verdict};
 use crate::keys::KeyStore;
 use crate::pod_interfaces::PodInterfaces;
-use crate::routing::Routing;
+use crate::routing::{RouteDevice, Routing};
 use crate::stream::{DataPlane, HelloFacts};
 use crate::wireguard::{DeviceState, WireGuard, WireGuardDevice};
 
@@ -24,10 +34,12 @@ use crate::wireguard::{DeviceState, WireGuard, WireGuardDevice};
 pub struct NodeDataPlane {
     node: NodeName,
     config: Config,
-    keys: KeyStore,
+    keys: Arc<Mutex<KeyStore>>,
     backend: Backend,
     device: Arc<Mutex<WireGuardDevice>>,
     link: MeshLink,
+    /// The lane device; `None` when the configuration has none.
+    lane: Option<Lane>,
     routing: Routing,
     bpf: Arc<Mutex<Dataplane>>,
     pods: PodInterfaces,
@@ -43,6 +55,37 @@ pub struct NodeDataPlane {
     mtu: u32,
     /// A converge failed part-way: the next one redoes every component.
     dirty: bool,
+    /// The key the main device was last given.
+    main_key: PublicKey,
+    /// When this process added each main peer, or switched the main key
+    /// under it (a rotation's Retire waits for a newer handshake).
+    main_configured: BTreeMap<PublicKey, SystemTime>,
+    /// This node's part in the key rotation in force.
+    rotation: Progress,
+    reports: RotationReports,
+}
+
+/// Where this node stands in a key rotation.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The (rotation, phase) in force; `None`: no rotation.
+    step: Option<(u64, RotationPhase)>,
+    /// The rotation the devices and routes follow: the one in force, or,
+    /// when this node's part of its phase failed (or a fault was
+    /// injected), the one before it, so the node stays as it was.
+    effective: Option<NodeRotation>,
+    /// This step's part failed.
+    failed: bool,
+    /// The task waiting for this step's handshakes.
+    wait: Option<JoinHandle<()>>,
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(wait) = self.wait.take() {
+            wait.abort();
+        }
+    }
 }
 
 impl fmt::Debug for NodeDataPlane {
@@ -77,6 +120,25 @@ impl NodeDataPlane {
                 config.routing.mesh_interface, config.interface
             )));
         }
+        if config.routing.lane_interface != config.lane_interface {
+            return Err(DataPlaneError::Config(format!(
+                "the routing lane interface {:?} is not the lane device {:?}",
+                config.routing.lane_interface, config.lane_interface
+            )));
+        }
+        if config.lane_interface.as_ref() == Some(&config.interface) {
+            return Err(DataPlaneError::Config(format!(
+                "the lane device and the mesh device are both {:?}: give --lane-interface another name",
+                config.interface
+            )));
+        }
+        if let Some(phase) = config.fail_rotation_phase {
+            tracing::warn!(
+                phase = %phase,
+                "TEST-ONLY fault injection is on: this node will fail its part of every key rotation at \
+                 this phase (--fail-rotation-phase)"
+            );
+        }
         let (keys, generation_file, applied) = {
             let key_dir = config.key_dir.clone();
             let state_dir = config.state_dir.clone();
@@ -97,7 +159,7 @@ impl NodeDataPlane {
         // The key store moves to the blocking thread and back: the private
         // key is lent to the device by reference, never copied.
         let (device, keys) = {
-            let name = config.interface.clone();
+            let (name, wireguard) = (config.interface.clone(), wireguard.clone());
             blocking("wireguard", move || {
                 let device =
                     wireguard.ensure_device(&name, 0, keys.active()).map_err(DataPlaneError::WireGuard)?;
@@ -106,21 +168,36 @@ impl NodeDataPlane {
             .await?
         };
         let device = Arc::new(Mutex::new(device));
+        let main_key = keys.public_key();
+        let keys = Arc::new(Mutex::new(keys));
 
         let link = MeshLink::connect(&config.interface)?;
         let mtu = link.ensure_up().await?;
         let routing = Routing::connect(config.routing.clone()).map_err(DataPlaneError::Routing)?;
+        let lane = match &config.lane_interface {
+            Some(name) => {
+                let lane = Lane::open(wireguard.clone(), name.clone(), Arc::clone(&keys)).await?;
+                routing.ensure_lane_mtu(mtu).await.map_err(DataPlaneError::Routing)?;
+                Some(lane)
+            }
+            None => None,
+        };
         routing.ensure_rule().await.map_err(DataPlaneError::Routing)?;
 
         let bpf = {
             let pin_dir = config.pin_dir.clone();
             let mode = config.attach_mode.unwrap_or_else(AttachMode::for_running_kernel);
             let (mark, strict, interface) = (config.routing.fwmark, config.strict, config.interface.clone());
+            let lane = config.lane_interface.clone();
             blocking("bpf", move || {
                 let mut bpf = Dataplane::load(&pin_dir, mode).map_err(DataPlaneError::Bpf)?;
                 // Before any PEER entry: an entry marks with whatever mark is set.
                 bpf.set_config(mark, strict).map_err(DataPlaneError::Bpf)?;
                 bpf.attach_deliver(&interface).map_err(DataPlaneError::Bpf)?;
+                // Traffic arrives on the lane while a key rotates: blocks hold there too.
+                if let Some(lane) = &lane {
+                    bpf.attach_deliver(lane).map_err(DataPlaneError::Bpf)?;
+                }
                 Ok(bpf)
             })
             .await?
@@ -138,6 +215,7 @@ impl NodeDataPlane {
         tracing::info!(
             node = %node,
             device = %config.interface,
+            lane = config.lane_interface.as_deref().unwrap_or("(none)"),
             backend = backend.as_str(),
             applied = %applied,
             mtu,
@@ -150,6 +228,7 @@ impl NodeDataPlane {
             backend,
             device,
             link,
+            lane,
             routing,
             bpf,
             pods,
@@ -161,6 +240,10 @@ impl NodeDataPlane {
             sized_for: None,
             mtu,
             dirty: true,
+            main_key,
+            main_configured: BTreeMap::new(),
+            rotation: Progress::default(),
+            reports: RotationReports::default(),
         })
     }
 
@@ -177,6 +260,15 @@ impl NodeDataPlane {
     /// The wireguard-go process (userspace backend only).
     pub fn wireguard_pid(&self) -> Option<u32> {
         lock(&self.device).pid()
+    }
+
+    /// The lane's wireguard-go process (userspace backend, with a lane).
+    pub fn lane_wireguard_pid(&self) -> Option<u32> {
+        self.lane.as_ref().and_then(Lane::pid)
+    }
+
+    fn public_key(&self) -> PublicKey {
+        lock(&self.keys).public_key()
     }
 
     /// The UAPI socket (userspace backend only).
@@ -220,10 +312,34 @@ impl NodeDataPlane {
             }
         };
         next.validate().map_err(DataPlaneError::Invalid)?;
-        plan::check(&next, &self.keys.public_key()).map_err(DataPlaneError::Refused)?;
+        plan::check(&next, &self.public_key()).map_err(DataPlaneError::Refused)?;
+
+        // This node's part of a rotation phase happens once, when the phase
+        // comes in force; the state acted on carries the rotation the
+        // devices and routes follow.
+        let step = next.rotation.as_ref().map(|r| (r.id, r.phase));
+        let new_step = step != self.rotation.step;
+        let (effective, failure) = if new_step {
+            match self.begin_step(next.rotation.as_ref()).await? {
+                Ok(()) => (next.rotation.clone(), None),
+                Err(reason) => (self.rotation.effective.clone(), Some(reason)),
+            }
+        } else if self.rotation.failed {
+            (self.rotation.effective.clone(), None)
+        } else {
+            (next.rotation.clone(), None)
+        };
+        let acted = NodeDesiredState { rotation: effective.clone(), ..next.clone() };
+        if let Some(rotation) = &acted.rotation {
+            if self.lane.is_none() && !rotation.lane.is_empty() {
+                return Err(DataPlaneError::NoLane { rotating: rotation.node.clone() });
+            }
+            let lane_key = self.lane_public_key(rotation::lane_key(Some(rotation), &self.node));
+            plan::check_lane(&acted, &lane_key).map_err(DataPlaneError::Refused)?;
+        }
 
         let authoritative = matches!(command, Command::SyncState(_) | Command::SetUnreachable(_));
-        let unrouted = Plan::of(&next, &BTreeSet::new()).routes;
+        let unrouted = Plan::of(&acted, &BTreeSet::new()).routes;
         let tombstones = plan::next_tombstones(
             self.config.strict,
             authoritative,
@@ -231,15 +347,36 @@ impl NodeDataPlane {
             &self.plan.routes,
             &unrouted,
         );
-        let target = Plan::of(&next, &tombstones);
+        let target = Plan::of(&acted, &tombstones);
         // A full state redoes everything (a periodic resync repairs drift);
         // a targeted command touches only the components it changes.
         let everything = self.dirty || matches!(command, Command::SyncState(_));
         self.dirty = true;
-        self.converge(&next, &target, everything).await?;
+        if let Some(lane) = &mut self.lane
+            && everything
+        {
+            lane.forget();
+        }
+        self.converge(&acted, &target, everything).await?;
         self.dirty = false;
         self.plan = target;
         self.tombstones = tombstones;
+        self.discard_staged_unless_rotating(effective.as_ref()).await?;
+        if new_step {
+            self.rotation = Progress { step, effective, failed: failure.is_some(), wait: None };
+            self.reports.begin(step);
+            if let Some(rotation) = &next.rotation {
+                match failure {
+                    Some(reason) => {
+                        self.reports.publish(self.report(rotation, Err(reason)));
+                    }
+                    // Without a failure the state acted on is the desired one.
+                    None => self.report_when_done(&acted, rotation),
+                }
+            }
+        } else {
+            self.rotation.effective = effective;
+        }
         self.state = Some(next);
 
         let file = self.generation_file.clone();
@@ -253,6 +390,126 @@ impl NodeDataPlane {
         .await?;
         self.applied = generation;
         Ok(())
+    }
+
+    /// Does what a rotation phase needs before the devices follow it, once,
+    /// when the phase comes in force: on the rotating node, Prepare stages
+    /// a key, Distribute and Activate check that the staged key is the one
+    /// distributed, Retire and Settle promote it to the active key. `Err`
+    /// inside: this node's part failed (the reason goes in its report and
+    /// the devices stay as they were); outside: the key store failed.
+    async fn begin_step(
+        &mut self,
+        rotation: Option<&NodeRotation>,
+    ) -> Result<Result<(), String>, DataPlaneError> {
+        let Some(r) = rotation else { return Ok(Ok(())) };
+        if self.config.fail_rotation_phase == Some(r.phase) {
+            return Ok(Err(format!(
+                "fault injected: --fail-rotation-phase {}",
+                r.phase.as_str().to_lowercase()
+            )));
+        }
+        if !r.rotates(&self.node) {
+            return Ok(Ok(()));
+        }
+        let (active, staged) = {
+            let keys = lock(&self.keys);
+            (keys.public_key(), keys.staged_public_key())
+        };
+        match r.phase {
+            RotationPhase::Prepare => {
+                let keys = Arc::clone(&self.keys);
+                let staged =
+                    blocking("keys", move || lock(&keys).stage().map_err(DataPlaneError::Keys)).await?;
+                tracing::info!(rotation = r.id, staged = %rotation::short(&staged), "key staged for rotation");
+                Ok(Ok(()))
+            }
+            RotationPhase::Distribute | RotationPhase::Activate => {
+                Ok(rotation::check_lane_key(r.new_public_key, active, staged))
+            }
+            // Back to the main devices whatever the keys: never refused.
+            RotationPhase::Rollback => Ok(Ok(())),
+            RotationPhase::Retire | RotationPhase::Settle => {
+                match rotation::check_promotion(r.new_public_key, active, staged) {
+                    Ok(false) => Ok(Ok(())),
+                    Ok(true) => {
+                        let keys = Arc::clone(&self.keys);
+                        let now =
+                            blocking("keys", move || lock(&keys).activate().map_err(DataPlaneError::Keys))
+                                .await?;
+                        tracing::info!(
+                            rotation = r.id,
+                            active = %rotation::short(&now),
+                            "staged key is now the active key; the old one is zeroized"
+                        );
+                        Ok(Ok(()))
+                    }
+                    Err(reason) => Ok(Err(reason)),
+                }
+            }
+        }
+    }
+
+    /// The public key the lane holds for `which`.
+    fn lane_public_key(&self, which: LaneKey) -> PublicKey {
+        let keys = lock(&self.keys);
+        match which {
+            LaneKey::Active => keys.public_key(),
+            LaneKey::New => keys.staged_public_key().unwrap_or_else(|| keys.public_key()),
+        }
+    }
+
+    /// Discards a staged key once no rotation of this node is in force.
+    async fn discard_staged_unless_rotating(
+        &mut self,
+        effective: Option<&NodeRotation>,
+    ) -> Result<(), DataPlaneError> {
+        if effective.is_some_and(|r| r.rotates(&self.node)) || lock(&self.keys).staged().is_none() {
+            return Ok(());
+        }
+        let keys = Arc::clone(&self.keys);
+        blocking("keys", move || lock(&keys).discard_staged().map_err(DataPlaneError::Keys)).await?;
+        tracing::info!("staged key discarded: no rotation of this node is in force");
+        Ok(())
+    }
+
+    /// This node's report on `rotation`'s phase.
+    fn report(&self, rotation: &NodeRotation, result: Result<(), String>) -> RotationReport {
+        let staged_public_key =
+            if rotation.rotates(&self.node) { lock(&self.keys).staged_public_key() } else { None };
+        RotationReport { rotation_id: rotation.id, phase: rotation.phase, result, staged_public_key }
+    }
+
+    /// Reports `rotation`'s phase done now, or once its handshakes are seen
+    /// (a task: the stream client keeps applying commands meanwhile).
+    fn report_when_done(&mut self, state: &NodeDesiredState, rotation: &NodeRotation) {
+        let template = self.report(rotation, Ok(()));
+        let (which, peers) = match rotation::awaited(state, rotation, &self.node) {
+            Awaited::Nothing => {
+                self.reports.publish(template);
+                return;
+            }
+            Awaited::Handshakes { device, peers } => (device, peers),
+        };
+        let device = match (which, &self.lane) {
+            (Device::Lane, Some(lane)) => lane.device(),
+            (Device::Lane, None) | (Device::Main, _) => Arc::clone(&self.device),
+        };
+        let awaiting: Vec<Awaiting> = peers
+            .into_iter()
+            .map(|(node, key)| {
+                let after = match (which, &self.lane) {
+                    (Device::Lane, Some(lane)) => lane.configured_at(&key),
+                    _ => self.main_configured.get(&key).copied().unwrap_or(SystemTime::UNIX_EPOCH),
+                };
+                Awaiting { node, key, after }
+            })
+            .collect();
+        let reports = self.reports.clone();
+        self.rotation.wait = Some(tokio::spawn(async move {
+            let result = handshake_wait::wait(device, which, awaiting, handshake_wait::LIMIT).await;
+            reports.publish(RotationReport { result, ..template });
+        }));
     }
 
     /// Brings every component from `self.plan` to `target`. The order keeps
@@ -292,7 +549,26 @@ impl NodeDataPlane {
         if everything || old.mesh_address != target.mesh_address {
             self.link.ensure_source_check(target.mesh_address).await?;
         }
+        // The main device holds the active key (a rotation's Retire
+        // promoted a new one); every session under the old one is gone.
+        let main_key = self.public_key();
+        if everything || main_key != self.main_key {
+            let before = SystemTime::now();
+            let (device, keys) = (Arc::clone(&self.device), Arc::clone(&self.keys));
+            let switched = blocking("wireguard", move || {
+                lock(&device).set_private_key(lock(&keys).active()).map_err(DataPlaneError::WireGuard)
+            })
+            .await?;
+            if switched {
+                tracing::info!(key = %rotation::short(&main_key), "main device switched to the active key");
+                for peer in state.peers.values() {
+                    self.main_configured.insert(peer.public_key, before);
+                }
+            }
+            self.main_key = main_key;
+        }
         if peers_changed {
+            let before = SystemTime::now();
             let (device, peers) = (Arc::clone(&self.device), state.peers.clone());
             let diff = blocking("wireguard", move || {
                 lock(&device).apply_peers(&peers).map_err(DataPlaneError::WireGuard)
@@ -306,28 +582,43 @@ impl NodeDataPlane {
                     "peers"
                 );
             }
+            for peer in &diff.add {
+                self.main_configured.insert(peer.public_key, before);
+            }
+            self.main_configured.retain(|key, _| state.peers.values().any(|p| p.public_key == *key));
         }
         if !target.endpoints.is_empty() && (everything || self.sized_for.as_ref() != Some(&target.endpoints))
         {
             self.size_mtu(&target.endpoints).await?;
         }
 
-        let routes_changed = everything || old.routes != target.routes;
+        // The lane is ready before routes go into it, and emptied only after
+        // they left it.
+        let lane_carries = !target.lane_routes.is_empty();
+        if lane_carries {
+            self.converge_lane(state, target, everything).await?;
+        }
+        let routes_changed =
+            everything || old.routes != target.routes || old.lane_routes != target.lane_routes;
         let shrinking = routes_changed && !old.routes.iter().all(|r| target.routes.contains(r));
         if routes_changed {
-            // Add first; what goes is removed after classify stopped marking it.
-            let first: Vec<Cidr> = if shrinking {
-                old.routes
-                    .iter()
-                    .chain(&target.routes)
-                    .copied()
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect()
+            // Add first; what goes is removed after classify stopped marking
+            // it. A CIDR that moves between the mesh and the lane is
+            // repointed in place.
+            let first: Vec<(Cidr, RouteDevice)> = if shrinking {
+                let gone: Vec<Cidr> =
+                    old.routes.iter().filter(|r| !target.routes.contains(r)).copied().collect();
+                let mut all = target.routes_via();
+                all.extend(plan::via(&gone, &old.lane_routes));
+                all.sort();
+                all
             } else {
-                target.routes.clone()
+                target.routes_via()
             };
-            self.routing.sync_routes(&first).await.map_err(DataPlaneError::Routing)?;
+            self.routing.sync_routes_via(&first).await.map_err(DataPlaneError::Routing)?;
+        }
+        if !lane_carries {
+            self.converge_lane(state, target, everything).await?;
         }
         if everything || old.blocks != target.blocks {
             let (bpf, blocks) = (Arc::clone(&self.bpf), target.blocks.clone());
@@ -339,15 +630,33 @@ impl NodeDataPlane {
                 .await?;
         }
         if shrinking {
-            self.routing.sync_routes(&target.routes).await.map_err(DataPlaneError::Routing)?;
+            self.routing.sync_routes_via(&target.routes_via()).await.map_err(DataPlaneError::Routing)?;
         }
         Ok(())
+    }
+
+    /// Brings the lane device to the rotation in `state` (none: the active
+    /// key and no peers).
+    async fn converge_lane(
+        &mut self,
+        state: &NodeDesiredState,
+        target: &Plan,
+        everything: bool,
+    ) -> Result<(), DataPlaneError> {
+        let Some(lane) = &mut self.lane else { return Ok(()) };
+        let rotation = state.rotation.as_ref();
+        let which = rotation::lane_key(rotation, &self.node);
+        let peers = rotation::lane_peers(rotation);
+        lane.converge(&self.keys, which, target.lane_port, &peers, target.mesh_address, everything).await
     }
 
     /// Mesh MTU = underlay MTU − overhead, and the MSS clamp to match.
     async fn size_mtu(&mut self, endpoints: &[IpAddr]) -> Result<(), DataPlaneError> {
         let underlay = self.routing.detect_underlay_mtu(endpoints).await.map_err(DataPlaneError::Routing)?;
         let (mtu, _) = self.routing.ensure_mesh_mtu(underlay.mtu).await.map_err(DataPlaneError::Routing)?;
+        if self.lane.is_some() {
+            self.routing.ensure_lane_mtu(mtu).await.map_err(DataPlaneError::Routing)?;
+        }
         self.routing.ensure_mss_clamp(mtu).await.map_err(DataPlaneError::Routing)?;
         if mtu != self.mtu {
             tracing::info!(underlay = %underlay.interface, underlay_mtu = underlay.mtu, mtu, "mesh MTU set");
@@ -406,12 +715,16 @@ impl DataPlane for NodeDataPlane {
     }
 
     fn hello_facts(&self) -> HelloFacts {
-        HelloFacts {
-            public_key: self.keys.public_key(),
-            staged_public_key: self.keys.staged_public_key(),
-            backend: self.backend,
-            mtu: self.mtu,
-        }
+        // One guard: a second lock in the same expression would deadlock.
+        let (public_key, staged_public_key) = {
+            let keys = lock(&self.keys);
+            (keys.public_key(), keys.staged_public_key())
+        };
+        HelloFacts { public_key, staged_public_key, backend: self.backend, mtu: self.mtu }
+    }
+
+    fn rotation_reports(&self) -> Option<watch::Receiver<Option<RotationReport>>> {
+        Some(self.reports.subscribe())
     }
 }
 

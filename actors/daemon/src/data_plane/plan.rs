@@ -16,6 +16,9 @@
 //!   follows it would let pods' traffic to that CIDR out in clear over the
 //!   underlay's plain routes.
 //! - **Endpoints**: the peers' underlay addresses, which size the MTU.
+//! - **Lane routes**: while a key rotation has the lane carry, the lane
+//!   peers' allowed IPs go through the lane device instead (they are in
+//!   `routes` too: classify marks them alike); see [`super::rotation`].
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
@@ -23,13 +26,16 @@ use std::net::{IpAddr, Ipv4Addr};
 use vpblu_messages::{BlockRule, Cidr, NodeDesiredState, NodeName, PublicKey, UnreachableReason};
 
 use crate::bpf::DstEntry;
+use crate::routing::RouteDevice;
 
 /// One component's share of a desired state. Two plans compare equal per
 /// field exactly when that component has nothing to do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// CIDRs routed into the mesh device, sorted.
+    /// CIDRs routed into the mesh table, sorted.
     pub routes: Vec<Cidr>,
+    /// Those of `routes` that go through the lane device, sorted.
+    pub lane_routes: Vec<Cidr>,
     /// classify's destination entries, sorted by CIDR.
     pub destinations: Vec<(Cidr, DstEntry)>,
     /// Block rules, sorted.
@@ -38,6 +44,8 @@ pub struct Plan {
     pub endpoints: Vec<IpAddr>,
     /// The WireGuard listen port (0: leave as is).
     pub listen_port: u16,
+    /// The lane device's listen port (0: leave as is).
+    pub lane_port: u16,
     /// The mesh device's IPv4 address: the network address of the first
     /// IPv4 pod CIDR (reverse-path filtering needs one; see `mesh_link`).
     pub mesh_address: Option<Ipv4Addr>,
@@ -48,8 +56,13 @@ impl Plan {
     /// as not peered; the ones routed or listed unreachable are ignored).
     pub fn of(state: &NodeDesiredState, tombstones: &BTreeSet<Cidr>) -> Plan {
         let own = |cidr: &Cidr| state.settings.pod_cidrs.iter().any(|o| o.contains(cidr));
-        let routes: BTreeSet<Cidr> =
-            state.routes().map(|(cidr, _)| *cidr).filter(|cidr| !own(cidr)).collect();
+        let lane_routes = super::rotation::lane_routes(state, state.rotation.as_ref());
+        let routes: BTreeSet<Cidr> = state
+            .routes()
+            .map(|(cidr, _)| *cidr)
+            .filter(|cidr| !own(cidr))
+            .chain(lane_routes.iter().copied())
+            .collect();
         let mut destinations: Vec<(Cidr, DstEntry)> =
             routes.iter().map(|cidr| (*cidr, DstEntry::peer())).collect();
         let mut unreachable: BTreeSet<Cidr> = BTreeSet::new();
@@ -67,15 +80,22 @@ impl Plan {
         let endpoints: BTreeSet<IpAddr> = state.peers.values().map(|p| p.endpoint.ip()).collect();
         Plan {
             routes: routes.into_iter().collect(),
+            lane_routes: lane_routes.into_iter().collect(),
             destinations,
             blocks: state.blocks.iter().copied().collect(),
             endpoints: endpoints.into_iter().collect(),
             listen_port: state.settings.listen_port,
+            lane_port: state.settings.lane_port,
             mesh_address: state.settings.pod_cidrs.iter().find_map(|c| match c.addr() {
                 IpAddr::V4(a) => Some(a),
                 IpAddr::V6(_) => None,
             }),
         }
+    }
+
+    /// Routes: each CIDR with the device it goes through.
+    pub fn routes_via(&self) -> Vec<(Cidr, RouteDevice)> {
+        via(&self.routes, &self.lane_routes)
     }
 }
 
@@ -125,9 +145,35 @@ pub enum Refused {
     },
 }
 
+/// `routes` with their device: the lane for those in `lane`, else the mesh.
+pub fn via(routes: &[Cidr], lane: &[Cidr]) -> Vec<(Cidr, RouteDevice)> {
+    routes
+        .iter()
+        .map(|cidr| {
+            (*cidr, if lane.binary_search(cidr).is_ok() { RouteDevice::Lane } else { RouteDevice::Mesh })
+        })
+        .collect()
+}
+
 /// Checks what `validate()` does not and this data plane cannot carry out.
 pub fn check(state: &NodeDesiredState, own_key: &PublicKey) -> Result<(), Refused> {
-    for peer in state.peers.values() {
+    check_peers(state, state.peers.values(), own_key)
+}
+
+/// [`check`] for the lane's peers, against the key the lane will hold.
+pub fn check_lane(state: &NodeDesiredState, lane_key: &PublicKey) -> Result<(), Refused> {
+    match &state.rotation {
+        Some(r) => check_peers(state, r.lane.values(), lane_key),
+        None => Ok(()),
+    }
+}
+
+fn check_peers<'a>(
+    state: &NodeDesiredState,
+    peers: impl Iterator<Item = &'a std::sync::Arc<vpblu_messages::Peer>>,
+    own_key: &PublicKey,
+) -> Result<(), Refused> {
+    for peer in peers {
         if peer.public_key.as_bytes().iter().all(|b| *b == 0) {
             return Err(Refused::BadKey { peer: peer.node.clone(), reason: "all zeros" });
         }

@@ -1,7 +1,7 @@
 //! What to change in the mesh table and the rule list, decided from plain
 //! data: no netlink here, so every case is a cheap unit test.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use vpblu_messages::Cidr;
 
@@ -31,9 +31,13 @@ pub struct RouteOwner {
 /// The minimum change that makes the table match the desired CIDRs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteDiff {
-    /// Desired CIDRs with no correct route of ours yet: add via the mesh interface.
+    /// Desired CIDRs with no route of ours yet: add through their device.
     pub add: Vec<Cidr>,
-    /// Our routes that are not wanted, duplicated, or on the wrong device.
+    /// Our routes through the wrong device, with the device index they
+    /// must go through: repointed in place (`route replace`), so the CIDR
+    /// is never without a route, not deleted and added again.
+    pub replace: Vec<(TableRoute, u32)>,
+    /// Our routes that are not wanted or duplicated.
     pub remove: Vec<TableRoute>,
     /// Desired CIDRs that a route we do not own already holds in the
     /// table; left alone (adding ours would fail or fight it).
@@ -43,40 +47,60 @@ pub struct RouteDiff {
 impl RouteDiff {
     /// True when nothing has to be written.
     pub fn is_empty(&self) -> bool {
-        self.add.is_empty() && self.remove.is_empty()
+        self.add.is_empty() && self.replace.is_empty() && self.remove.is_empty()
     }
 }
 
-/// Diffs the routes in the mesh table against the desired remote CIDRs.
+/// Diffs the routes in the mesh table against the desired remote CIDRs,
+/// all through the owner's interface; see [`diff_routes_via`].
+pub fn diff_routes(actual: &[TableRoute], desired: &[Cidr], owner: RouteOwner) -> RouteDiff {
+    let desired: Vec<(Cidr, u32)> = desired.iter().map(|cidr| (*cidr, owner.ifindex)).collect();
+    diff_routes_via(actual, &desired, owner.protocol)
+}
+
+/// Diffs the routes in the mesh table against the desired remote CIDRs,
+/// each through its own device index (the mesh device, or the lane while a
+/// key rotates). With a CIDR listed twice, the last device wins.
 ///
 /// Routes of another protocol are never removed. One of our routes per
-/// desired CIDR through the mesh interface is kept; every other route of
-/// ours (unwanted, a duplicate, or through another device) is removed, and
-/// a CIDR whose only route of ours was removed is added back.
-pub fn diff_routes(actual: &[TableRoute], desired: &[Cidr], owner: RouteOwner) -> RouteDiff {
-    let desired: BTreeSet<Cidr> = desired.iter().copied().collect();
+/// desired CIDR through its device is kept; a CIDR whose routes of ours
+/// all go through another device gets the first of them repointed in
+/// place; every other route of ours (unwanted, or a duplicate) is removed.
+pub fn diff_routes_via(actual: &[TableRoute], desired: &[(Cidr, u32)], protocol: u8) -> RouteDiff {
+    let desired: BTreeMap<Cidr, u32> = desired.iter().copied().collect();
     let mut kept = BTreeSet::new();
-    let mut remove = Vec::new();
     let mut foreign = BTreeSet::new();
+    let mut mine: Vec<&TableRoute> = Vec::new();
     for route in actual {
-        if route.protocol != owner.protocol {
+        if route.protocol != protocol {
             foreign.insert(route.destination);
-        } else if desired.contains(&route.destination)
-            && route.oif == Some(owner.ifindex)
+        } else if desired.get(&route.destination).is_some_and(|&via| route.oif == Some(via))
             && kept.insert(route.destination)
         {
             // The first correct route of ours for this CIDR stays.
         } else {
-            remove.push(route.clone());
+            mine.push(route);
         }
     }
+    let mut replace = Vec::new();
+    let mut remove = Vec::new();
+    let mut repointed = BTreeSet::new();
+    for route in mine {
+        match desired.get(&route.destination) {
+            Some(&via) if !kept.contains(&route.destination) && repointed.insert(route.destination) => {
+                replace.push((route.clone(), via));
+            }
+            _ => remove.push(route.clone()),
+        }
+    }
+    replace.sort_by_key(|(r, _)| r.destination);
     remove.sort_by_key(|r| (r.destination, r.oif, r.priority));
     let mut add = Vec::new();
     let mut shadowed = Vec::new();
-    for cidr in desired.difference(&kept) {
+    for cidr in desired.keys().filter(|c| !kept.contains(*c) && !repointed.contains(*c)) {
         if foreign.contains(cidr) { shadowed.push(*cidr) } else { add.push(*cidr) }
     }
-    RouteDiff { add, remove, shadowed }
+    RouteDiff { add, replace, remove, shadowed }
 }
 
 /// The fwmark rule we want for one address family.
@@ -203,11 +227,33 @@ mod tests {
     }
 
     #[test]
-    fn our_route_on_another_device_is_replaced() {
+    fn our_route_on_another_device_is_repointed_in_place() {
         let actual = [route("10.2.0.0/24", 5, OURS)];
         let d = diff_routes(&actual, &[c("10.2.0.0/24")], OWNER);
-        assert_eq!(d.remove, vec![route("10.2.0.0/24", 5, OURS)]);
-        assert_eq!(d.add, vec![c("10.2.0.0/24")]);
+        assert_eq!(d.replace, vec![(route("10.2.0.0/24", 5, OURS), 7)]);
+        assert!(d.add.is_empty() && d.remove.is_empty(), "never deleted and added again: {d:?}");
+    }
+
+    #[test]
+    fn routes_flip_between_mesh_and_lane_per_cidr() {
+        let actual =
+            [route("10.2.0.0/24", 7, OURS), route("10.3.0.0/24", 7, OURS), route("10.4.0.0/24", 9, OURS)];
+        // 10.2 to the lane (9), 10.3 stays, 10.4 back to the mesh (7), 10.5 new on the lane.
+        let desired =
+            [(c("10.2.0.0/24"), 9), (c("10.3.0.0/24"), 7), (c("10.4.0.0/24"), 7), (c("10.5.0.0/24"), 9)];
+        let d = diff_routes_via(&actual, &desired, OURS);
+        assert_eq!(d.replace, vec![(route("10.2.0.0/24", 7, OURS), 9), (route("10.4.0.0/24", 9, OURS), 7)]);
+        assert_eq!(d.add, vec![c("10.5.0.0/24")]);
+        assert!(d.remove.is_empty());
+        // A duplicate on the old device goes once one route is repointed.
+        let actual = [route("10.2.0.0/24", 7, OURS), {
+            let mut r = route("10.2.0.0/24", 7, OURS);
+            r.priority = Some(5);
+            r
+        }];
+        let d = diff_routes_via(&actual, &[(c("10.2.0.0/24"), 9)], OURS);
+        assert_eq!(d.replace.len(), 1);
+        assert_eq!(d.remove.len(), 1);
     }
 
     #[test]
@@ -253,7 +299,14 @@ mod tests {
         ];
         let desired = [c("10.2.0.0/24"), c("10.3.0.0/24"), c("10.4.0.0/24"), c("fd00:1::/64")];
         let d = diff_routes(&actual, &desired, OWNER);
-        let mut after: Vec<TableRoute> = actual.into_iter().filter(|r| !d.remove.contains(r)).collect();
+        let mut after: Vec<TableRoute> = actual
+            .into_iter()
+            .filter(|r| !d.remove.contains(r))
+            .map(|r| match d.replace.iter().find(|(old, _)| *old == r) {
+                Some((_, via)) => TableRoute { oif: Some(*via), ..r },
+                None => r,
+            })
+            .collect();
         after.extend(d.add.iter().map(|c| TableRoute {
             destination: *c,
             oif: Some(7),

@@ -34,6 +34,12 @@ pub enum RoutingError {
         /// The configured mesh interface name.
         name: String,
     },
+    /// A route through the lane was asked for with no lane configured.
+    #[error(
+        "a route through the lane device was asked for, but this routing has no lane interface \
+         configured; start the daemon with --lane-interface"
+    )]
+    NoLane,
     /// The mesh device is administratively down, so IPv4 routes via it are refused.
     #[error("mesh interface {name:?} is down: bring it up (ip link set {name} up) before routing through it")]
     MeshInterfaceDown {

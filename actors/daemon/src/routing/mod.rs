@@ -26,10 +26,11 @@ mod rules;
 use std::fmt;
 
 pub use diff::{
-    InstalledRule, RouteDiff, RouteOwner, RulePlan, RuleSpec, TableRoute, diff_routes, plan_rules,
+    InstalledRule, RouteDiff, RouteOwner, RulePlan, RuleSpec, TableRoute, diff_routes, diff_routes_via,
+    plan_rules,
 };
 pub use error::RoutingError;
-pub use mss::{NFT_TABLE, mss_for, nft_script};
+pub use mss::{NFT_TABLE, mss_for, nft_script, nft_script_for};
 pub use mtu::{Underlay, mesh_mtu};
 pub use routes::SyncReport;
 
@@ -58,6 +59,10 @@ pub const ROUTE_PROTOCOL: u8 = 0x56;
 pub struct RoutingConfig {
     /// The mesh (WireGuard) device, e.g. `wg-mesh`.
     pub mesh_interface: String,
+    /// The lane device (the spare WireGuard device that carries traffic
+    /// while a key rotates), e.g. `wg-lane`; `None`: no lane. Routes may
+    /// go through it, and the MSS clamp covers it too.
+    pub lane_interface: Option<String>,
     /// Mark written by classify; see [`DEFAULT_FWMARK`].
     pub fwmark: u32,
     /// Bits of the mark the rule compares; see [`DEFAULT_FWMARK_MASK`].
@@ -75,6 +80,7 @@ impl RoutingConfig {
     pub fn new(mesh_interface: impl Into<String>) -> Self {
         RoutingConfig {
             mesh_interface: mesh_interface.into(),
+            lane_interface: None,
             fwmark: DEFAULT_FWMARK,
             fwmark_mask: DEFAULT_FWMARK_MASK,
             table: DEFAULT_TABLE,
@@ -86,16 +92,34 @@ impl RoutingConfig {
     /// Refuses values that would break the host's routing or the nft script.
     pub fn validate(&self) -> Result<(), RoutingError> {
         let refuse = |field, value: String, reason| Err(RoutingError::Config { field, value, reason });
+        let bad_name = |name: &str| {
+            name.is_empty()
+                || name.len() > 15
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
         let name = &self.mesh_interface;
-        if name.is_empty()
-            || name.len() > 15
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
+        if bad_name(name) {
             return refuse(
                 "mesh_interface",
                 format!("{name:?}"),
                 "must be 1 to 15 characters of letters, digits, '-', '_' or '.'",
             );
+        }
+        if let Some(lane) = &self.lane_interface {
+            if bad_name(lane) {
+                return refuse(
+                    "lane_interface",
+                    format!("{lane:?}"),
+                    "must be 1 to 15 characters of letters, digits, '-', '_' or '.'",
+                );
+            }
+            if lane == name {
+                return refuse(
+                    "lane_interface",
+                    format!("{lane:?}"),
+                    "must differ from the mesh interface: the lane is a second WireGuard device",
+                );
+            }
         }
         if self.fwmark_mask == 0 || self.fwmark & self.fwmark_mask == 0 {
             return refuse(
@@ -144,6 +168,15 @@ impl RoutingConfig {
             protocol: ROUTE_PROTOCOL,
         }
     }
+}
+
+/// Which device a route in the mesh table goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RouteDevice {
+    /// The mesh device (`RoutingConfig::mesh_interface`).
+    Mesh,
+    /// The lane device (`RoutingConfig::lane_interface`), while a key rotates.
+    Lane,
 }
 
 /// Whether a call had to write anything.
@@ -223,6 +256,13 @@ impl Routing {
         mtu::ensure_mesh_mtu(&self.handle, &self.config, underlay_mtu).await
     }
 
+    /// Gives the lane device the MTU `mesh_mtu` (the mesh device's: the
+    /// lane carries the same traffic); writes only when it differs.
+    pub async fn ensure_lane_mtu(&self, mesh_mtu: u32) -> Result<Change, RoutingError> {
+        let name = self.config.lane_interface.as_deref().ok_or(RoutingError::NoLane)?;
+        mtu::ensure_link_mtu(&self.handle, name, mesh_mtu).await
+    }
+
     /// Makes sure exactly one `fwmark MARK/MASK lookup TABLE` rule at the
     /// configured priority exists for IPv4 and for IPv6, removing stale or
     /// duplicate rules of ours.
@@ -248,14 +288,34 @@ impl Routing {
     /// protocols are left alone (a desired CIDR they already hold is
     /// reported as shadowed).
     pub async fn sync_routes(&self, desired: &[vpblu_messages::Cidr]) -> Result<SyncReport, RoutingError> {
+        let desired: Vec<_> = desired.iter().map(|cidr| (*cidr, RouteDevice::Mesh)).collect();
+        routes::sync(&self.handle, &self.config, &desired).await
+    }
+
+    /// Like [`Routing::sync_routes`], each CIDR through the device given
+    /// with it. A route of ours that goes through the other device is
+    /// repointed in place (`route replace`): the CIDR is never without a
+    /// route, so moving traffic between the mesh and the lane drops nothing.
+    pub async fn sync_routes_via(
+        &self,
+        desired: &[(vpblu_messages::Cidr, RouteDevice)],
+    ) -> Result<SyncReport, RoutingError> {
         routes::sync(&self.handle, &self.config, desired).await
     }
 
     /// Writes the nftables table `inet vpblu` clamping TCP MSS on SYNs
-    /// leaving through the mesh device to `mesh_mtu − 40` (IPv4) and
-    /// `mesh_mtu − 60` (IPv6); writes only when the table differs.
+    /// leaving through the mesh device (and the lane, when there is one)
+    /// to `mesh_mtu − 40` (IPv4) and `mesh_mtu − 60` (IPv6); writes only
+    /// when the table differs.
     pub async fn ensure_mss_clamp(&self, mesh_mtu: u32) -> Result<Change, RoutingError> {
-        mss::ensure(&self.config.mesh_interface, mesh_mtu).await
+        mss::ensure(&self.devices(), mesh_mtu).await
+    }
+
+    /// The mesh device, then the lane if there is one.
+    fn devices(&self) -> Vec<&str> {
+        std::iter::once(self.config.mesh_interface.as_str())
+            .chain(self.config.lane_interface.as_deref())
+            .collect()
     }
 
     /// Deletes the nftables table `inet vpblu`, and nothing else.

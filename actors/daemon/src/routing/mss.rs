@@ -35,6 +35,12 @@ fn comment(family: &str, mss: u32, interface: &str) -> String {
 /// The whole table as one nft transaction: create (so the delete cannot
 /// fail on a first run), delete, and define it again.
 pub fn nft_script(interface: &str, mesh_mtu: u32) -> String {
+    nft_script_for(&[interface], mesh_mtu)
+}
+
+/// [`nft_script`] clamping SYNs out of each of `interfaces` (the mesh
+/// device and the lane that carries its traffic while a key rotates).
+pub fn nft_script_for(interfaces: &[&str], mesh_mtu: u32) -> String {
     let (v4, v6) = mss_for(mesh_mtu);
     let mut script = format!(
         "table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\ntable inet {NFT_TABLE} {{\n\
@@ -44,14 +50,16 @@ pub fn nft_script(interface: &str, mesh_mtu: u32) -> String {
         script.push_str(&format!(
             "\tchain {chain} {{\n\t\ttype filter hook {chain} priority mangle; policy accept;\n"
         ));
-        for (family, nfproto, mss) in [("IPv4", "ipv4", v4), ("IPv6", "ipv6", v6)] {
-            // The "> mss" guard keeps a smaller MSS the endpoint asked for
-            // (the kernel also never raises it, but say so explicitly).
-            script.push_str(&format!(
-                "\t\toifname \"{interface}\" meta nfproto {nfproto} tcp flags syn \
-                 tcp option maxseg size > {mss} tcp option maxseg size set {mss} comment \"{}\"\n",
-                comment(family, mss, interface)
-            ));
+        for interface in interfaces {
+            for (family, nfproto, mss) in [("IPv4", "ipv4", v4), ("IPv6", "ipv6", v6)] {
+                // The "> mss" guard keeps a smaller MSS the endpoint asked for
+                // (the kernel also never raises it, but say so explicitly).
+                script.push_str(&format!(
+                    "\t\toifname \"{interface}\" meta nfproto {nfproto} tcp flags syn \
+                     tcp option maxseg size > {mss} tcp option maxseg size set {mss} comment \"{}\"\n",
+                    comment(family, mss, interface)
+                ));
+            }
         }
         script.push_str("\t}\n");
     }
@@ -62,13 +70,15 @@ pub fn nft_script(interface: &str, mesh_mtu: u32) -> String {
 /// What identifies the table's content, in a form both the desired state
 /// and `nft -j list` produce: chains with their hooks, rules by chain,
 /// comment, output interface and MSS value.
-fn expected_summary(interface: &str, mesh_mtu: u32) -> Vec<String> {
+fn expected_summary(interfaces: &[&str], mesh_mtu: u32) -> Vec<String> {
     let (v4, v6) = mss_for(mesh_mtu);
     let mut summary = Vec::new();
     for chain in CHAINS {
         summary.push(format!("chain {chain} filter {chain} {MANGLE_PRIORITY} accept"));
-        for (family, mss) in [("IPv4", v4), ("IPv6", v6)] {
-            summary.push(format!("rule {chain} {interface} {mss} {}", comment(family, mss, interface)));
+        for interface in interfaces {
+            for (family, mss) in [("IPv4", v4), ("IPv6", v6)] {
+                summary.push(format!("rule {chain} {interface} {mss} {}", comment(family, mss, interface)));
+            }
         }
     }
     summary.sort();
@@ -109,13 +119,14 @@ fn actual_summary(listing: &Value) -> Vec<String> {
     summary
 }
 
-pub(crate) async fn ensure(interface: &str, mesh_mtu: u32) -> Result<Change, RoutingError> {
+pub(crate) async fn ensure(interfaces: &[&str], mesh_mtu: u32) -> Result<Change, RoutingError> {
+    let interface = interfaces.first().copied().unwrap_or_default();
     if let Some(listing) = list_table(interface).await?
-        && actual_summary(&listing) == expected_summary(interface, mesh_mtu)
+        && actual_summary(&listing) == expected_summary(interfaces, mesh_mtu)
     {
         return Ok(Change::Unchanged);
     }
-    nft(interface, &["-f", "-"], Some(&nft_script(interface, mesh_mtu))).await?;
+    nft(interface, &["-f", "-"], Some(&nft_script_for(interfaces, mesh_mtu))).await?;
     Ok(Change::Changed)
 }
 
@@ -235,21 +246,30 @@ mod tests {
     }
 
     #[test]
+    fn the_lane_is_clamped_like_the_mesh_device() {
+        let script = nft_script_for(&["wg-mesh", "wg-lane"], 1420);
+        assert_eq!(script.matches("oifname \"wg-lane\"").count(), 4, "{script}");
+        assert_eq!(script.matches("oifname \"wg-mesh\"").count(), 4, "{script}");
+        assert_eq!(script.matches("maxseg size set 1380").count(), 4, "{script}");
+        assert_ne!(expected_summary(&["wg-mesh", "wg-lane"], 1420), expected_summary(&["wg-mesh"], 1420));
+    }
+
+    #[test]
     fn listing_of_the_desired_table_matches_the_expected_summary() {
-        assert_eq!(actual_summary(&listing(1380, "wg-mesh")), expected_summary("wg-mesh", 1420));
+        assert_eq!(actual_summary(&listing(1380, "wg-mesh")), expected_summary(&["wg-mesh"], 1420));
     }
 
     #[test]
     fn a_changed_value_or_interface_does_not_match() {
-        assert_ne!(actual_summary(&listing(1400, "wg-mesh")), expected_summary("wg-mesh", 1420));
-        assert_ne!(actual_summary(&listing(1380, "eth0")), expected_summary("wg-mesh", 1420));
-        assert_ne!(actual_summary(&listing(1380, "wg-mesh")), expected_summary("wg-mesh", 1400));
+        assert_ne!(actual_summary(&listing(1400, "wg-mesh")), expected_summary(&["wg-mesh"], 1420));
+        assert_ne!(actual_summary(&listing(1380, "eth0")), expected_summary(&["wg-mesh"], 1420));
+        assert_ne!(actual_summary(&listing(1380, "wg-mesh")), expected_summary(&["wg-mesh"], 1400));
     }
 
     #[test]
     fn an_extra_object_in_our_table_does_not_match() {
         let mut value = listing(1380, "wg-mesh");
         value["nftables"].as_array_mut().unwrap().push(serde_json::json!({"set": {"name": "x"}}));
-        assert_ne!(actual_summary(&value), expected_summary("wg-mesh", 1420));
+        assert_ne!(actual_summary(&value), expected_summary(&["wg-mesh"], 1420));
     }
 }

@@ -102,6 +102,23 @@ pub(crate) async fn ensure_mesh_mtu(
     Ok((target, Change::Changed))
 }
 
+/// Sets link `name`'s MTU to `mtu`; writes only when it differs.
+pub(crate) async fn ensure_link_mtu(handle: &Handle, name: &str, mtu: u32) -> Result<Change, RoutingError> {
+    let link = link_by_name(handle, name)
+        .await?
+        .ok_or_else(|| RoutingError::MeshInterfaceMissing { name: name.to_owned() })?;
+    if link.mtu == mtu {
+        return Ok(Change::Unchanged);
+    }
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(link.index).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(|e| RoutingError::netlink(format!("set MTU of {name:?} to {mtu} (was {})", link.mtu), e))?;
+    Ok(Change::Changed)
+}
+
 pub(crate) async fn detect_underlay(
     handle: &Handle,
     config: &RoutingConfig,

@@ -1,6 +1,7 @@
 //! Routes in the mesh table: `CIDR dev MESH table TABLE proto 86`, one per
 //! remote pod CIDR, kept in step with the desired set by diffing.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
@@ -12,17 +13,18 @@ use rtnetlink::{Handle, RouteMessageBuilder};
 use rustix::io::Errno;
 use vpblu_messages::Cidr;
 
-use super::diff::{RouteOwner, TableRoute, diff_routes};
+use super::diff::{TableRoute, diff_routes_via};
 use super::error::is_errno;
-use super::{ROUTE_PROTOCOL, RoutingConfig, RoutingError, mtu};
+use super::{ROUTE_PROTOCOL, RouteDevice, RoutingConfig, RoutingError, mtu};
 
 /// What one [`Routing::sync_routes`](super::Routing::sync_routes) call wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
     /// Routes added to the mesh table.
     pub added: Vec<Cidr>,
-    /// Routes of ours removed from the mesh table (a CIDR whose route moved
-    /// to the mesh device shows in both lists).
+    /// Routes of ours repointed in place to another device (mesh ⇄ lane).
+    pub moved: Vec<Cidr>,
+    /// Routes of ours removed from the mesh table.
     pub removed: Vec<Cidr>,
     /// Desired CIDRs left alone because a route of another protocol holds
     /// them in the mesh table.
@@ -32,28 +34,53 @@ pub struct SyncReport {
 impl SyncReport {
     /// True when any route was written.
     pub fn changed(&self) -> bool {
-        !self.added.is_empty() || !self.removed.is_empty()
+        !self.added.is_empty() || !self.moved.is_empty() || !self.removed.is_empty()
     }
 }
 
 pub(crate) async fn sync(
     handle: &Handle,
     config: &RoutingConfig,
-    desired: &[Cidr],
+    desired: &[(Cidr, RouteDevice)],
 ) -> Result<SyncReport, RoutingError> {
     let mesh = mtu::link_by_name(handle, &config.mesh_interface)
         .await?
         .ok_or_else(|| RoutingError::MeshInterfaceMissing { name: config.mesh_interface.clone() })?;
+    let lane = if desired.iter().any(|(_, device)| *device == RouteDevice::Lane) {
+        let name = config.lane_interface.as_deref().ok_or(RoutingError::NoLane)?;
+        let lane = mtu::link_by_name(handle, name)
+            .await?
+            .ok_or_else(|| RoutingError::MeshInterfaceMissing { name: name.to_owned() })?;
+        Some(lane)
+    } else {
+        None
+    };
+    let index = |device: RouteDevice| match (device, &lane) {
+        (RouteDevice::Lane, Some(lane)) => lane.index,
+        _ => mesh.index,
+    };
+    let name_of = |ifindex: u32| match &lane {
+        Some(lane) if lane.index == ifindex => lane.name.clone(),
+        _ => config.mesh_interface.clone(),
+    };
+    let wanted: Vec<(Cidr, u32)> = desired.iter().map(|(cidr, device)| (*cidr, index(*device))).collect();
+    let via: BTreeMap<Cidr, u32> = wanted.iter().copied().collect();
     let actual = table_routes(handle, config.table).await?;
-    let diff = diff_routes(&actual, desired, RouteOwner { protocol: ROUTE_PROTOCOL, ifindex: mesh.index });
+    let diff = diff_routes_via(&actual, &wanted, ROUTE_PROTOCOL);
     let mut report = SyncReport { shadowed: diff.shadowed.clone(), ..SyncReport::default() };
+    // Repoint first (no moment without a route), then add, then remove.
+    for (route, ifindex) in &diff.replace {
+        write(handle, config, &name_of(*ifindex), *ifindex, route.destination, route.priority, true).await?;
+        report.moved.push(route.destination);
+    }
+    for cidr in &diff.add {
+        let ifindex = via[cidr];
+        write(handle, config, &name_of(ifindex), ifindex, *cidr, None, false).await?;
+        report.added.push(*cidr);
+    }
     for route in &diff.remove {
         delete(handle, config, route).await?;
         report.removed.push(route.destination);
-    }
-    for cidr in &diff.add {
-        add(handle, config, mesh.index, *cidr).await?;
-        report.added.push(*cidr);
     }
     if !diff.shadowed.is_empty() {
         tracing::warn!(
@@ -70,8 +97,7 @@ pub(crate) async fn sync(
 /// (the mesh device may already be gone). Returns how many.
 pub(crate) async fn remove_ours(handle: &Handle, config: &RoutingConfig) -> Result<usize, RoutingError> {
     let actual = table_routes(handle, config.table).await?;
-    // No desired routes: the interface index is never consulted.
-    let diff = diff_routes(&actual, &[], RouteOwner { protocol: ROUTE_PROTOCOL, ifindex: 0 });
+    let diff = diff_routes_via(&actual, &[], ROUTE_PROTOCOL);
     for route in &diff.remove {
         delete(handle, config, route).await?;
     }
@@ -103,8 +129,19 @@ pub(crate) async fn table_routes(handle: &Handle, table: u32) -> Result<Vec<Tabl
     Ok(routes)
 }
 
-async fn add(handle: &Handle, config: &RoutingConfig, ifindex: u32, cidr: Cidr) -> Result<(), RoutingError> {
-    let message = match cidr.addr() {
+/// `ip route add` (or, with `replace`, `ip route replace`) of `cidr`
+/// through `ifindex` in the mesh table. A replace carries the metric of
+/// the route it repoints, so the kernel swaps that very route in place.
+async fn write(
+    handle: &Handle,
+    config: &RoutingConfig,
+    interface: &str,
+    ifindex: u32,
+    cidr: Cidr,
+    priority: Option<u32>,
+    replace: bool,
+) -> Result<(), RoutingError> {
+    let mut message = match cidr.addr() {
         IpAddr::V4(addr) => RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(addr, cidr.prefix_len())
             // What `ip route add CIDR dev X` does for a route with no gateway.
@@ -120,14 +157,19 @@ async fn add(handle: &Handle, config: &RoutingConfig, ifindex: u32, cidr: Cidr) 
             .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
             .build(),
     };
-    handle.route().add(message).execute().await.map_err(|source| {
+    if let Some(priority) = priority {
+        message.attributes.push(RouteAttribute::Priority(priority));
+    }
+    let request = handle.route().add(message);
+    let request = if replace { request.replace() } else { request };
+    request.execute().await.map_err(|source| {
         if is_errno(&source, Errno::NETDOWN) {
-            RoutingError::MeshInterfaceDown { name: config.mesh_interface.clone() }
+            RoutingError::MeshInterfaceDown { name: interface.to_owned() }
         } else {
             RoutingError::Route {
-                verb: "add",
+                verb: if replace { "replace" } else { "add" },
                 cidr,
-                interface: config.mesh_interface.clone(),
+                interface: interface.to_owned(),
                 table: config.table,
                 source: Box::new(source),
             }

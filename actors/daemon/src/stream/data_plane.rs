@@ -2,7 +2,8 @@
 
 use std::future::Future;
 
-use vpblu_messages::{Backend, Command, Generation, PublicKey};
+use tokio::sync::watch;
+use vpblu_messages::{Backend, Command, Generation, PublicKey, RotationReport};
 
 /// What the Hello says about the node's data plane.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,4 +40,12 @@ pub trait DataPlane: Send + 'static {
 
     /// Keys, backend and MTU for the Hello.
     fn hello_facts(&self) -> HelloFacts;
+
+    /// How this node did with its part of the key rotation phase in force:
+    /// `None` until it is done (or when no rotation is), then its report.
+    /// The stream client sends each (rotation, phase) report once per
+    /// stream. `None` for a data plane that takes no part in rotations.
+    fn rotation_reports(&self) -> Option<watch::Receiver<Option<RotationReport>>> {
+        None
+    }
 }

@@ -1,17 +1,18 @@
 //! The stream client actor: owns the connection to the controller and
 //! applies what comes down it.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use vpblu_messages::wire::WireError;
 use vpblu_messages::{
-    Command, Downstream, Generation, Hello, NodeDesiredState, NodeName, PeerObservation, RotationReport,
-    Upstream, apply,
+    Command, Downstream, Generation, Hello, NodeDesiredState, NodeName, PeerObservation, RotationPhase,
+    RotationReport, Upstream, apply,
 };
 use vpblu_proto as pb;
 
@@ -94,7 +95,9 @@ pub enum StreamClientMsg {
     /// Per-peer observations for the controller (dropped while disconnected).
     Observed(Vec<PeerObservation>),
     /// A rotation step's outcome for the controller (dropped while
-    /// disconnected; the controller's rotation times out and rolls back).
+    /// disconnected). With a data plane that reports
+    /// ([`DataPlane::rotation_reports`]) only the report of the phase in
+    /// force goes, once per stream, and again on the next stream.
     RotationReport(RotationReport),
     /// What the client knows, for status and tests.
     Status(RpcReplyPort<ClientStatus>),
@@ -168,6 +171,12 @@ pub struct StreamClientState<D> {
     ignored_stale: u64,
     refused: u64,
     last_error: Option<String>,
+    /// The data plane's rotation report, when it takes part in rotations.
+    reports: Option<watch::Receiver<Option<RotationReport>>>,
+    /// Casts each new report to the client.
+    forwarder: Option<JoinHandle<()>>,
+    /// The (rotation, phase) reports sent on the current stream.
+    reported: BTreeSet<(u64, RotationPhase)>,
 }
 
 /// `a,b , c` → `["a", "b", "c"]`; an empty list stays one (empty)
@@ -289,6 +298,35 @@ impl<D: DataPlane> StreamClientState<D> {
             refusal.to_string()
         });
         self.send(myself, &Upstream::Ack { generation, result });
+        self.flush_report(myself);
+    }
+
+    /// Sends `report` to the controller, once per stream and only while
+    /// its phase is the one in force (a report of a data plane that
+    /// reports); any other report as it comes.
+    fn report(&mut self, myself: &ActorRef<StreamClientMsg>, report: RotationReport) {
+        if self.outbound.is_none() {
+            return;
+        }
+        if self.reports.is_some() {
+            let in_force = self.current.as_ref().and_then(|s| s.rotation.as_ref()).map(|r| (r.id, r.phase));
+            let step = (report.rotation_id, report.phase);
+            if in_force != Some(step) || !self.reported.insert(step) {
+                return;
+            }
+            tracing::info!(rotation = step.0, phase = %step.1, ok = report.result.is_ok(), "rotation report sent");
+        }
+        self.send(myself, &Upstream::RotationReport(report));
+    }
+
+    /// Sends the data plane's latest report if this stream has not had it
+    /// (a new stream, so a new controller leader hears it; or a report
+    /// that arrived before the command that put its phase in force).
+    fn flush_report(&mut self, myself: &ActorRef<StreamClientMsg>) {
+        let latest = self.reports.as_ref().and_then(|r| r.borrow().clone());
+        if let Some(report) = latest {
+            self.report(myself, report);
+        }
     }
 
     fn status(&self) -> ClientStatus {
@@ -331,7 +369,24 @@ impl<D: DataPlane> Actor for StreamClient<D> {
             ignored_stale: 0,
             refused: 0,
             last_error: None,
+            reports: None,
+            forwarder: None,
+            reported: BTreeSet::new(),
         };
+        if let Some(mut reports) = state.data_plane.rotation_reports() {
+            state.reports = Some(reports.clone());
+            let myself = myself.clone();
+            state.forwarder = Some(tokio::spawn(async move {
+                while reports.changed().await.is_ok() {
+                    let report = reports.borrow_and_update().clone();
+                    if let Some(report) = report
+                        && myself.cast(StreamClientMsg::RotationReport(report)).is_err()
+                    {
+                        break;
+                    }
+                }
+            }));
+        }
         state.connect(&myself);
         Ok(state)
     }
@@ -346,6 +401,9 @@ impl<D: DataPlane> Actor for StreamClient<D> {
         state.outbound = None;
         if let Some(task) = state.task.take() {
             task.abort();
+        }
+        if let Some(forwarder) = state.forwarder.take() {
+            forwarder.abort();
         }
         Ok(())
     }
@@ -364,6 +422,8 @@ impl<D: DataPlane> Actor for StreamClient<D> {
                     state.outbound = Some(outbound);
                     state.connected_at = Some(Instant::now());
                     state.connects += 1;
+                    state.reported.clear();
+                    state.flush_report(&myself);
                 }
             }
             StreamClientMsg::Received { epoch, generation, body } => {
@@ -381,7 +441,7 @@ impl<D: DataPlane> Actor for StreamClient<D> {
                 }
             }
             StreamClientMsg::Observed(peers) => state.send(&myself, &Upstream::Observed(peers)),
-            StreamClientMsg::RotationReport(report) => state.send(&myself, &Upstream::RotationReport(report)),
+            StreamClientMsg::RotationReport(report) => state.report(&myself, report),
             StreamClientMsg::Status(reply) => {
                 let _caller_gone = reply.send(state.status());
             }

@@ -47,6 +47,7 @@ use self::observer::{Observer, ObserverArgs, StreamTally};
 use self::readiness::Readiness;
 use self::shared_data_plane::SharedDataPlane;
 use crate::Args;
+use crate::args::FaultPhase;
 use crate::data_plane::{Config, NodeDataPlane};
 use crate::stream::{ClientConfig, DataPlane as _, StreamClient, StreamClientArgs, StreamSecurity};
 
@@ -55,7 +56,9 @@ const STREAM_CHILD: &str = "stream";
 
 /// The data plane's configuration from the flags.
 fn data_plane_config(args: &Args) -> Config {
-    let mut config = Config::new(&args.key_dir, &args.state_dir, &args.bpffs, args.interface.clone());
+    let mut config = Config::new(&args.key_dir, &args.state_dir, &args.bpffs, args.interface.clone())
+        .with_lane(args.lane_interface.clone());
+    config.fail_rotation_phase = args.fail_rotation_phase.map(FaultPhase::phase);
     config.routing.mtu_overhead = args.mtu_overhead;
     config.backend = args.backend.backend();
     if let Some(program) = &args.wireguard_go {

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use vpblu_messages::{Command, Generation, NodeName, PublicKey};
+use tokio::sync::watch;
+use vpblu_messages::{Command, Generation, NodeName, PublicKey, RotationReport};
 
 use super::metrics::{CommandKind, DaemonMetrics};
 use super::readiness::Readiness;
@@ -41,6 +42,8 @@ pub struct SharedDataPlane {
     data_plane: Arc<tokio::sync::Mutex<NodeDataPlane>>,
     reader: DataPlaneReader,
     view: Arc<Mutex<View>>,
+    /// Read without the lock, like the view.
+    reports: Option<watch::Receiver<Option<RotationReport>>>,
     metrics: DaemonMetrics,
     readiness: Readiness,
 }
@@ -52,6 +55,7 @@ impl SharedDataPlane {
         metrics.set_applied_generation(view.applied);
         SharedDataPlane {
             reader: data_plane.reader(),
+            reports: data_plane.rotation_reports(),
             data_plane: Arc::new(tokio::sync::Mutex::new(data_plane)),
             view: Arc::new(Mutex::new(view)),
             metrics,
@@ -97,5 +101,9 @@ impl DataPlane for SharedDataPlane {
 
     fn hello_facts(&self) -> HelloFacts {
         self.view().facts.clone()
+    }
+
+    fn rotation_reports(&self) -> Option<watch::Receiver<Option<RotationReport>>> {
+        self.reports.clone()
     }
 }

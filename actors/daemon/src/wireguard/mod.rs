@@ -306,6 +306,32 @@ impl WireGuardDevice {
         Ok(true)
     }
 
+    /// Makes the device send a keepalive to peer `key` (of `node`) now,
+    /// which starts a handshake when there is no session: WireGuard only
+    /// handshakes on traffic. Persistent keepalive goes 0 → 25 → `keepalive`
+    /// (what the peer is configured with) in three transactions: both
+    /// wireguard-go and the kernel answer turning it on with an immediate
+    /// keepalive, and only when it was off before.
+    pub fn kick(
+        &mut self,
+        node: &NodeName,
+        key: &PublicKey,
+        keepalive: Option<u16>,
+    ) -> Result<(), WireGuardError> {
+        for interval in [0, 25, keepalive.unwrap_or(0)] {
+            let update = PeerUpdate {
+                node: node.clone(),
+                public_key: *key,
+                endpoint: None,
+                allowed_ips: None,
+                persistent_keepalive: Some(interval),
+            };
+            let diff = PeerDiff { update: vec![update], ..PeerDiff::default() };
+            self.set(&SetRequest { peers: Some(&diff), ..SetRequest::default() })?;
+        }
+        Ok(())
+    }
+
     /// Sets the listen port; nothing is written when it already has it.
     pub fn set_listen_port(&mut self, port: u16) -> Result<bool, WireGuardError> {
         let state = self.read_back()?;

@@ -6,17 +6,18 @@
 //! does with what it is sent.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
 use tokio::sync::broadcast;
 use vpblu_controller::stream::{
-    Desired, NodeAuth, NodeStreamStatus, RefusalEvents, ServerTransport, StreamConfig, StreamMetrics,
-    StreamServer, StreamServerArgs, StreamServerMsg, node_status,
+    Desired, NodeAuth, NodeStreamStatus, RefusalEvents, ServerTransport, StreamConfig, StreamEvent,
+    StreamMetrics, StreamServer, StreamServerArgs, StreamServerMsg, node_status,
 };
 use vpblu_e2e::netns::Netns;
-use vpblu_messages::{Generation, NodeName};
+use vpblu_messages::{Generation, NodeName, RotationPhase, RotationReport, Upstream};
 use vpblu_runtime::Health;
 
 /// Waits on the controller side.
@@ -31,6 +32,8 @@ pub struct StreamController {
     /// `http://ADDR:PORT` for the daemons' `--controller-addr`.
     pub endpoint: String,
     pub ns: Netns,
+    /// Every RotationReport a daemon sent, in arrival order.
+    reports: Arc<Mutex<Vec<(NodeName, RotationReport)>>>,
 }
 
 impl StreamController {
@@ -46,12 +49,31 @@ impl StreamController {
                 .expect("a tokio runtime for the controller")
         });
         let desired = Desired::new();
+        let (events, mut heard) = broadcast::channel(4096);
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        {
+            let reports = Arc::clone(&reports);
+            runtime.spawn(async move {
+                loop {
+                    match heard.recv().await {
+                        Ok(StreamEvent::Message(node, Upstream::RotationReport(report))) => {
+                            reports.lock().unwrap_or_else(PoisonError::into_inner).push((node, report));
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            eprintln!("the test's event collector missed {n} stream events");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    }
+                }
+            });
+        }
         let args = StreamServerArgs {
             addr: format!("{addr}:0").parse().unwrap(),
             desired: desired.clone(),
             config: StreamConfig::default(),
             metrics: StreamMetrics::register(&Health::new()),
-            events: broadcast::channel(4096).0,
+            events,
             // Plaintext and every Hello believed: TLS and node identity are
             // proven by the controller's stream tests; this one is about
             // what the daemon does with what it is sent.
@@ -75,7 +97,43 @@ impl StreamController {
                 other => panic!("the stream server did not tell its address: {other:?}"),
             }
         });
-        StreamController { runtime, server, desired, endpoint: format!("http://{local}"), ns }
+        StreamController { runtime, server, desired, endpoint: format!("http://{local}"), ns, reports }
+    }
+
+    /// Every RotationReport heard so far, in arrival order.
+    pub fn reports(&self) -> Vec<(NodeName, RotationReport)> {
+        self.reports.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Waits for `node`'s report on phase `phase` of rotation `id` (the
+    /// `nth` one, counting from 1: a daemon reports again on a new stream).
+    pub fn wait_report(
+        &self,
+        node: &NodeName,
+        id: u64,
+        phase: RotationPhase,
+        nth: usize,
+        within: Duration,
+    ) -> RotationReport {
+        let deadline = Instant::now() + within;
+        loop {
+            let found: Vec<RotationReport> = self
+                .reports()
+                .into_iter()
+                .filter(|(n, r)| n == node && r.rotation_id == id && r.phase == phase)
+                .map(|(_, r)| r)
+                .collect();
+            if let Some(report) = found.get(nth - 1) {
+                return report.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{node}: report #{nth} on rotation {id} phase {phase} within {within:?}; heard {:?}; stream status {:?}",
+                self.reports(),
+                self.status(node)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn status(&self, node: &NodeName) -> Option<NodeStreamStatus> {

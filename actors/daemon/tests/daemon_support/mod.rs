@@ -59,6 +59,9 @@ pub struct DaemonSetup {
     /// The WireGuard device, unique on the machine (UAPI sockets are shared
     /// by every namespace).
     pub interface: String,
+    /// The lane device (the spare that carries traffic while a key
+    /// rotates), unique on the machine too.
+    pub lane_interface: String,
     pub key_dir: PathBuf,
     pub state_dir: PathBuf,
     pub pin_dir: PinDir,
@@ -76,15 +79,19 @@ impl DaemonSetup {
         let id = DAEMONS.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let interface = format!("wgd{pid}x{id}");
+        let lane_interface = format!("wgl{pid}x{id}");
         assert!(interface.len() <= 15, "interface name {interface} too long");
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/vpblu-daemon-test-{pid}-{id}"));
         let dir = dir.join(format!("{node}-{id}"));
         std::fs::create_dir_all(&dir).expect("create the daemon's test directory");
         ns.remove_on_drop(Path::new(DEFAULT_SOCKET_DIR).join(format!("{interface}.sock")));
         ns.remove_on_drop(Path::new(DEFAULT_LOG_DIR).join(format!("wireguard-go-{interface}.log")));
+        ns.remove_on_drop(Path::new(DEFAULT_SOCKET_DIR).join(format!("{lane_interface}.sock")));
+        ns.remove_on_drop(Path::new(DEFAULT_LOG_DIR).join(format!("wireguard-go-{lane_interface}.log")));
         DaemonSetup {
             node: node.to_owned(),
             interface,
+            lane_interface,
             key_dir: dir.join("keys"),
             state_dir: dir.join("state"),
             pin_dir: PinDir(pin_dir),
@@ -114,6 +121,8 @@ impl DaemonSetup {
             &self.node,
             "--interface",
             &self.interface,
+            "--lane-interface",
+            &self.lane_interface,
             "--key-dir",
             &self.key_dir.display().to_string(),
             "--state-dir",
