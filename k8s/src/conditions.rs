@@ -134,6 +134,15 @@ pub mod reasons {
     /// Waiting for the next scheduled time.
     pub const SCHEDULED: &str = "Scheduled";
 
+    /// RotationPolicy `Ready`: the schedule and selector are fine, but the
+    /// selector matches no node (or only nodes another policy owns), so a
+    /// run rotates nothing. `Ready` stays `True`: nothing is wrong with the
+    /// spec, the cluster just has no such node yet.
+    pub const NO_NODES: &str = "NoNodes";
+
+    /// RotationPolicy `Rotating`: no run is under way.
+    pub const IDLE: &str = "Idle";
+
     // ---- Connected ----
 
     /// The daemon's stream to the leader is open.
@@ -178,6 +187,8 @@ mod tests {
             reasons::ROTATION_ROLLED_BACK,
             reasons::PAUSED,
             reasons::SCHEDULED,
+            reasons::NO_NODES,
+            reasons::IDLE,
             reasons::STREAM_OPEN,
             reasons::STREAM_CLOSED,
         ];

@@ -35,7 +35,9 @@ pub use crd_render::{CRDGEN_COMMAND, all_crds, render_all, render_crd_dir};
 pub use rotation_policy::{RotationPolicy, RotationPolicySpec, RotationPolicyStatus};
 pub use route_policy::{Route, RoutePolicy, RoutePolicySpec, RoutePolicyStatus};
 pub use tunnel_policy::{PeerPair, TunnelMode, TunnelPolicy, TunnelPolicySpec, TunnelPolicyStatus};
-pub use vpblu_node::{RotationStatus, VpbluNode, VpbluNodeSpec, VpbluNodeStatus, WireGuardBackend};
+pub use vpblu_node::{
+    IDLE_PHASE, RotationStatus, VpbluNode, VpbluNodeSpec, VpbluNodeStatus, WireGuardBackend,
+};
 
 /// API group of every vpblu custom resource.
 pub const GROUP: &str = "vpblu.dev";
@@ -49,6 +51,12 @@ pub const CATEGORY: &str = "vpblu";
 /// Field manager for the controller's server-side-apply writes (status and
 /// the VpbluNode objects it creates), so ownership shows one name.
 pub const FIELD_MANAGER: &str = "vpblu-controller";
+
+/// Field manager of the rotation scheduler's VpbluNode status patches
+/// (`status.rotation`, `status.stagedPublicKey`, and `status.publicKey` at
+/// the end of a rotation): JSON merge patches, so the status writer's
+/// server-side apply under [`FIELD_MANAGER`] never takes these fields away.
+pub const ROTATION_FIELD_MANAGER: &str = "vpblu-controller-rotation";
 
 /// Manual rotation trigger, an annotation whose value is any timestamp (for
 /// example `kubectl annotate rtp weekly vpblu.dev/rotate-now="$(date -Is)" --overwrite`).

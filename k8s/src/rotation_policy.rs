@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 /// Default time both keys are accepted during a rotation.
 pub const DEFAULT_OVERLAP_SECONDS: i32 = 300;
 
+/// Default time one rotation phase may take before the rotation is rolled
+/// back (before Retire) or reported as stuck (from Retire on).
+pub const DEFAULT_PHASE_TIMEOUT_SECONDS: i32 = 30;
+
 /// Scheduled key rotation. Nodes rotate one at a time: Prepare (stage a new
 /// key) → Distribute (peers accept both keys) → Activate (the node switches)
 /// → Retire (the old key is dropped everywhere); a failure before Retire
@@ -82,11 +86,19 @@ pub struct RotationPolicySpec {
     )]
     pub schedule: String,
 
-    /// How long, in seconds, peers accept both the old and the new key of a
-    /// rotating node before the old one is retired (10 to 86400).
+    /// How long, in seconds, traffic rides the rotating node's lanes (where
+    /// both keys are live) before the old key is retired (1 to 86400).
     #[serde(default = "default_overlap_seconds")]
-    #[schemars(range(min = 10, max = 86400))]
+    #[schemars(range(min = 1, max = 86400))]
     pub overlap_seconds: i32,
+
+    /// How long, in seconds, every node involved may take to report one
+    /// phase done (1 to 3600). Past it, a rotation before Retire rolls
+    /// back; from Retire on it keeps waiting and says so in the VpbluNode's
+    /// `status.rotation.message`.
+    #[serde(default = "default_phase_timeout_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub phase_timeout_seconds: i32,
 
     /// Which nodes this policy rotates, by the labels of their Node objects.
     /// Absent: all nodes. An empty selector (`{}`) also selects all nodes.
@@ -103,6 +115,10 @@ fn default_overlap_seconds() -> i32 {
     DEFAULT_OVERLAP_SECONDS
 }
 
+fn default_phase_timeout_seconds() -> i32 {
+    DEFAULT_PHASE_TIMEOUT_SECONDS
+}
+
 /// Rotates all nodes weekly (Sundays 03:00 UTC) with the default overlap:
 /// the values the API server fills in, plus a schedule.
 impl Default for RotationPolicySpec {
@@ -110,6 +126,7 @@ impl Default for RotationPolicySpec {
         Self {
             schedule: "0 0 3 * * Sun".into(),
             overlap_seconds: DEFAULT_OVERLAP_SECONDS,
+            phase_timeout_seconds: DEFAULT_PHASE_TIMEOUT_SECONDS,
             node_selector: None,
             paused: false,
         }
@@ -142,7 +159,8 @@ pub struct RotationPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_rotate_now: Option<String>,
 
-    /// Standard conditions: `Ready` (schedule accepted), `Rotating`,
+    /// Standard conditions: `Ready` (schedule and selector accepted;
+    /// reason `NoNodes` when the selector matches no node), `Rotating`,
     /// `Conflict` (another policy selects the same node), `Invalid`
     /// (schedule or selector does not parse).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

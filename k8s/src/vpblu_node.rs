@@ -114,8 +114,9 @@ pub struct VpbluNodeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_key: Option<String>,
 
-    /// The next public key while a rotation is between Prepare and Retire;
-    /// absent otherwise. Peers accept both keys during the overlap window.
+    /// The next public key while a rotation runs (from the end of Prepare
+    /// until it finishes); absent otherwise. Written by the rotation
+    /// scheduler from the rotating daemon's Prepare report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staged_public_key: Option<String>,
 
@@ -194,21 +195,51 @@ pub enum WireGuardBackend {
     Userspace,
 }
 
-/// One node's key rotation progress.
+/// One node's key rotation progress. Written by the controller's rotation
+/// scheduler alone (JSON merge patches under field manager
+/// [`ROTATION_FIELD_MANAGER`](crate::ROTATION_FIELD_MANAGER)), together with
+/// `stagedPublicKey`; a new leader resumes a running rotation from here.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RotationStatus {
-    /// Current phase: `Prepare`, `Distribute`, `Activate`, `Retire`, or
-    /// `RollingBack`; `Idle` when no rotation is running.
+    /// Current phase: `Prepare`, `Distribute`, `Activate`, `Retire`,
+    /// `Settle` or `RollingBack`; `Idle` when no rotation is running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+
+    /// Identifies the running (or last) rotation of this node across its
+    /// phases; daemons report progress under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub id: Option<i64>,
+
+    /// The RotationPolicy that started the running (or last) rotation;
+    /// absent when it was started by this VpbluNode's own
+    /// `vpblu.dev/rotate-now` annotation and no policy selects the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 
     /// When the running (or last) rotation started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
 
-    /// Outcome of the last finished rotation: `Succeeded`, or `RolledBack:`
-    /// followed by why.
+    /// When the current phase started (RFC 3339); the phase timeout counts
+    /// from here (from a new leader's takeover at the earliest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_started_at: Option<String>,
+
+    /// What the current phase is waiting for, when it waits longer than it
+    /// should (for example a node that reported an error after Retire,
+    /// when rolling back is no longer possible).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+
+    /// While `RollingBack`: why the rotation is being rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_reason: Option<String>,
+
+    /// Outcome of the last finished rotation: `Succeeded`, `RolledBack:`
+    /// followed by why, or `Skipped:` followed by why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_result: Option<String>,
 
@@ -221,6 +252,9 @@ pub struct RotationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_rotate_now: Option<String>,
 }
+
+/// [`RotationStatus::phase`] when no rotation is running.
+pub const IDLE_PHASE: &str = "Idle";
 
 /// Length of [`VpbluNodeStatus::short_key`].
 pub const SHORT_KEY_LEN: usize = 8;

@@ -61,7 +61,13 @@ fn cluster() -> Inputs {
         })
         .collect();
     let policy = BlockPolicyInput { name: "bench-blocks".into(), created: 1, blocks, nodes: Vec::new() };
-    Inputs { nodes, tunnel_policies: Vec::new(), route_policies: Vec::new(), block_policies: vec![policy] }
+    Inputs {
+        nodes,
+        tunnel_policies: Vec::new(),
+        route_policies: Vec::new(),
+        block_policies: vec![policy],
+        rotations: Vec::new(),
+    }
 }
 
 /// Peak resident set size of this process so far, in MiB.

@@ -10,12 +10,12 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
-use vpblu_k8s::{BlockPolicy, NodeActionKind, RoutePolicy, TunnelMode, TunnelPolicy, VpbluNode};
-use vpblu_messages::{Cidr, NodeName, PublicKey};
+use vpblu_k8s::{BlockPolicy, IDLE_PHASE, NodeActionKind, RoutePolicy, TunnelMode, TunnelPolicy, VpbluNode};
+use vpblu_messages::{Cidr, NodeName, PublicKey, RotationPhase};
 
 use crate::desired_state::{
     BlockInput, BlockPolicyInput, Finding, FindingReason, Inputs, NodeAction, NodeInput, Peering, PolicyRef,
-    RouteInput, RoutePolicyInput, SubjectKind, TunnelPolicyInput,
+    RotationInput, RouteInput, RoutePolicyInput, SubjectKind, TunnelPolicyInput,
 };
 
 /// The objects desired state is computed from, as the informers hold them.
@@ -197,9 +197,50 @@ pub fn inputs_from(objects: Objects<'_>) -> (Inputs, Vec<Finding>) {
         });
     }
 
+    for vpblu_node in objects.vpblu_nodes {
+        match rotation_of(vpblu_node) {
+            Ok(Some(rotation)) => inputs.rotations.push(rotation),
+            Ok(None) => {}
+            Err(message) => invalid(SubjectKind::Node, &vpblu_node.name_any(), message),
+        }
+    }
+
     findings.sort();
     findings.dedup();
     (inputs, findings)
+}
+
+/// The rotation in progress recorded in `vpblu_node`'s status: `None` when
+/// there is none (no rotation status, or phase `Idle`), `Err` naming the
+/// field that does not parse (the rotation is then ignored).
+pub fn rotation_of(vpblu_node: &VpbluNode) -> Result<Option<RotationInput>, String> {
+    let Some(status) = vpblu_node.status.as_ref() else { return Ok(None) };
+    let Some(rotation) = status.rotation.as_ref() else { return Ok(None) };
+    let phase = match rotation.phase.as_deref() {
+        None | Some(IDLE_PHASE) => return Ok(None),
+        Some(text) => RotationPhase::parse(text).ok_or_else(|| {
+            format!(
+                "VpbluNode status.rotation.phase {text:?} is not a rotation phase (Prepare, Distribute, \
+                 Activate, Retire, Settle, RollingBack or Idle); the rotation is ignored"
+            )
+        })?,
+    };
+    let node = NodeName::new(vpblu_node.name_any())
+        .map_err(|e| format!("VpbluNode metadata.name: {e}; its rotation is ignored"))?;
+    let id = rotation.id.and_then(|id| u64::try_from(id).ok()).ok_or_else(|| {
+        format!(
+            "VpbluNode status.rotation.id {:?} is not a rotation id (a number from 0); the rotation is ignored",
+            rotation.id
+        )
+    })?;
+    let new_public_key = match status.staged_public_key.as_deref() {
+        None => None,
+        Some(text) => Some(
+            text.parse::<PublicKey>()
+                .map_err(|e| format!("VpbluNode status.stagedPublicKey: {e}; the rotation is ignored"))?,
+        ),
+    };
+    Ok(Some(RotationInput { node, id, phase, new_public_key }))
 }
 
 fn parse_name(text: &str, field: &str, report: &mut impl FnMut(String)) -> Option<NodeName> {

@@ -43,7 +43,7 @@ use serde::de::DeserializeOwned;
 use vpblu_k8s::{BlockPolicy, RotationPolicy, RoutePolicy, TunnelPolicy, VpbluNode};
 use vpblu_runtime::{ChildSpec, Forward, Health, forward};
 
-use crate::from_k8s::{Objects, inputs_from};
+use crate::from_k8s::{Objects, inputs_from, rotation_of};
 use crate::recompute::RecomputeHandle;
 
 /// The kinds the controller watches.
@@ -127,10 +127,11 @@ impl Watched for Node {
 
 impl Watched for VpbluNode {
     const KIND: Kind = Kind::VpbluNode;
-    /// `from_k8s` reads only `status.publicKey` (for the Node of that name).
+    /// `from_k8s` reads `status.publicKey` (for the Node of that name) and
+    /// the rotation in progress (`status.rotation`, `status.stagedPublicKey`).
     fn same_inputs(old: &Self, new: &Self) -> bool {
         let key = |v: &VpbluNode| v.status.as_ref().and_then(|s| s.public_key.clone());
-        key(old) == key(new)
+        key(old) == key(new) && rotation_of(old) == rotation_of(new)
     }
 }
 

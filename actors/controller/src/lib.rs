@@ -6,12 +6,14 @@
 //! supervision tree around them.
 
 mod args;
+pub mod decided;
 pub mod desired_state;
 pub mod from_k8s;
 pub mod informers;
 pub mod leader;
 pub mod policy_status;
 pub mod recompute;
+pub mod rotation;
 pub mod status_writer;
 pub mod stream;
 mod tree;

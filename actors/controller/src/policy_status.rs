@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Resource, ResourceExt};
@@ -31,16 +31,13 @@ use vpblu_k8s::conditions::{ACTIVE, CONFLICT, READY, reasons};
 use vpblu_k8s::{BlockPolicy, FIELD_MANAGER, RoutePolicy, TunnelPolicy};
 use vpblu_runtime::{Forward, forward, watch_changes};
 
+use crate::decided::{Decided, all_in_place, fit_message, is_news, to_conditions};
 use crate::desired_state::{Finding, FindingReason, SubjectKind};
 use crate::informers::Caches;
 
 /// Rescan this often even without new findings (a policy with no effect
 /// on any node does not trigger a publish).
 const RESCAN: Duration = Duration::from_secs(30);
-
-/// Longest condition message written (the API allows 32 KiB; an Event's
-/// note at most 1 kB, so the same bound serves both).
-const MAX_MESSAGE: usize = 1000;
 
 /// What the policy status writer starts with.
 #[derive(Clone)]
@@ -172,15 +169,6 @@ impl PolicyObject for BlockPolicy {
     }
 }
 
-/// A condition as decided, before timestamps.
-#[derive(Debug, PartialEq, Eq)]
-struct Decided {
-    type_: &'static str,
-    status: bool,
-    reason: String,
-    message: String,
-}
-
 /// What the findings say about one policy (pure).
 fn decide(kind: SubjectKind, findings: &[Finding]) -> Vec<Decided> {
     let lost = findings.iter().filter(|f| f.reason == FindingReason::Conflict).collect::<Vec<_>>();
@@ -189,16 +177,7 @@ fn decide(kind: SubjectKind, findings: &[Finding]) -> Vec<Decided> {
         .filter(|f| !matches!(f.reason, FindingReason::Conflict | FindingReason::Overridden))
         .collect::<Vec<_>>();
     let join = |list: &[&Finding]| {
-        let mut text = list.iter().map(|f| f.message.as_str()).collect::<Vec<_>>().join("; ");
-        if text.len() > MAX_MESSAGE {
-            let mut cut = MAX_MESSAGE;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-            text.push('…');
-        }
-        text
+        fit_message(list.iter().map(|f| f.message.as_str()).collect::<Vec<_>>().join("; "))
     };
     let superseded = kind == SubjectKind::TunnelPolicy && !lost.is_empty();
     let ready = if let Some(first) = problems.first() {
@@ -244,10 +223,6 @@ fn decide(kind: SubjectKind, findings: &[Finding]) -> Vec<Decided> {
     out
 }
 
-fn as_status(status: bool) -> &'static str {
-    if status { "True" } else { "False" }
-}
-
 async fn sync_kind<K: PolicyObject>(
     (client, recorder): (&kube::Client, &Recorder),
     objects: &[K],
@@ -260,37 +235,11 @@ async fn sync_kind<K: PolicyObject>(
         let generation = object.meta().generation;
         let decided = decide(kind, findings.get(&(kind, name.clone())).map_or(&[], Vec::as_slice));
         let (observed, current) = object.status_parts();
-        let unchanged = observed == generation
-            && decided.iter().all(|d| {
-                current.iter().any(|c| {
-                    c.type_ == d.type_
-                        && c.status == as_status(d.status)
-                        && c.reason == d.reason
-                        && c.message == d.message
-                        && c.observed_generation == generation
-                })
-            });
+        let unchanged = observed == generation && all_in_place(&decided, current, generation);
         if unchanged {
             continue;
         }
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let conditions: Vec<Condition> = decided
-            .iter()
-            .map(|d| {
-                let kept = current
-                    .iter()
-                    .find(|c| c.type_ == d.type_ && c.status == as_status(d.status))
-                    .map(|c| c.last_transition_time.clone());
-                Condition {
-                    type_: d.type_.into(),
-                    status: as_status(d.status).into(),
-                    reason: d.reason.clone(),
-                    message: d.message.clone(),
-                    observed_generation: generation,
-                    last_transition_time: kept.unwrap_or_else(|| now.clone()),
-                }
-            })
-            .collect();
+        let conditions = to_conditions(&decided, current, generation);
         let patch = json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
@@ -303,13 +252,12 @@ async fn sync_kind<K: PolicyObject>(
         }
         // A Warning for every condition that newly went bad.
         for d in decided.iter().filter(|d| d.status == (d.type_ == CONFLICT)) {
-            let was = current.iter().find(|c| c.type_ == d.type_);
-            if was.is_some_and(|c| c.status == as_status(d.status) && c.reason == d.reason) {
+            if !is_news(d, current) {
                 continue;
             }
             let event = Event {
                 type_: EventType::Warning,
-                reason: d.reason.clone(),
+                reason: d.reason.clone().into_owned(),
                 note: Some(d.message.clone()),
                 action: "ApplyPolicy".into(),
                 secondary: None,
@@ -324,6 +272,7 @@ async fn sync_kind<K: PolicyObject>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decided::MAX_MESSAGE;
     use crate::desired_state::PolicyRef;
 
     fn finding(kind: SubjectKind, reason: FindingReason, message: &str) -> Finding {
@@ -359,9 +308,9 @@ mod tests {
             SubjectKind::TunnelPolicy,
             &[finding(SubjectKind::TunnelPolicy, FindingReason::Conflict, "older policy a wins")],
         );
-        assert_eq!((d[0].status, d[0].reason.as_str()), (false, reasons::SUPERSEDED));
-        assert_eq!((d[1].status, d[1].reason.as_str()), (true, "Conflict"));
-        assert_eq!((d[2].type_, d[2].status, d[2].reason.as_str()), (ACTIVE, false, reasons::SUPERSEDED));
+        assert_eq!((d[0].status, d[0].reason.as_ref()), (false, reasons::SUPERSEDED));
+        assert_eq!((d[1].status, d[1].reason.as_ref()), (true, "Conflict"));
+        assert_eq!((d[2].type_, d[2].status, d[2].reason.as_ref()), (ACTIVE, false, reasons::SUPERSEDED));
     }
 
     #[test]

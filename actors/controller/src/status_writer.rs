@@ -15,6 +15,13 @@
 //! its VpbluNode's current status (in the informer's cache): a restarted
 //! writer's first Observed must not erase the key the previous one wrote.
 //!
+//! It never writes `status.rotation` nor `status.stagedPublicKey`: the
+//! rotation scheduler owns those (merge patches under its own field
+//! manager, which an apply of other fields leaves alone). At the end of a
+//! successful rotation the scheduler hands the node's new key over through
+//! a [`KeyHandoff`]; from then on this writer's report carries the new key,
+//! so no later write of the report can put the old one back.
+//!
 //! Writes are coalesced per node and never block the writer: a node is
 //! queued at most once, a change of its key, backend, MTU or connection is
 //! written at once, while acks and observations (which every daemon sends
@@ -43,6 +50,7 @@ use vpblu_messages::{Backend, NodeName, PeerObservation, Upstream};
 use vpblu_runtime::{Forward, broadcast_messages, forward};
 
 use crate::informers::Cache;
+use crate::rotation::KeyHandoff;
 use crate::stream::StreamEvent;
 
 /// A peer counts as up when its last handshake is at most this old
@@ -77,6 +85,8 @@ pub struct StatusWriterArgs {
     pub events: broadcast::Sender<StreamEvent>,
     /// The VpbluNode informer's cache: where a node's report starts from.
     pub vpblu_nodes: Cache<VpbluNode>,
+    /// New keys of nodes whose rotation succeeded, from the scheduler.
+    pub handoff: KeyHandoff,
 }
 
 impl std::fmt::Debug for StatusWriterArgs {
@@ -97,6 +107,9 @@ pub enum StatusWriterMsg {
     Lagged(u64),
     /// Start the writes now due (sent to itself).
     Flush,
+    /// The rotation scheduler handed over new keys (sent by the handoff
+    /// task).
+    KeysHanded,
     /// A write ended (sent by its task).
     Written(Written),
 }
@@ -152,7 +165,6 @@ impl Connection {
 #[derive(Clone, Debug, Default, PartialEq)]
 struct NodeReport {
     public_key: Option<String>,
-    staged_public_key: Option<String>,
     backend: Option<&'static str>,
     mtu: Option<u32>,
     applied_generation: Option<u64>,
@@ -168,7 +180,6 @@ impl NodeReport {
         let count = |n: Option<i32>| n.and_then(|n| usize::try_from(n).ok());
         NodeReport {
             public_key: status.public_key.clone(),
-            staged_public_key: status.staged_public_key.clone(),
             backend: status.backend.map(|b| match b {
                 WireGuardBackend::Kernel => "kernel",
                 WireGuardBackend::Userspace => "userspace",
@@ -191,9 +202,6 @@ impl NodeReport {
         if let Some(key) = &self.public_key {
             status.insert("publicKey".into(), json!(key));
             status.insert("shortKey".into(), json!(short_key(key)));
-        }
-        if let Some(key) = &self.staged_public_key {
-            status.insert("stagedPublicKey".into(), json!(key));
         }
         if let Some(backend) = self.backend {
             status.insert("backend".into(), json!(backend));
@@ -303,7 +311,12 @@ pub struct StatusWriterState {
     backoff: BTreeMap<NodeName, Duration>,
     /// When the pending `Flush` fires, if one is pending.
     flush_at: Option<Instant>,
+    handoff: KeyHandoff,
+    /// The handed-over key last taken into each node's report: a key is
+    /// taken once, so a later Hello with another key still wins.
+    handed: BTreeMap<NodeName, String>,
     _events: Forward,
+    _handoffs: Forward,
 }
 
 /// `node`'s status as the VpbluNode informer's cache holds it.
@@ -382,6 +395,18 @@ impl StatusWriterState {
         }
     }
 
+    /// Takes every newly handed-over key into its node's report.
+    fn take_handed_keys(&mut self) {
+        for (node, key) in self.handoff.current() {
+            if self.handed.get(&node) == Some(&key) {
+                continue;
+            }
+            self.report(&node).public_key = Some(key.clone());
+            self.handed.insert(node.clone(), key);
+            self.changed(&node);
+        }
+    }
+
     fn written(&mut self, done: Written) {
         self.writing.remove(&done.node);
         if done.ok {
@@ -417,6 +442,9 @@ impl Actor for StatusWriter {
             Ok(event) => StatusWriterMsg::Event(event),
             Err(lost) => StatusWriterMsg::Lagged(lost),
         });
+        let handoffs = forward(args.handoff.changes().map(|()| StatusWriterMsg::KeysHanded), myself.clone());
+        // Keys handed over before this writer (re)started count too.
+        myself.cast(StatusWriterMsg::KeysHanded)?;
         Ok(StatusWriterState {
             api: Api::all(args.client),
             vpblu_nodes: args.vpblu_nodes,
@@ -426,7 +454,10 @@ impl Actor for StatusWriter {
             writing: BTreeMap::new(),
             backoff: BTreeMap::new(),
             flush_at: None,
+            handoff: args.handoff,
+            handed: BTreeMap::new(),
             _events: forward(events, myself),
+            _handoffs: handoffs,
         })
     }
 
@@ -450,6 +481,7 @@ impl Actor for StatusWriter {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             StatusWriterMsg::Flush => state.flush_at = None,
+            StatusWriterMsg::KeysHanded => state.take_handed_keys(),
             StatusWriterMsg::Written(done) => state.written(done),
             StatusWriterMsg::Lagged(lost) => {
                 tracing::warn!(
@@ -469,7 +501,6 @@ impl Actor for StatusWriter {
                     Upstream::Hello(hello) => {
                         Connection::set(&mut report.connection, true);
                         report.public_key = Some(hello.public_key.to_base64());
-                        report.staged_public_key = hello.staged_public_key.map(|k| k.to_base64());
                         report.backend = Some(match hello.backend {
                             Backend::Kernel => "kernel",
                             Backend::Userspace => "userspace",

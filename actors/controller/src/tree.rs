@@ -14,7 +14,10 @@
 //!     closes every stream, and the daemons reconnect;
 //!   - `status-writer`: daemons' Hello/Ack/Observed become VpbluNode status
 //!     (the published key feeds the next recompute);
-//!   - `policy-status`: the engine's findings become policy conditions.
+//!   - `policy-status`: the engine's findings become policy conditions;
+//!   - `rotation-scheduler`: runs RotationPolicies, one node's key rotation
+//!     at a time, from the daemons' RotationReports (the same stream events
+//!     the status writer gets), recorded in VpbluNode status.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,13 +36,17 @@ use crate::informers::{Caches, InformerMetrics};
 use crate::leader::{Leader, LeaderArgs, LeaderConfig, LeaderMetrics};
 use crate::policy_status::{PolicyStatus, PolicyStatusArgs};
 use crate::recompute::{Recompute, RecomputeArgs, RecomputeConfig, RecomputeHandle, RecomputeMetrics};
+use crate::rotation::{
+    KeyHandoff, RotationMetrics, RotationScheduler, RotationSchedulerArgs, SchedulerConfig,
+};
 use crate::status_writer::{StatusWriter, StatusWriterArgs};
 use crate::stream::{
     Desired, RefusalEvents, StreamConfig, StreamMetrics, StreamSecurity, StreamServer, StreamServerArgs,
     controller_reference,
 };
 
-/// Hello, Observed and RotationReport messages waiting for the status writer.
+/// Hello, Observed and RotationReport messages waiting for the status
+/// writer and the rotation scheduler.
 const EVENT_BUFFER: usize = 4096;
 
 /// Runs the controller until SIGTERM/SIGINT (→ [`RootExit::Stopped`]) or
@@ -115,10 +122,21 @@ pub async fn run_until(
     let stream_config = StreamConfig { resync_interval: args.resync_interval, ..StreamConfig::default() };
     let stream_metrics = StreamMetrics::register(&health);
     let grpc_addr = args.grpc_addr;
+    let handoff = KeyHandoff::new();
     let status_writer = StatusWriter::child(StatusWriterArgs {
         client: client.clone(),
         events: events.clone(),
         vpblu_nodes: caches.vpblu_nodes.clone(),
+        handoff: handoff.clone(),
+    });
+    let rotation_scheduler = RotationScheduler::child(RotationSchedulerArgs {
+        client: client.clone(),
+        caches: caches.clone(),
+        desired: desired.clone(),
+        events: events.clone(),
+        handoff,
+        metrics: RotationMetrics::register(&health),
+        config: SchedulerConfig::default(),
     });
     let policy_status = PolicyStatus::child(PolicyStatusArgs { client, caches, findings });
     let stream_server = ChildSpec::new("stream-server", move || {
@@ -134,7 +152,7 @@ pub async fn run_until(
         };
         (StreamServer, args)
     });
-    let leader_only = vec![stream_server, status_writer, policy_status];
+    let leader_only = vec![stream_server, status_writer, policy_status, rotation_scheduler];
     let leader_tree = ChildSpec::new("leader-only", move || {
         let args =
             SupervisorArgs { children: leader_only.clone(), policy: RestartPolicy::default(), on_exit: None };

@@ -1,17 +1,17 @@
 //! Property tests for `desired_state` over random dual-stack clusters of
 //! 2 to 12 nodes with random readiness, keys, isolation, draining, tunnel,
 //! route and block policies (including overlaps, unknown names and
-//! conflicts).
+//! conflicts), and up to two recorded key rotations in any phase.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 use vpblu_controller::desired_state::{
-    BlockInput, BlockPolicyInput, Inputs, NodeAction, NodeInput, Output, Peering, RouteInput,
+    BlockInput, BlockPolicyInput, Inputs, NodeAction, NodeInput, Output, Peering, RotationInput, RouteInput,
     RoutePolicyInput, TunnelPolicyInput, compute, compute_node,
 };
-use vpblu_messages::{BlockRule, Cidr, NodeDesiredState, NodeName, PublicKey, apply, diff};
+use vpblu_messages::{BlockRule, Cidr, NodeDesiredState, NodeName, PublicKey, RotationPhase, apply, diff};
 
 /// CIDRs that nest and overlap with each other and with the nodes' own.
 const POOL: &[&str] = &[
@@ -153,6 +153,17 @@ fn block_policy(n: usize) -> impl Strategy<Value = BlockPolicyInput> {
         })
 }
 
+/// The key a rotating node stages: no node has it.
+fn new_key(k: u8) -> PublicKey {
+    PublicKey::from_bytes([0xE0 + k; 32])
+}
+
+fn rotation(n: usize) -> impl Strategy<Value = RotationInput> {
+    (node_ref(n), 1u64..4, prop::sample::select(&RotationPhase::ALL[..]), prop::option::of(0u8..2)).prop_map(
+        |(node, id, phase, key)| RotationInput { node, id, phase, new_public_key: key.map(new_key) },
+    )
+}
+
 fn cluster() -> impl Strategy<Value = Inputs> {
     (2usize..=12).prop_flat_map(|n| {
         (
@@ -160,12 +171,14 @@ fn cluster() -> impl Strategy<Value = Inputs> {
             prop::collection::vec(tunnel_policy(n), 0..3),
             prop::collection::vec(route_policy(n), 0..3),
             prop::collection::vec(block_policy(n), 0..3),
+            prop::collection::vec(rotation(n), 0..3),
         )
-            .prop_map(|(specs, tunnel_policies, route_policies, block_policies)| Inputs {
+            .prop_map(|(specs, tunnel_policies, route_policies, block_policies, rotations)| Inputs {
                 nodes: specs.iter().enumerate().map(|(i, s)| node(i, s)).collect(),
                 tunnel_policies,
                 route_policies,
                 block_policies,
+                rotations,
             })
     })
 }
@@ -202,6 +215,7 @@ fn shuffled(inputs: &Inputs, seed: u64) -> Inputs {
         shuffle(&mut b.blocks, &mut seed);
         shuffle(&mut b.nodes, &mut seed);
     }
+    shuffle(&mut out.rotations, &mut seed);
     out
 }
 
@@ -317,6 +331,41 @@ proptest! {
             for other in out.nodes.values() {
                 let peers_it = other.peers.contains_key(&isolated);
                 prop_assert!(!peers_it, "{} peers isolated {}", other.node, isolated);
+            }
+        }
+    }
+
+    #[test]
+    fn a_rotation_reaches_its_node_and_its_peers_only(inputs in cluster()) {
+        let out = compute(&inputs);
+        let Some(rotation) = inputs.rotations.iter().min() else {
+            prop_assert!(out.nodes.values().all(|s| s.rotation.is_none()));
+            return Ok(());
+        };
+        let rotating = &rotation.node;
+        let lanes_in_use = rotation.phase != RotationPhase::Prepare && rotation.new_public_key.is_some();
+        for (node, state) in &out.nodes {
+            let takes_part = node == rotating || state.peers.contains_key(rotating);
+            prop_assert_eq!(state.rotation.is_some(), takes_part, "{} and the rotation of {}", node, rotating);
+            let Some(held) = &state.rotation else { continue };
+            prop_assert_eq!((held.id, held.phase, &held.node), (rotation.id, rotation.phase, rotating));
+            if !lanes_in_use {
+                prop_assert!(held.lane.is_empty(), "{}: lane before the new key is known", node);
+            } else if node == rotating {
+                let lane: Vec<&NodeName> = held.lane.keys().collect();
+                let main: Vec<&NodeName> = state.peers.keys().collect();
+                prop_assert_eq!(lane, main, "the rotating node's lane holds its peers");
+                for (peer, entry) in &held.lane {
+                    prop_assert_eq!(entry.public_key, state.peers[peer].public_key);
+                    prop_assert_eq!(entry.endpoint.port(), state.peers[peer].endpoint.port() + 1);
+                }
+            } else {
+                let lane = &held.lane[rotating];
+                prop_assert_eq!(held.lane.len(), 1);
+                prop_assert_eq!(Some(lane.public_key), rotation.new_public_key);
+                prop_assert_eq!(&lane.allowed_ips, &state.peers[rotating].allowed_ips);
+                let main_key = state.peers[rotating].public_key;
+                prop_assert_eq!(main_key == lane.public_key, rotation.phase.main_uses_new_key());
             }
         }
     }

@@ -7,10 +7,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use vpblu_controller::desired_state::{
-    BlockInput, BlockPolicyInput, FindingReason, Inputs, NodeAction, NodeInput, Output, Peering, RouteInput,
-    RoutePolicyInput, SubjectKind, TunnelPolicyInput, compute, compute_node,
+    BlockInput, BlockPolicyInput, FindingReason, Inputs, NodeAction, NodeInput, Output, Peering,
+    RotationInput, RouteInput, RoutePolicyInput, SubjectKind, TunnelPolicyInput, compute, compute_node,
 };
-use vpblu_messages::{BlockRule, Cidr, NodeName, PublicKey, UnreachableReason};
+use vpblu_messages::{BlockRule, Cidr, NodeName, PublicKey, RotationPhase, UnreachableReason};
 
 use FindingReason as R;
 use SubjectKind as K;
@@ -183,6 +183,12 @@ impl Case {
         self.blocks("drain", &[], &[(node, NodeAction::Drain)])
     }
 
+    /// Node `i` rotating (rotation `id`) in `phase`, new key `key(new)` if given.
+    fn rotating(mut self, i: u8, id: u64, phase: RotationPhase, new: Option<u8>) -> Self {
+        self.inputs.rotations.push(RotationInput { node: name(i), id, phase, new_public_key: new.map(key) });
+        self
+    }
+
     /// Computes, and checks what must hold for every case.
     fn run(&self) -> Output {
         let f = self.f;
@@ -214,6 +220,7 @@ impl Case {
             p.blocks.reverse();
             p.nodes.reverse();
         }
+        reversed.rotations.reverse();
         assert_eq!(compute(&reversed), out, "{f:?}: result depends on input order");
         out
     }
@@ -853,3 +860,131 @@ fn large_cluster_over_two_threads_agrees_with_compute_node(f: Fam) {
 }
 
 both_families!(large_cluster_over_two_threads_agrees_with_compute_node);
+
+// ---- key rotation --------------------------------------------------------
+
+/// Node `i`'s lane endpoint (the default listen port plus one).
+fn lane_endpoint(f: Fam, i: u8) -> SocketAddr {
+    SocketAddr::new(f.ip(i), 51821)
+}
+
+/// `node`'s lane: (peer, key, endpoint, allowed IPs), or `None` when the
+/// node takes no part in the rotation.
+#[allow(clippy::type_complexity)]
+fn lane(out: &Output, node: &str) -> Option<Vec<(String, PublicKey, SocketAddr, Vec<Cidr>)>> {
+    let rotation = out.nodes[&NodeName::new(node).unwrap()].rotation.as_ref()?;
+    Some(
+        rotation
+            .lane
+            .values()
+            .map(|p| (p.node.to_string(), p.public_key, p.endpoint, p.allowed_ips.clone()))
+            .collect(),
+    )
+}
+
+fn main_key(out: &Output, viewer: &str, peer: &str) -> PublicKey {
+    out.nodes[&NodeName::new(viewer).unwrap()].peers[&NodeName::new(peer).unwrap()].public_key
+}
+
+fn rotation_prepare_marks_the_node_and_its_peers_with_empty_lanes(f: Fam) {
+    // The new key is known once Prepare reported it, but lanes wait for Distribute.
+    for new in [None, Some(9)] {
+        let out = Case::nodes(f, 3).rotating(1, 7, RotationPhase::Prepare, new).run();
+        for node in ["n1", "n2", "n3"] {
+            let rotation = out.nodes[&NodeName::new(node).unwrap()].rotation.as_ref().expect(node);
+            assert_eq!(
+                (rotation.id, rotation.phase, rotation.node.as_str()),
+                (7, RotationPhase::Prepare, "n1")
+            );
+            assert_eq!(rotation.new_public_key, new.map(key));
+            assert!(rotation.lane.is_empty(), "{f:?}: {node}'s lane is empty in Prepare");
+        }
+        assert_eq!(main_key(&out, "n2", "n1"), key(1));
+    }
+}
+
+fn rotation_without_a_known_key_leaves_the_lanes_empty(f: Fam) {
+    let out = Case::nodes(f, 2).rotating(1, 7, RotationPhase::Distribute, None).run();
+    assert_eq!(lane(&out, "n1"), Some(vec![]));
+    assert_eq!(lane(&out, "n2"), Some(vec![]));
+}
+
+fn rotation_distribute_fills_the_lanes(f: Fam) {
+    let out = Case::nodes(f, 3).rotating(1, 7, RotationPhase::Distribute, Some(9)).run();
+    // The rotating node's lane: every peer under its current key, at its lane port.
+    assert_eq!(
+        lane(&out, "n1"),
+        Some(vec![
+            ("n2".into(), key(2), lane_endpoint(f, 2), vec![f.pod(2)]),
+            ("n3".into(), key(3), lane_endpoint(f, 3), vec![f.pod(3)]),
+        ])
+    );
+    // A peer's lane: the rotating node alone, under its new key.
+    for peer in ["n2", "n3"] {
+        assert_eq!(lane(&out, peer), Some(vec![("n1".into(), key(9), lane_endpoint(f, 1), vec![f.pod(1)])]));
+        assert_eq!(main_key(&out, peer, "n1"), key(1), "{f:?}: main keeps the old key before Retire");
+    }
+    let state = &out.nodes[&name(1)];
+    assert_eq!(state.settings.lane_port, 51821);
+}
+
+fn rotation_retire_and_settle_put_the_new_key_on_the_main_entry(f: Fam) {
+    for phase in [RotationPhase::Retire, RotationPhase::Settle] {
+        let out = Case::nodes(f, 3).rotating(1, 7, phase, Some(9)).run();
+        for peer in ["n2", "n3"] {
+            assert_eq!(main_key(&out, peer, "n1"), key(9), "{f:?}: {peer} in {phase}");
+            assert_eq!(lane(&out, peer).map(|l| l.len()), Some(1));
+        }
+        assert_eq!(main_key(&out, "n2", "n3"), key(3), "{f:?}: other entries keep their keys");
+        assert_eq!(main_key(&out, "n1", "n2"), key(2));
+    }
+}
+
+fn rotation_rollback_keeps_the_old_key_on_main(f: Fam) {
+    let out = Case::nodes(f, 2).rotating(1, 7, RotationPhase::Rollback, Some(9)).run();
+    assert_eq!(main_key(&out, "n2", "n1"), key(1));
+    let rotation = out.nodes[&name(2)].rotation.as_ref().expect("n2 takes part");
+    assert_eq!(rotation.phase, RotationPhase::Rollback);
+    assert_eq!(lane(&out, "n2").map(|l| l.len()), Some(1), "lanes stay until the daemons moved back");
+}
+
+fn rotation_reaches_only_the_nodes_peering_the_rotating_one(f: Fam) {
+    let out = Case::nodes(f, 3).explicit(&[(1, 2)]).rotating(1, 7, RotationPhase::Activate, Some(9)).run();
+    assert_eq!(lane(&out, "n1").map(|l| l.len()), Some(1), "{f:?}: only n2 is n1's peer");
+    assert!(lane(&out, "n2").is_some());
+    assert_eq!(lane(&out, "n3"), None, "{f:?}: n3 does not peer n1");
+    // An isolated node's peers drop it, and with it the rotation.
+    let out = Case::nodes(f, 3).isolate("n1").rotating(1, 7, RotationPhase::Activate, Some(9)).run();
+    assert_eq!(lane(&out, "n1"), Some(vec![]));
+    assert_eq!((lane(&out, "n2"), lane(&out, "n3")), (None, None));
+}
+
+fn rotation_of_a_gone_node_reaches_nobody(f: Fam) {
+    let mut case = Case::nodes(f, 2).rotating(1, 7, RotationPhase::Activate, Some(9));
+    case.node(1).deleting = true;
+    let out = case.run();
+    assert_eq!(lane(&out, "n2"), None);
+}
+
+fn only_the_first_rotation_by_node_name_applies_and_the_others_are_reported(f: Fam) {
+    let out = Case::nodes(f, 3)
+        .rotating(3, 5, RotationPhase::Distribute, Some(8))
+        .rotating(2, 6, RotationPhase::Prepare, Some(9))
+        .run();
+    let rotation = out.nodes[&name(1)].rotation.as_ref().expect("n1 peers n2");
+    assert_eq!((rotation.node.as_str(), rotation.id), ("n2", 6));
+    assert!(out.nodes.values().all(|s| s.rotation.as_ref().is_some_and(|r| r.node == name(2))));
+    assert_eq!(found(&out), vec![finding(K::Node, "n3", R::Conflict)]);
+    message_names(&out, R::Conflict, &["n3".into(), "n2".into()]);
+}
+
+both_families!(
+    rotation_prepare_marks_the_node_and_its_peers_with_empty_lanes,
+    rotation_without_a_known_key_leaves_the_lanes_empty,
+    rotation_distribute_fills_the_lanes,
+    rotation_retire_and_settle_put_the_new_key_on_the_main_entry,
+    rotation_rollback_keeps_the_old_key_on_main,
+    rotation_reaches_only_the_nodes_peering_the_rotating_one,
+    rotation_of_a_gone_node_reaches_nobody,
+    only_the_first_rotation_by_node_name_applies_and_the_others_are_reported,
+);

@@ -8,9 +8,6 @@
 
 mod stream_support;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,68 +15,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use vpblu_e2e::cluster::TestCluster;
-use vpblu_e2e::process::{Guarded, free_addr, wait_http_ok};
+use vpblu_e2e::process::free_addr;
 use vpblu_e2e::stream_pki::StreamPki;
 use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule, Route, RoutePolicy, RoutePolicySpec};
 use vpblu_messages::{Command as MeshCommand, NodeDesiredState};
 
-use stream_support::{Daemon, deployed_daemon, key, tls_flags};
+use stream_support::controller_process::ControllerProcess;
+use stream_support::{Daemon, deployed_daemon, key};
 
-const EXE: &str = env!("CARGO_BIN_EXE_vpblu-controller");
-/// Lease timings for the test: failover within a few seconds.
-const LEASE: &str = "4s";
-const RENEW: &str = "1s";
 /// Generous: a change crosses API server, informer, recompute, stream.
 const CONVERGE: Duration = Duration::from_secs(30);
-
-/// A controller process whose log is printed if the test fails.
-struct Controller {
-    /// Killed (SIGKILL, no goodbye) when dropped.
-    _process: Guarded,
-    log: PathBuf,
-}
-
-impl Controller {
-    /// The controller binary serving TLS with `pki`'s certificate and
-    /// checking daemons with TokenReview (its defaults: audience vpblu,
-    /// vpblu-system/vpblu-daemon, DaemonSet vpblu-daemon).
-    fn start(cluster: &TestCluster, identity: &str, grpc: &str, pki: &StreamPki) -> Controller {
-        let metrics = free_addr();
-        let log = cluster.dir().join(format!("{identity}.log"));
-        let out = File::create(&log).expect("controller log file");
-        let process = Command::new(EXE)
-            .args(["--grpc-addr", grpc, "--metrics-addr", &metrics.to_string()])
-            .args(tls_flags(pki))
-            .args(["--dashboard-addr", &free_addr().to_string(), "--identity", identity])
-            .args(["--lease-duration", LEASE, "--lease-renew", RENEW, "--log-format", "text"])
-            .env("KUBECONFIG", cluster.kubeconfig_path())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup log"))
-            .stderr(out)
-            .spawn()
-            .expect("start vpblu-controller");
-        let controller = Controller { _process: Guarded::new(process), log };
-        wait_http_ok(metrics, "/readyz", Duration::from_secs(30));
-        controller
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            print_tail(&self.log);
-        }
-    }
-}
-
-fn print_tail(path: &Path) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    eprintln!("---- last lines of {} ----", path.display());
-    for line in &lines[lines.len().saturating_sub(40)..] {
-        eprintln!("{line}");
-    }
-}
 
 async fn converge(what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -133,7 +78,9 @@ async fn the_mesh_follows_the_api_through_the_real_controller() {
             .await;
     }
     let grpc = free_addr().to_string();
-    let first = tokio::task::block_in_place(|| Controller::start(&cluster, "controller-0", &grpc, &pki));
+    let first = tokio::task::block_in_place(|| {
+        ControllerProcess::start(&cluster, "controller-0", &grpc, &pki, "info")
+    });
 
     let mut daemons = Vec::new();
     for i in 1..=3 {
@@ -270,7 +217,9 @@ async fn the_mesh_follows_the_api_through_the_real_controller() {
     let counts: Vec<usize> = live.iter().map(|d| d.commands().len()).collect();
     drop(first);
     let killed = Instant::now();
-    let _second = tokio::task::block_in_place(|| Controller::start(&cluster, "controller-1", &grpc, &pki));
+    let _second = tokio::task::block_in_place(|| {
+        ControllerProcess::start(&cluster, "controller-1", &grpc, &pki, "info")
+    });
     converge("every daemon reconnected to the new leader", || {
         live.iter().zip(&counts).all(|(d, n)| d.commands().len() > *n)
     })

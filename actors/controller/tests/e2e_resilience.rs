@@ -14,10 +14,6 @@
 
 mod stream_support;
 
-use std::fs::File;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +25,7 @@ use tokio::sync::oneshot;
 use vpblu_controller::informers::InformerMsg;
 use vpblu_controller::{Args, run_until};
 use vpblu_e2e::cluster::TestCluster;
-use vpblu_e2e::process::{Guarded, free_addr, http_get, wait_http_ok};
+use vpblu_e2e::process::{free_addr, wait_http_ok};
 use vpblu_k8s::conditions::CONNECTED;
 use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule, VpbluNode};
 use vpblu_messages::Command as MeshCommand;
@@ -37,9 +33,9 @@ use vpblu_runtime::{RootExit, SupervisorMsg};
 
 use vpblu_e2e::stream_pki::StreamPki;
 
+use stream_support::controller_process::ControllerProcess;
 use stream_support::{Daemon, deployed_daemon, key, tls_flags};
 
-const EXE: &str = env!("CARGO_BIN_EXE_vpblu-controller");
 /// Short Lease timings, so a leader that stepped down at its renew
 /// deadline (3 s) would show within the outage.
 const LEASE: [&str; 4] = ["--lease-duration", "4s", "--lease-renew", "1s"];
@@ -126,63 +122,14 @@ fn metric(page: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// The controller binary, whose log is printed if the test fails.
-struct Controller {
-    /// Killed (SIGKILL) when dropped.
-    _process: Guarded,
-    metrics: SocketAddr,
-    log: PathBuf,
-}
-
-impl Controller {
-    fn start(cluster: &TestCluster, grpc: &str, pki: &StreamPki) -> Controller {
-        let metrics = free_addr();
-        let log = cluster.dir().join("controller.log");
-        let out = File::create(&log).expect("controller log file");
-        let process = Command::new(EXE)
-            .args(["--grpc-addr", grpc, "--metrics-addr", &metrics.to_string()])
-            .args(["--dashboard-addr", &free_addr().to_string(), "--identity", "controller-0"])
-            .args(LEASE)
-            .args(["--log-format", "text"])
-            .args(tls_flags(pki))
-            .env("KUBECONFIG", cluster.kubeconfig_path())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup log"))
-            .stderr(out)
-            .spawn()
-            .expect("start vpblu-controller");
-        let controller = Controller { _process: Guarded::new(process), metrics, log };
-        wait_http_ok(metrics, "/readyz", CONVERGE);
-        controller
-    }
-
-    fn metrics(&self) -> String {
-        match http_get(self.metrics, "/metrics") {
-            Some((200, page)) => page,
-            other => panic!("the controller's /metrics did not answer: {other:?}"),
-        }
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("---- last lines of {} ----", self.log.display());
-            for line in &lines[lines.len().saturating_sub(60)..] {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_controller_keeps_its_streams_through_an_api_server_outage() {
     let mut cluster = three_nodes().await;
     let grpc = free_addr().to_string();
     let pki = Arc::new(StreamPki::new());
-    let controller = tokio::task::block_in_place(|| Controller::start(&cluster, &grpc, &pki));
+    let controller = tokio::task::block_in_place(|| {
+        ControllerProcess::start(&cluster, "controller-0", &grpc, &pki, "info")
+    });
     let mut daemons = Vec::new();
     for i in 1..=3 {
         daemons.push(daemon(&cluster, &pki, i, &grpc).await);

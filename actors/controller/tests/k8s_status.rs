@@ -1,25 +1,28 @@
 //! The status writer against the real API server: a daemon's Hello, Acks
 //! and Observed reports become its VpbluNode's status, the `Connected`
 //! condition follows the stream opening and closing, a restarted writer
-//! keeps what the last one wrote, and an unchanged report writes nothing.
+//! keeps what the last one wrote, an unchanged report writes nothing, the
+//! rotation scheduler's fields survive the writer's applies, and a key
+//! handed over at the end of a rotation is the one the writer keeps.
 
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use ractor::{Actor, ActorRef};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use vpblu_controller::informers::{Cache, Informer, InformerArgs, InformerMetrics};
 use vpblu_controller::recompute::RecomputeHandle;
+use vpblu_controller::rotation::KeyHandoff;
 use vpblu_controller::status_writer::{StatusWriter, StatusWriterArgs, StatusWriterMsg};
 use vpblu_controller::stream::StreamEvent;
 use vpblu_e2e::cluster::TestCluster;
 use vpblu_k8s::conditions::{CONNECTED, reasons};
-use vpblu_k8s::{VpbluNode, VpbluNodeSpec, VpbluNodeStatus};
+use vpblu_k8s::{ROTATION_FIELD_MANAGER, VpbluNode, VpbluNodeSpec, VpbluNodeStatus};
 use vpblu_messages::{Backend, Generation, Hello, NodeName, PeerObservation, PublicKey, Upstream};
 
 async fn status_until(
@@ -79,11 +82,13 @@ async fn start_writer(
     cluster: &TestCluster,
     events: &broadcast::Sender<StreamEvent>,
     vpblu_nodes: &Cache<VpbluNode>,
+    handoff: &KeyHandoff,
 ) -> (ActorRef<StatusWriterMsg>, JoinHandle<()>) {
     let args = StatusWriterArgs {
         client: cluster.client(),
         events: events.clone(),
         vpblu_nodes: vpblu_nodes.clone(),
+        handoff: handoff.clone(),
     };
     let (writer, handle) = Actor::spawn(None, StatusWriter, args).await.expect("status writer starts");
     (writer, tokio::spawn(async move { handle.await.expect("status writer joins") }))
@@ -110,7 +115,8 @@ async fn daemon_reports_become_vpblunode_status() {
         Actor::spawn(None, Informer::<VpbluNode>::default(), informer_args).await.expect("informer starts");
 
     let (events, _) = broadcast::channel(16);
-    let (writer, done) = start_writer(&cluster, &events, &cache).await;
+    let handoff = KeyHandoff::new();
+    let (writer, done) = start_writer(&cluster, &events, &cache, &handoff).await;
     let node = NodeName::new("node-s").unwrap();
     let key = PublicKey::from_bytes([42; 32]);
 
@@ -156,7 +162,7 @@ async fn daemon_reports_become_vpblunode_status() {
     // as the cache holds it: its first report must not erase the key.
     writer.stop(None);
     done.await.expect("the first writer stopped");
-    let (writer, done) = start_writer(&cluster, &events, &cache).await;
+    let (writer, done) = start_writer(&cluster, &events, &cache, &handoff).await;
     events.send(observed(&node, &[("a", Some(5)), ("b", Some(9)), ("c", None)])).unwrap();
     let status = status_until(&api, "node-s", "three peers", |s| s.peers == Some(3)).await;
     assert_eq!(status.peers_up, Some(2));
@@ -176,6 +182,35 @@ async fn daemon_reports_become_vpblunode_status() {
     events.send(observed(&node, &[("a", Some(5)), ("b", Some(9)), ("c", None)])).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(api.get("node-s").await.unwrap().metadata.resource_version, before);
+
+    // The rotation scheduler's fields, merge-patched under its own field
+    // manager, survive the writer's applies, even a Hello naming no staged
+    // key.
+    let new_key = PublicKey::from_bytes([43; 32]).to_base64();
+    let rotation = serde_json::json!({ "status": {
+        "stagedPublicKey": new_key, "rotation": { "phase": "Settle", "id": 5 },
+    }});
+    let params = PatchParams { field_manager: Some(ROTATION_FIELD_MANAGER.into()), ..PatchParams::default() };
+    api.patch_status("node-s", &params, &Patch::Merge(&rotation)).await.expect("patch the rotation");
+    events.send(hello(&node, key, 7)).unwrap();
+    events.send(observed(&node, &[("a", Some(5))])).unwrap();
+    let status = status_until(&api, "node-s", "one peer", |s| s.peers == Some(1)).await;
+    assert_eq!(
+        status.staged_public_key.as_deref(),
+        Some(new_key.as_str()),
+        "the writer leaves the staged key"
+    );
+    let phase = status.rotation.as_ref().and_then(|r| r.phase.as_deref());
+    assert_eq!(phase, Some("Settle"), "the writer leaves the rotation");
+
+    // The key handed over at the end of the rotation replaces the Hello's
+    // in the writer's report: written at once, and kept by later writes.
+    handoff.hand(&node, new_key.clone());
+    status_until(&api, "node-s", "the new key", |s| s.public_key.as_deref() == Some(new_key.as_str())).await;
+    events.send(observed(&node, &[("a", Some(5)), ("b", Some(5))])).unwrap();
+    let status = status_until(&api, "node-s", "two peers", |s| s.peers == Some(2)).await;
+    assert_eq!(status.public_key.as_deref(), Some(new_key.as_str()), "a later write keeps the new key");
+    assert_eq!(status.short_key.as_deref(), Some(&new_key[..8]));
 
     writer.stop(None);
     done.await.expect("status writer joins");

@@ -213,7 +213,7 @@ async fn a_restarted_controller_counts_on_from_the_daemons_generation() {
     let (controller, daemons) = cluster(&nodes, StreamConfig::default()).await;
     // Move node-a's generation on a little so it differs from node-b's.
     let mut states = mesh(&nodes);
-    states.get_mut(&name("node-a")).expect("node-a").settings.listen_port = 51821;
+    states.get_mut(&name("node-a")).expect("node-a").settings.listen_port = 51823;
     controller.desired.publish(states.clone());
     daemons[0].wait_state(&states[&name("node-a")]).await;
     let before: Vec<Generation> = daemons.iter().map(last_generation).collect();
@@ -304,7 +304,7 @@ async fn an_invalid_desired_state_is_refused_and_the_previous_one_stays() {
     // A valid state applies again.
     let states = mesh(&nodes);
     let mut fixed = states.clone();
-    fixed.get_mut(&name("node-a")).expect("node-a").settings.listen_port = 51821;
+    fixed.get_mut(&name("node-a")).expect("node-a").settings.listen_port = 51823;
     controller.desired.publish(fixed.clone());
     a.wait_state(&fixed[&name("node-a")]).await;
     controller.wait_acked("node-a").await;

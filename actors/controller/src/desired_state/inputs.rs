@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use vpblu_messages::{Cidr, NodeName, PublicKey};
+use vpblu_messages::{Cidr, NodeName, PublicKey, RotationPhase};
 
 /// Everything desired state is computed from. Order inside every vector is
 /// irrelevant: `compute` sorts before it decides anything.
@@ -17,6 +17,10 @@ pub struct Inputs {
     pub route_policies: Vec<RoutePolicyInput>,
     /// BlockPolicies; all are in effect.
     pub block_policies: Vec<BlockPolicyInput>,
+    /// Key rotations in progress, from the VpbluNodes' status. At most one
+    /// should run; of several, the first by node name is in effect and the
+    /// others are reported.
+    pub rotations: Vec<RotationInput>,
 }
 
 /// One node as the controller knows it.
@@ -113,4 +117,17 @@ pub enum NodeAction {
     Isolate,
     /// Keeps its own pods reachable but is no longer a route target.
     Drain,
+}
+
+/// A node's key rotation in progress, as its VpbluNode status records it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RotationInput {
+    /// The node whose key rotates.
+    pub node: NodeName,
+    /// Identifies this rotation across its phases.
+    pub id: u64,
+    /// Where it stands.
+    pub phase: RotationPhase,
+    /// The new public key, once the node's Prepare report gave it.
+    pub new_public_key: Option<PublicKey>,
 }

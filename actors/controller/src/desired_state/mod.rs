@@ -43,6 +43,12 @@
 //! each unreachable CIDR once, with the severest reason (Isolated >
 //! NotReady > NoKey > Drained > NotPeered).
 //!
+//! - **Rotation.** The key rotation in progress (at most one; of several
+//!   recorded, the first by node name, the others reported) is laid over
+//!   the result: the rotating node and every node peering it get
+//!   `rotation`, with the lane peers and, from Retire on, the new key in
+//!   the peers' main entry for the rotating node (see `rotation.rs`).
+//!
 //! Everything the rules had to resolve or skip is reported as a
 //! [`Finding`] on the object concerned.
 //!
@@ -61,6 +67,7 @@ mod index;
 mod inputs;
 mod nodes;
 mod peering;
+mod rotation;
 mod view;
 
 use std::collections::BTreeMap;
@@ -69,8 +76,8 @@ use vpblu_messages::{NodeDesiredState, NodeName};
 
 pub use findings::{Finding, FindingReason, PolicyRef, SubjectKind};
 pub use inputs::{
-    BlockInput, BlockPolicyInput, Inputs, NodeAction, NodeInput, Peering, RouteInput, RoutePolicyInput,
-    TunnelPolicyInput,
+    BlockInput, BlockPolicyInput, Inputs, NodeAction, NodeInput, Peering, RotationInput, RouteInput,
+    RoutePolicyInput, TunnelPolicyInput,
 };
 pub use peering::DEFAULT_LISTEN_PORT;
 
@@ -92,7 +99,14 @@ pub struct Output {
 /// Every node's desired state. Large meshes are split over two threads;
 /// the result is the same either way.
 pub fn compute(inputs: &Inputs) -> Output {
-    let (index, findings) = Index::build(inputs);
+    let (index, mut findings) = Index::build(inputs);
+    let mut rotation_findings = findings::Findings::default();
+    let rotation = rotation::in_effect(&inputs.rotations, &mut rotation_findings);
+    if rotation.is_some() && inputs.rotations.len() > 1 {
+        findings.extend(rotation_findings.into_sorted());
+        findings.sort();
+        findings.dedup();
+    }
     let live = index.live();
     let states_of = |chunk: &[usize]| {
         let mut entries = Entries::new(&index, Viewers::Many);
@@ -113,7 +127,12 @@ pub fn compute(inputs: &Inputs) -> Output {
             states
         })
     };
-    Output { nodes: states.into_iter().collect(), findings }
+    let mut nodes: BTreeMap<NodeName, NodeDesiredState> = states.into_iter().collect();
+    if let Some(rotation) = rotation {
+        let mut overlay = rotation::Overlay::new(rotation);
+        nodes.values_mut().for_each(|state| overlay.apply(state));
+    }
+    Output { nodes, findings }
 }
 
 /// One node's desired state, as `compute` would give it, without building
@@ -125,5 +144,9 @@ pub fn compute_node(inputs: &Inputs, node: &NodeName) -> Option<NodeDesiredState
         return None;
     }
     let mut entries = Entries::new(&index, Viewers::One);
-    Some(index.node_state(n, &mut entries))
+    let mut state = index.node_state(n, &mut entries);
+    if let Some(rotation) = rotation::in_effect(&inputs.rotations, &mut findings::Findings::default()) {
+        rotation::Overlay::new(rotation).apply(&mut state);
+    }
+    Some(state)
 }

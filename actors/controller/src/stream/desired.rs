@@ -87,6 +87,13 @@ impl Desired {
         self.inner.states.read().unwrap_or_else(PoisonError::into_inner).get(node).cloned()
     }
 
+    /// The nodes whose desired state satisfies `test` (the rotation
+    /// scheduler: which nodes hold a rotation in a given phase).
+    pub fn nodes_where(&self, test: impl Fn(&NodeDesiredState) -> bool) -> BTreeSet<NodeName> {
+        let states = self.inner.states.read().unwrap_or_else(PoisonError::into_inner);
+        states.iter().filter(|(_, state)| test(state)).map(|(node, _)| node.clone()).collect()
+    }
+
     /// The last generation handed out for `node`, if any.
     pub fn last_generation(&self, node: &NodeName) -> Option<Generation> {
         self.inner.generations.lock().unwrap_or_else(PoisonError::into_inner).get(node).copied()

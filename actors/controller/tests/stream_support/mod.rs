@@ -9,6 +9,8 @@
 
 #![allow(dead_code)] // each test file uses its own part of this
 
+pub mod controller_process;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

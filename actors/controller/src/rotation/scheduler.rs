@@ -1,0 +1,710 @@
+//! The rotation scheduler: runs RotationPolicies and drives one node's key
+//! rotation at a time, keeping every decision in the Kubernetes API.
+//!
+//! Level-triggered: every tick it reads the caches (RotationPolicies,
+//! Nodes, VpbluNodes) and the published desired states, and takes at most
+//! one step:
+//!
+//! - a rotation recorded in a VpbluNode's status (the first by name; any
+//!   other is ended at once) advances, dwells, rolls back or finishes
+//!   ([`progress`](super::progress)), from the daemons' RotationReports;
+//! - with none running: a VpbluNode whose `vpblu.dev/rotate-now` differs
+//!   from `status.rotation.handledRotateNow` starts rotating; else each
+//!   policy in name order starts a run or rotates its next pending node
+//!   ([`runs`](super::runs));
+//! - every policy's status (conditions, next and last schedule time,
+//!   current node) is written when it changed, with a Warning Event when
+//!   it newly turns Invalid or Conflict.
+//!
+//! After a write it waits until the informer's cache shows it before the
+//! next step, so a stale cache never starts a second rotation. A new leader
+//! resumes from the status; the daemons, reconnecting to it, report their
+//! current phase again, and the phase gets at least a full timeout from the
+//! takeover.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use futures::StreamExt;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use vpblu_k8s::rotation_policy::{DEFAULT_OVERLAP_SECONDS, DEFAULT_PHASE_TIMEOUT_SECONDS};
+use vpblu_k8s::vpblu_node::short_key;
+use vpblu_k8s::{IDLE_PHASE, ROTATE_NOW_ANNOTATION, RotationPolicy, VpbluNode};
+use vpblu_messages::{NodeName, RotationPhase, RotationReport, Upstream};
+use vpblu_runtime::{ChildSpec, Forward, broadcast_messages, forward};
+
+use super::handoff::KeyHandoff;
+use super::metrics::{RotationMetrics, RotationResult};
+use super::policies::{Decided, Judged, NodeLabels, conditions, is_warning, judge, owner_of};
+use super::progress::{Outcome, Running, Seen, Step, next_step};
+use super::runs::{Member, RunFacts, RunStep, Trigger};
+use super::writes::{apply_policy_status, patch_vpblu_node, record};
+use crate::decided::{all_in_place, is_news, to_conditions};
+use crate::desired_state::RotationInput;
+use crate::from_k8s::rotation_of;
+use crate::informers::{Cache, Caches, Watched};
+use crate::stream::{Desired, StreamEvent};
+
+/// A write the cache has not shown within this long no longer holds the
+/// scheduler back (the next step then reads whatever the cache has).
+const EXPECTATION_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long the status writer may take to publish a handed-over key
+/// before the rotation's status says it is waiting for that.
+const HANDOFF_PATIENCE: TimeDelta = TimeDelta::seconds(10);
+
+/// Tunables of the scheduler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// How often it looks at the world.
+    pub tick: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig { tick: Duration::from_millis(250) }
+    }
+}
+
+/// What the scheduler starts with. Cheap to clone: a restart gets a copy.
+#[derive(Clone)]
+pub struct RotationSchedulerArgs {
+    /// The API client.
+    pub client: kube::Client,
+    /// The informers' caches (RotationPolicies, Nodes, VpbluNodes).
+    pub caches: Caches,
+    /// The published desired states: which nodes hold the rotation.
+    pub desired: Desired,
+    /// The streams' events: the daemons' RotationReports.
+    pub events: broadcast::Sender<StreamEvent>,
+    /// Where new keys go to the status writer.
+    pub handoff: KeyHandoff,
+    /// Metrics, registered once by the caller.
+    pub metrics: RotationMetrics,
+    /// Tunables.
+    pub config: SchedulerConfig,
+}
+
+impl std::fmt::Debug for RotationSchedulerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotationSchedulerArgs").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// Messages the scheduler takes.
+#[derive(Debug)]
+pub enum RotationSchedulerMsg {
+    /// Look at the world and take the next step (sent to itself).
+    Tick,
+    /// A daemon said something on its stream (sent by the event task).
+    Event(StreamEvent),
+    /// Stream events were lost because the scheduler fell behind.
+    Lagged(u64),
+}
+
+/// Runs rotations. Empty: everything lives in its state.
+#[derive(Debug, Default)]
+pub struct RotationScheduler;
+
+impl RotationScheduler {
+    /// The supervised child `rotation-scheduler` that runs with `args`.
+    pub fn child(args: RotationSchedulerArgs) -> ChildSpec {
+        ChildSpec::new("rotation-scheduler", move || (RotationScheduler, args.clone()))
+    }
+}
+
+/// Writes whose effect the cache has yet to show, by object.
+#[derive(Debug, Default)]
+struct Expectations {
+    pending: BTreeMap<(&'static str, String), (String, Instant)>,
+}
+
+impl Expectations {
+    fn expect(&mut self, kind: &'static str, object: &impl Resource) {
+        if let Some(version) = object.meta().resource_version.clone() {
+            self.pending.insert((kind, object.name_any()), (version, Instant::now()));
+        }
+    }
+
+    /// Drops what the caches show (or what is too old to wait for); true
+    /// when nothing is left.
+    fn met(&mut self, caches: &Caches) -> bool {
+        fn shows<K: Watched>(cache: &Cache<K>, name: &str, version: &str) -> bool {
+            let Some(object) = cache.store().get(&ObjectRef::new(name)) else { return true };
+            let cached = object.meta().resource_version.as_deref().unwrap_or_default();
+            match (cached.parse::<u64>(), version.parse::<u64>()) {
+                (Ok(cached), Ok(wanted)) => cached >= wanted,
+                _ => cached == version,
+            }
+        }
+        self.pending.retain(|(kind, name), (version, since)| {
+            let shown = match *kind {
+                "VpbluNode" => shows(&caches.vpblu_nodes, name, version),
+                _ => shows(&caches.rotation_policies, name, version),
+            };
+            !shown && since.elapsed() < EXPECTATION_LIMIT
+        });
+        self.pending.is_empty()
+    }
+}
+
+/// The scheduler's state.
+pub struct SchedulerState {
+    nodes_api: Api<VpbluNode>,
+    policies_api: Api<RotationPolicy>,
+    recorder: Recorder,
+    caches: Caches,
+    desired: Desired,
+    handoff: KeyHandoff,
+    metrics: RotationMetrics,
+    /// Reports of the rotation under way, by (id, phase) and node.
+    reports: BTreeMap<(u64, RotationPhase), BTreeMap<NodeName, RotationReport>>,
+    /// The phase under way and when this scheduler first saw it.
+    taken_over: Option<((u64, RotationPhase), DateTime<Utc>)>,
+    /// The rotation whose Activate every node reported, and since when.
+    dwelling: Option<(u64, DateTime<Utc>)>,
+    expectations: Expectations,
+    _events: Forward,
+}
+
+impl std::fmt::Debug for SchedulerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerState").field("taken_over", &self.taken_over).finish_non_exhaustive()
+    }
+}
+
+impl Actor for RotationScheduler {
+    type Msg = RotationSchedulerMsg;
+    type State = SchedulerState;
+    type Arguments = RotationSchedulerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: RotationSchedulerArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let events = broadcast_messages(args.events.subscribe()).map(|event| match event {
+            Ok(event) => RotationSchedulerMsg::Event(event),
+            Err(lost) => RotationSchedulerMsg::Lagged(lost),
+        });
+        // The interval task ends by itself once the actor is gone.
+        let _ticks = myself.send_interval(args.config.tick, || RotationSchedulerMsg::Tick);
+        let reporter = Reporter { controller: vpblu_k8s::FIELD_MANAGER.into(), instance: None };
+        Ok(SchedulerState {
+            nodes_api: Api::all(args.client.clone()),
+            policies_api: Api::all(args.client.clone()),
+            recorder: Recorder::new(args.client, reporter),
+            caches: args.caches,
+            desired: args.desired,
+            handoff: args.handoff,
+            metrics: args.metrics,
+            reports: BTreeMap::new(),
+            taken_over: None,
+            dwelling: None,
+            expectations: Expectations::default(),
+            _events: forward(events, myself),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RotationSchedulerMsg::Tick => state.reconcile().await,
+            RotationSchedulerMsg::Event(StreamEvent::Message(node, Upstream::RotationReport(report))) => {
+                tracing::debug!(
+                    %node,
+                    rotation = report.rotation_id,
+                    phase = %report.phase,
+                    ok = report.result.is_ok(),
+                    "rotation report"
+                );
+                state.reports.entry((report.rotation_id, report.phase)).or_default().insert(node, report);
+            }
+            // Hello, acks, observations and closed streams are the status
+            // writer's business.
+            RotationSchedulerMsg::Event(StreamEvent::Message(..) | StreamEvent::Closed(_)) => {}
+            RotationSchedulerMsg::Lagged(lost) => {
+                tracing::warn!(
+                    lost,
+                    "rotation scheduler fell behind the streams; a lost rotation report makes its phase wait \
+                     for the timeout"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A policy's run bookkeeping, as its status records it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct RunRecord {
+    last_schedule: Option<String>,
+    handled_rotate_now: Option<String>,
+    current_node: Option<String>,
+}
+
+/// The timings of the policy that started a rotation (defaults without one).
+fn timings(policies: &[RotationPolicy], name: Option<&str>) -> (TimeDelta, TimeDelta) {
+    let spec = name.and_then(|n| policies.iter().find(|p| p.name_any() == n)).map(|p| &p.spec);
+    let overlap = spec.map_or(DEFAULT_OVERLAP_SECONDS, |s| s.overlap_seconds).max(1);
+    let timeout = spec.map_or(DEFAULT_PHASE_TIMEOUT_SECONDS, |s| s.phase_timeout_seconds).max(1);
+    (TimeDelta::seconds(overlap.into()), TimeDelta::seconds(timeout.into()))
+}
+
+fn parse_time(text: Option<&str>) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text?).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// RFC 3339 with milliseconds: two steps within one second stay ordered.
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn created(object: &impl Resource) -> Option<DateTime<Utc>> {
+    let t = object.meta().creation_timestamp.as_ref()?;
+    DateTime::from_timestamp(t.0.as_second(), 0)
+}
+
+impl SchedulerState {
+    async fn reconcile(&mut self) {
+        let caches = &self.caches;
+        if !(caches.nodes.synced() && caches.vpblu_nodes.synced() && caches.rotation_policies.synced()) {
+            return;
+        }
+        if !self.expectations.met(caches) {
+            return;
+        }
+        let now = Utc::now();
+        let policies = caches.rotation_policies.objects();
+        // Shared, not copied: Node objects are large and this runs every tick.
+        let nodes = caches.nodes.store().state();
+        let mut vpblu_nodes = caches.vpblu_nodes.objects();
+        vpblu_nodes.sort_by_key(ResourceExt::name_any);
+        let labels: Vec<NodeLabels> = nodes
+            .iter()
+            .filter(|n| n.metadata.deletion_timestamp.is_none())
+            .filter_map(|n| {
+                let name = NodeName::new(n.name_any()).ok()?;
+                Some(NodeLabels { name, labels: n.labels().clone() })
+            })
+            .collect();
+        let judged = judge(&policies, &labels);
+        let mut records: BTreeMap<String, RunRecord> = judged
+            .iter()
+            .map(|j| {
+                let status = j.policy.status.clone().unwrap_or_default();
+                let record = RunRecord {
+                    last_schedule: status.last_schedule_time,
+                    handled_rotate_now: status.handled_rotate_now,
+                    current_node: status.current_node,
+                };
+                (j.name(), record)
+            })
+            .collect();
+
+        let running: Vec<(&VpbluNode, RotationInput)> =
+            vpblu_nodes.iter().filter_map(|v| Some((v, rotation_of(v).ok()??))).collect();
+        let rotating = match running.split_first() {
+            Some(((first, rotation), others)) => {
+                for (other, extra) in others {
+                    self.end_extra(other, extra, &rotation.node).await;
+                }
+                self.drive(first, rotation, &policies, now).await;
+                let policy = first.status.as_ref().and_then(|s| s.rotation.as_ref()?.policy.clone());
+                Some((rotation.node.clone(), rotation.phase, policy))
+            }
+            None => {
+                self.start_next(&judged, &vpblu_nodes, &mut records, now).await;
+                self.reports.clear();
+                None
+            }
+        };
+        for j in &judged {
+            let rotating = rotating
+                .as_ref()
+                .filter(|(_, _, policy)| policy.as_deref() == Some(j.name().as_str()))
+                .map(|(node, phase, _)| (node, *phase));
+            let record = records.remove(&j.name()).unwrap_or_default();
+            self.write_policy_status(j, record, rotating, now).await;
+        }
+    }
+
+    /// Starts what comes next when no rotation runs: a node's own
+    /// rotate-now first, then each policy's run in name order. At most one
+    /// write of a run start or one rotation start.
+    async fn start_next(
+        &mut self,
+        judged: &[Judged<'_>],
+        vpblu_nodes: &[VpbluNode],
+        records: &mut BTreeMap<String, RunRecord>,
+        now: DateTime<Utc>,
+    ) {
+        for v in vpblu_nodes {
+            let wanted = v.annotations().get(ROTATE_NOW_ANNOTATION);
+            let handled = v.status.as_ref().and_then(|s| s.rotation.as_ref()?.handled_rotate_now.as_ref());
+            if let Some(wanted) = wanted
+                && Some(wanted) != handled
+                && let Ok(node) = NodeName::new(v.name_any())
+            {
+                let owner = owner_of(judged, &node).map(Judged::name);
+                tracing::info!(%node, value = %wanted, "rotate-now on the VpbluNode");
+                self.start_rotation(v, owner, Some(wanted.clone()), now).await;
+                return;
+            }
+        }
+        let by_name: BTreeMap<String, &VpbluNode> = vpblu_nodes.iter().map(|v| (v.name_any(), v)).collect();
+        for j in judged.iter().filter(|j| j.valid()) {
+            let Some(schedule) = j.schedule.as_ref() else { continue };
+            let name = j.name();
+            let record = records.entry(name.clone()).or_default();
+            let members: Vec<Member> = j
+                .owned
+                .iter()
+                .filter_map(|node| {
+                    let v = by_name.get(node.as_str())?;
+                    let started = v.status.as_ref().and_then(|s| s.rotation.as_ref()?.started_at.as_deref());
+                    Some(Member { node: node.clone(), created: created(*v), started_at: parse_time(started) })
+                })
+                .collect();
+            let facts = RunFacts {
+                now,
+                created: created(j.policy).unwrap_or(now),
+                paused: j.policy.spec.paused,
+                schedule,
+                last_schedule: parse_time(record.last_schedule.as_deref()),
+                rotate_now: j.policy.annotations().get(ROTATE_NOW_ANNOTATION).map(String::as_str),
+                handled_rotate_now: record.handled_rotate_now.as_deref(),
+                members: &members,
+            };
+            match super::runs::next_step(&facts) {
+                RunStep::Start(trigger) => {
+                    tracing::info!(policy = %name, ?trigger, "rotation run starts");
+                    record.last_schedule = Some(stamp(now));
+                    if let Trigger::RotateNow(value) = trigger {
+                        record.handled_rotate_now = Some(value);
+                    }
+                    return;
+                }
+                RunStep::Rotate(node) => {
+                    record.current_node = Some(node.to_string());
+                    if let Some(v) = by_name.get(node.as_str()) {
+                        self.start_rotation(v, Some(name), None, now).await;
+                    }
+                    return;
+                }
+                RunStep::Idle => record.current_node = None,
+            }
+        }
+    }
+
+    /// Starts rotating `v`'s key (or records why it cannot), for `policy`
+    /// or for the node's own annotation `handled`.
+    async fn start_rotation(
+        &mut self,
+        v: &VpbluNode,
+        policy: Option<String>,
+        handled: Option<String>,
+        now: DateTime<Utc>,
+    ) {
+        let name = v.name_any();
+        let status = v.status.clone().unwrap_or_default();
+        let previous = status.rotation.clone().unwrap_or_default();
+        let handled = handled.or(previous.handled_rotate_now);
+        let in_desired = NodeName::new(&name).ok().is_some_and(|n| self.desired.get_shared(&n).is_some());
+        let skip = if status.public_key.is_none() {
+            Some("the node has published no public key yet (is its daemon connected?)")
+        } else if !in_desired {
+            Some("the node has no desired state (is it Ready, with a pod CIDR and an internal IP?)")
+        } else {
+            None
+        };
+        if let Some(why) = skip {
+            let patch = json!({ "rotation": {
+                "phase": IDLE_PHASE, "policy": policy, "startedAt": stamp(now), "phaseStartedAt": null,
+                "message": null, "rollbackReason": null, "lastResult": format!("Skipped: {why}"),
+                "handledRotateNow": handled,
+            }});
+            if self.patch(&name, patch).await {
+                tracing::warn!(node = %name, why, "rotation skipped");
+                self.metrics.ended(RotationResult::Skipped);
+                let note = format!("key rotation of node {name} skipped: {why}");
+                record(&self.recorder, &v.object_ref(&()), true, "RotationSkipped", "Rotate", note).await;
+            }
+            return;
+        }
+        // Ids only grow, also across a VpbluNode that was recreated.
+        let id = previous
+            .id
+            .and_then(|id| u64::try_from(id).ok())
+            .map_or(0, |id| id + 1)
+            .max(u64::try_from(now.timestamp_millis()).unwrap_or(0));
+        let patch = json!({
+            "stagedPublicKey": null,
+            "rotation": {
+                "phase": RotationPhase::Prepare.as_str(), "id": id, "policy": policy,
+                "startedAt": stamp(now), "phaseStartedAt": stamp(now), "message": null, "rollbackReason": null,
+                "handledRotateNow": handled,
+            },
+        });
+        if self.patch(&name, patch).await {
+            tracing::info!(node = %name, rotation = id, policy = ?policy, "rotation started");
+            let by = policy.map_or_else(
+                || "its vpblu.dev/rotate-now annotation".to_owned(),
+                |p| format!("RotationPolicy {p}"),
+            );
+            let note = format!("key rotation {id} of node {name} started by {by}");
+            record(&self.recorder, &v.object_ref(&()), false, "RotationStarted", "Rotate", note).await;
+        }
+    }
+
+    /// Takes the next step of the rotation recorded in `v`.
+    async fn drive(
+        &mut self,
+        v: &VpbluNode,
+        rotation: &RotationInput,
+        policies: &[RotationPolicy],
+        now: DateTime<Utc>,
+    ) {
+        let name = v.name_any();
+        let status = v.status.clone().unwrap_or_default();
+        let recorded = status.rotation.clone().unwrap_or_default();
+        let (overlap, timeout) = timings(policies, recorded.policy.as_deref());
+        let key = (rotation.id, rotation.phase);
+        let taken_over = match self.taken_over {
+            Some((seen, at)) if seen == key => at,
+            _ => {
+                self.taken_over = Some((key, now));
+                now
+            }
+        };
+        self.reports.retain(|(id, _), _| *id == rotation.id);
+        let phase_started = parse_time(recorded.phase_started_at.as_deref()).unwrap_or(taken_over);
+        let deadline = phase_started.max(taken_over) + timeout;
+        let (id, phase) = key;
+        let holders =
+            self.desired.nodes_where(|s| s.rotation.as_ref().is_some_and(|r| r.id == id && r.phase == phase));
+        let empty = BTreeMap::new();
+        let reports = self.reports.get(&key).unwrap_or(&empty);
+        let all_ok_since = self.dwelling.filter(|(dwelling, _)| *dwelling == id).map(|(_, since)| since);
+        let running = Running { node: rotation.node.clone(), id, phase, overlap, timeout };
+        let step = next_step(&running, &Seen { now, deadline, holders: &holders, reports, all_ok_since });
+        let took = (now - phase_started).as_seconds_f64();
+        match step {
+            Step::Wait(message) => {
+                if message != recorded.message {
+                    if let Some(message) = &message {
+                        tracing::warn!(node = %name, rotation = id, %phase, %message, "rotation is waiting");
+                    }
+                    self.patch(&name, json!({ "rotation": { "message": message } })).await;
+                }
+            }
+            Step::Dwell { since } => {
+                if all_ok_since.is_none() {
+                    tracing::info!(node = %name, rotation = id, overlap = overlap.num_seconds(), "traffic rides the lanes");
+                }
+                self.dwelling = Some((id, since));
+            }
+            Step::Advance { to, staged } => {
+                let mut patch = json!({ "rotation": {
+                    "phase": to.as_str(), "phaseStartedAt": stamp(now), "message": null,
+                }});
+                if let Some(key) = staged {
+                    patch["stagedPublicKey"] = json!(key.to_base64());
+                }
+                if self.patch(&name, patch).await {
+                    self.metrics.phase_took(phase, took);
+                    tracing::info!(node = %name, rotation = id, from = %phase, %to, "rotation advanced");
+                }
+            }
+            Step::RollBack(why) => {
+                let patch = json!({ "rotation": {
+                    "phase": RotationPhase::Rollback.as_str(), "phaseStartedAt": stamp(now), "message": null,
+                    "rollbackReason": why,
+                }});
+                if self.patch(&name, patch).await {
+                    self.metrics.phase_took(phase, took);
+                    tracing::warn!(node = %name, rotation = id, %phase, reason = %why, "rotation rolls back");
+                }
+            }
+            Step::Finish(Outcome::Succeeded) => self.succeed(v, id, phase, took, now).await,
+            Step::Finish(Outcome::RolledBack) => {
+                let why = recorded.rollback_reason.unwrap_or_else(|| "no reason was recorded".to_owned());
+                let patch = json!({
+                    "stagedPublicKey": null,
+                    "rotation": {
+                        "phase": IDLE_PHASE, "phaseStartedAt": null, "message": null, "rollbackReason": null,
+                        "lastResult": format!("RolledBack: {why}"),
+                    },
+                });
+                if self.patch(&name, patch).await {
+                    self.metrics.phase_took(phase, took);
+                    self.metrics.ended(RotationResult::RolledBack);
+                    tracing::warn!(node = %name, rotation = id, reason = %why, "rotation rolled back");
+                    let note =
+                        format!("key rotation {id} of node {name} rolled back; the old key stays: {why}");
+                    record(&self.recorder, &v.object_ref(&()), true, "RotationRolledBack", "Rotate", note)
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Ends a rotation whose Settle every node reported: the status writer
+    /// publishes the new key first (so it never writes the old one back),
+    /// then the rotation is recorded as done.
+    async fn succeed(&mut self, v: &VpbluNode, id: u64, phase: RotationPhase, took: f64, now: DateTime<Utc>) {
+        let name = v.name_any();
+        let status = v.status.clone().unwrap_or_default();
+        let Some(new_key) = status.staged_public_key.clone() else {
+            // Distribute was entered with the staged key, so it is there
+            // unless someone removed it; past Retire there is no going
+            // back, so say so and wait for a person.
+            let why = "status.stagedPublicKey disappeared after Retire; set it to the key the node staged \
+                       (its daemon's Hello shows it) so the rotation can finish";
+            self.patch(&name, json!({ "rotation": { "message": why } })).await;
+            tracing::error!(node = %name, rotation = id, why);
+            return;
+        };
+        let Ok(node) = NodeName::new(&name) else { return };
+        if status.public_key.as_deref() != Some(new_key.as_str()) {
+            self.handoff.hand(&node, new_key);
+            let waited = now
+                - parse_time(status.rotation.as_ref().and_then(|r| r.phase_started_at.as_deref()))
+                    .unwrap_or(now);
+            let message = "waiting for the status writer to publish the new key in status.publicKey";
+            if waited > HANDOFF_PATIENCE
+                && status.rotation.as_ref().and_then(|r| r.message.as_deref()) != Some(message)
+            {
+                self.patch(&name, json!({ "rotation": { "message": message } })).await;
+            }
+            return;
+        }
+        let patch = json!({
+            "publicKey": new_key,
+            "shortKey": short_key(&new_key),
+            "stagedPublicKey": null,
+            "rotation": {
+                "phase": IDLE_PHASE, "phaseStartedAt": null, "message": null, "rollbackReason": null,
+                "lastResult": "Succeeded", "lastRotatedAt": stamp(now),
+            },
+        });
+        if self.patch(&name, patch).await {
+            self.handoff.withdraw(&node);
+            self.metrics.phase_took(phase, took);
+            self.metrics.ended(RotationResult::Succeeded);
+            tracing::info!(node = %name, rotation = id, "rotation succeeded");
+            let note = format!(
+                "key rotation {id} of node {name} succeeded; its new key is {}…",
+                short_key(&new_key)
+            );
+            record(&self.recorder, &v.object_ref(&()), false, "RotationSucceeded", "Rotate", note).await;
+        }
+    }
+
+    /// Ends a rotation recorded while another one runs (only one node
+    /// rotates at a time; desired state ignores this one).
+    async fn end_extra(&mut self, v: &VpbluNode, extra: &RotationInput, running: &NodeName) {
+        let why = format!(
+            "the rotation of node {running} was running at the same time; only one node rotates at a time"
+        );
+        let patch = json!({
+            "stagedPublicKey": null,
+            "rotation": {
+                "phase": IDLE_PHASE, "phaseStartedAt": null, "message": null, "rollbackReason": null,
+                "lastResult": format!("RolledBack: {why}"),
+            },
+        });
+        if self.patch(&v.name_any(), patch).await {
+            self.metrics.ended(RotationResult::RolledBack);
+            tracing::warn!(node = %extra.node, rotation = extra.id, %why, "second rotation ended");
+            let note = format!("key rotation {} of node {} ended: {why}", extra.id, extra.node);
+            record(&self.recorder, &v.object_ref(&()), true, "RotationRolledBack", "Rotate", note).await;
+        }
+    }
+
+    /// Merge-patches VpbluNode `name`'s status; true when it was written.
+    async fn patch(&mut self, name: &str, status: Value) -> bool {
+        match patch_vpblu_node(&self.nodes_api, name, status).await {
+            Ok(object) => {
+                self.expectations.expect("VpbluNode", &object);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "rotation status not written; will retry");
+                false
+            }
+        }
+    }
+
+    /// Writes `j`'s status when it changed, with a Warning Event for each
+    /// condition that newly went bad.
+    async fn write_policy_status(
+        &mut self,
+        j: &Judged<'_>,
+        record: RunRecord,
+        rotating: Option<(&NodeName, RotationPhase)>,
+        now: DateTime<Utc>,
+    ) {
+        let policy = j.policy;
+        let name = j.name();
+        let generation = policy.metadata.generation;
+        let current = policy.status.clone().unwrap_or_default();
+        let decided = conditions(j, rotating);
+        let next = match (&j.schedule, policy.spec.paused) {
+            (Some(schedule), false) => {
+                let since =
+                    parse_time(record.last_schedule.as_deref()).or_else(|| created(policy)).unwrap_or(now);
+                schedule.next_after(since).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+            }
+            _ => None,
+        };
+        let same_conditions = all_in_place(&decided, &current.conditions, generation);
+        let unchanged = same_conditions
+            && current.observed_generation == generation
+            && current.next_schedule_time == next
+            && current.last_schedule_time == record.last_schedule
+            && current.handled_rotate_now == record.handled_rotate_now
+            && current.current_node == record.current_node;
+        if unchanged {
+            return;
+        }
+        let list = to_conditions(&decided, &current.conditions, generation);
+        let mut status = json!({ "observedGeneration": generation, "conditions": list });
+        for (field, value) in [
+            ("lastScheduleTime", &record.last_schedule),
+            ("nextScheduleTime", &next),
+            ("handledRotateNow", &record.handled_rotate_now),
+            ("currentNode", &record.current_node),
+        ] {
+            if let Some(value) = value {
+                status[field] = json!(value);
+            }
+        }
+        match apply_policy_status(&self.policies_api, &name, status).await {
+            Ok(object) => self.expectations.expect("RotationPolicy", &object),
+            Err(e) => {
+                tracing::warn!(error = %e, "RotationPolicy status not written; will retry");
+                return;
+            }
+        }
+        for d in decided.iter().filter(|d| is_warning(d) && is_news(d, &current.conditions)) {
+            warn_policy(&self.recorder, policy, d).await;
+        }
+    }
+}
+
+async fn warn_policy(recorder: &Recorder, policy: &RotationPolicy, d: &Decided) {
+    tracing::warn!(policy = %policy.name_any(), reason = %d.reason, message = %d.message, "RotationPolicy problem");
+    record(recorder, &policy.object_ref(&()), true, &d.reason, "ApplyPolicy", d.message.clone()).await;
+}
