@@ -54,6 +54,7 @@ bench: deps wireguard-go testbed
 	$(CARGO) bench -p vpblu-daemon --bench mesh_throughput --locked
 	$(CARGO) bench -p vpblu-daemon --bench daemon_rss --locked
 	$(CARGO) bench -p vpblu-e2e --bench lab --locked
+	$(CARGO) bench -p vpblu-e2e --bench rotation --locked
 
 crds:
 	$(CARGO) run -p vpblu-k8s --bin crdgen --locked

@@ -128,33 +128,17 @@ fn iperf(from: &vpblu_e2e::netns::Netns, to: &vpblu_e2e::netns::Netns, addr: &st
             .stderr(std::process::Stdio::null()),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let before = cpu_ticks();
+    let before = vpblu_e2e::cpu::ticks();
     let out = from.run_ok("iperf3", &["-c", addr, "-t", "10", "-f", "m", "-J"]);
-    let after = cpu_ticks();
+    let after = vpblu_e2e::cpu::ticks();
     let _ = server.wait();
     let json: serde_json::Value =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("iperf3 -J output: {e}\n{out}"));
     let bits = json["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or_else(|| panic!("no sum_received in {out}"));
-    let busy = (after.0 - before.0) as f64 / ((after.1 - before.1).max(1)) as f64 * 100.0;
+    let busy = vpblu_e2e::cpu::busy_percent(before, after);
     (bits / 1e6, busy)
-}
-
-/// (busy, total) jiffies from /proc/stat.
-fn cpu_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()
-        .expect("a cpu line")
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let total: u64 = fields.iter().sum();
-    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-    (total - idle, total)
 }
 
 fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {

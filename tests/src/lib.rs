@@ -4,6 +4,7 @@
 pub mod binary_lifecycle;
 pub mod built_tools;
 pub mod cluster;
+pub mod cpu;
 pub mod lab;
 pub mod netns;
 pub mod process;

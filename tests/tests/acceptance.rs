@@ -4,7 +4,7 @@
 //! sending real traffic. Each test brings up its own lab (they run one at
 //! a time: two labs would fight over two cores).
 //!
-//! §12.6 (rotation) joins with its own issue; §12.9 (the desired-state
+//! §12.6 (rotation) is `acceptance_rotation.rs`; §12.9 (the desired-state
 //! tables) runs in the same `make test` as
 //! `actors/controller/tests/desired_state_tables.rs`.
 //!
@@ -12,29 +12,16 @@
 //! wireguard-go and the control plane); fails, never skips, when one is
 //! missing.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use vpblu_e2e::lab::traffic::{self, ContinuousPing, assert_dropped, assert_flows, wait_dropped, wait_flows};
-use vpblu_e2e::lab::{Lab, LabOptions, wg};
+use vpblu_e2e::lab::{Lab, wg};
 use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule};
 
-/// One lab at a time.
-static LAB: Mutex<()> = Mutex::new(());
-
 fn run(id_offset: u8, test: impl AsyncFnOnce(&mut Lab)) {
-    let _one_at_a_time = LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
-    runtime.block_on(async {
-        let mut options = LabOptions::acceptance();
-        options.id = options.id.wrapping_add(id_offset * 20) % 250;
-        let started = Instant::now();
-        let mut lab = Lab::up(options).await;
-        println!("lab up in {:.1} s", started.elapsed().as_secs_f64());
-        test(&mut lab).await;
-    });
+    vpblu_e2e::lab::with_lab(id_offset, test);
 }
 
 fn block(name: &str, from: &str, to: &str) -> BlockPolicy {

@@ -255,10 +255,10 @@ fn bad_resources() -> Vec<BadResource> {
             mentions: &["spec.schedule", "\"0 3 * * Sun\"", "6 or 7 space-separated fields"],
         },
         BadResource {
-            why: "overlap shorter than 10 s",
+            why: "overlap of 0 s",
             kind: "RotationPolicy",
-            spec: json!({"schedule": "0 0 3 * * Sun", "overlapSeconds": 5}),
-            mentions: &["spec.overlapSeconds: Invalid value: 5:", "greater than or equal to 10"],
+            spec: json!({"schedule": "0 0 3 * * Sun", "overlapSeconds": 0}),
+            mentions: &["spec.overlapSeconds: Invalid value: 0:", "greater than or equal to 1"],
         },
     ]
 }

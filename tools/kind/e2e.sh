@@ -113,7 +113,7 @@ kc -n vpblu-e2e exec "$pa" -- iperf3 -c "$ipb" -t 3 >/dev/null
 kc -n vpblu-e2e exec "$pa" -- iperf3 -c "$ipb" -u -b 5M -t 1 >/dev/null || true
 wait "$capture_pid"
 kc -n vpblu-e2e exec "$capture_pod" -- cat /tmp/capture.txt \
-  | "$classify" classify --underlay-prefix "$prefix" --mesh-port 51820 --allow-other-ports 6443,10250,443,53 \
+  | "$classify" classify --underlay-prefix "$prefix" --mesh-port 51820 --mesh-port 51821 --allow-other-ports 6443,10250,443,53 \
       --pod-marker 10.244.
 
 log "§12.4 a BlockPolicy drops $a -> $b within 1 s, on both sides; deleting it restores traffic"
@@ -155,6 +155,50 @@ grep -q " 0% packet loss" <<<"$out" || die "traffic lost packets without control
 kc -n vpblu-system scale deployment/vpblu-controller --replicas=2
 kc -n vpblu-system rollout status deployment/vpblu-controller --timeout=180s
 echo "30 s without controllers, 0% loss"
+
+log "§12.6 every node rotates its key while pods ping at 100/s: zero loss"
+declare -A old_key
+for node in "${node_list[@]}"; do
+  old_key[$node]=$(kc get vpblunode "$node" -o jsonpath='{.status.publicKey}')
+done
+since=$(date -u -d '-1 second' +%Y-%m-%dT%H:%M:%SZ)
+kc -n vpblu-e2e exec "$pa" -- sh -c "ping -q -i 0.01 -w 240 $ipb > /tmp/rotation-ping.txt 2>&1 &"
+kc apply -f - <<EOF
+apiVersion: vpblu.dev/v1alpha1
+kind: RotationPolicy
+metadata:
+  name: e2e-rotation
+  annotations: {vpblu.dev/rotate-now: "e2e-$since"}
+spec:
+  schedule: "0 0 3 * * Sun"
+  overlapSeconds: 2
+EOF
+deadline=$((SECONDS + 240))
+done_nodes=0
+until (( SECONDS > deadline )); do
+  done_nodes=0
+  for node in "${node_list[@]}"; do
+    phase=$(kc get vpblunode "$node" -o jsonpath='{.status.rotation.phase}')
+    started=$(kc get vpblunode "$node" -o jsonpath='{.status.rotation.startedAt}')
+    result=$(kc get vpblunode "$node" -o jsonpath='{.status.rotation.lastResult}')
+    if [[ $phase == Idle && -n $result && ! $started < $since ]]; then
+      [[ $result == Succeeded ]] || die "$node's rotation ended with: $result"
+      done_nodes=$((done_nodes + 1))
+    fi
+  done
+  (( done_nodes == node_count )) && break
+  sleep 2
+done
+(( done_nodes == node_count )) || die "only $done_nodes of $node_count nodes rotated within 240 s"
+kc -n vpblu-e2e exec "$pa" -- sh -c 'pkill -INT ping; sleep 1; cat /tmp/rotation-ping.txt'
+for node in "${node_list[@]}"; do
+  [[ $(kc get vpblunode "$node" -o jsonpath='{.status.publicKey}') != "${old_key[$node]}" ]] \
+    || die "$node still publishes its old key"
+done
+kc -n vpblu-e2e exec "$pa" -- cat /tmp/rotation-ping.txt | grep -q " 0% packet loss" \
+  || die "pings were lost during the rotation"
+kc delete rotationpolicy e2e-rotation
+echo "every node rotated, new keys published, 0% ping loss"
 
 log "§12.5 deleting a Node removes its peer everywhere"
 victim=${node_list[2]}

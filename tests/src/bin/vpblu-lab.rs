@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use vpblu_e2e::lab::capture::{Expect, Seen};
-use vpblu_e2e::lab::{Lab, LabOptions, leftovers, traffic};
+use vpblu_e2e::lab::pair_traffic::PairTraffic;
+use vpblu_e2e::lab::{Lab, LabOptions, leftovers, rotation, traffic};
 
 #[derive(Debug, Parser)]
 #[command(name = "vpblu-lab", about = "vpblu's lab: the whole mesh on one machine")]
@@ -115,12 +116,15 @@ fn up(options: LabOptions, once: bool) -> ExitCode {
         println!("lab up in {:.1} s\n", started.elapsed().as_secs_f64());
         print_status(&lab).await;
         demo(&lab);
+        rotation_demo(&lab).await;
+        print_status(&lab).await;
         println!(
             "\nThe lab's API server, for kubectl:\n  export KUBECONFIG={}",
             lab.cluster.kubeconfig_path().display()
         );
         println!("  kubectl get vpblunodes");
         println!("Try a block next:\n  kubectl apply -f k8s/deploy/samples/blockpolicy.yaml");
+        println!("Or rotate every key again:\n  kubectl annotate rotationpolicy lab-demo vpblu.dev/rotate-now=$(date +%s) --overwrite");
         println!("Logs: {}", lab.dir().display());
         if once {
             return ExitCode::SUCCESS;
@@ -159,6 +163,33 @@ async fn print_status(lab: &Lab) {
             status.applied_generation.map_or("-".to_owned(), |g| g.to_string()),
         );
     }
+}
+
+/// Every node's key rotates in turn while every pod pair pings at 100/s
+/// and streams TCP; what was lost.
+async fn rotation_demo(lab: &Lab) {
+    println!("\ndemo: rotating every node's key while every pod pair pings at 100/s and streams TCP");
+    let traffic = PairTraffic::start(&lab.topology, Duration::from_millis(10), Duration::from_millis(10));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let nodes: Vec<String> = lab.topology.nodes.iter().map(|n| n.name.clone()).collect();
+    let since = rotation::now_rfc3339();
+    let started = std::time::Instant::now();
+    rotation::rotate_now(lab, "lab-demo", 1, None, &since).await;
+    rotation::wait_rotated(lab, &nodes, &since).await;
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let result = traffic.finish();
+    for (name, status) in lab.statuses().await {
+        println!("  {name}: {}", rotation::rotation_of(&status));
+    }
+    println!(
+        "  {} keys rotated in {:.1} s; {} of {} pings lost, longest TCP gap {} ms",
+        nodes.len(),
+        took.as_secs_f64(),
+        result.lost(),
+        result.sent(),
+        result.max_tcp_gap().as_millis()
+    );
 }
 
 /// Pod-to-pod traffic across every node pair under a capture, and what

@@ -13,7 +13,10 @@
 
 pub mod capture;
 pub mod leftovers;
+pub mod pair_traffic;
 pub mod processes;
+pub mod rotation;
+pub mod steady_tcp;
 pub mod topology;
 pub mod traffic;
 pub mod wg;
@@ -22,6 +25,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use vpblu_k8s::{VpbluNode, VpbluNodeStatus};
@@ -37,6 +41,8 @@ pub const SYSTEM_NAMESPACE: &str = "vpblu-system";
 pub const POD_NAMESPACE: &str = "lab";
 /// The WireGuard listen port every node gets (the engine's default).
 pub const MESH_PORT: u16 = 51820;
+/// The lane device's port (the main port + 1), used while a key rotates.
+pub const LANE_PORT: u16 = MESH_PORT + 1;
 /// The controllers' stream ports on the host (one per replica).
 pub const CONTROLLER_PORTS: [u16; 2] = [9443, 9444];
 /// Lease timings: failover within a few seconds.
@@ -63,6 +69,26 @@ impl LabOptions {
     pub fn acceptance() -> LabOptions {
         LabOptions { id: (std::process::id() % 200) as u8 + 20, nodes: 3, pods_per_node: 2, controllers: 2 }
     }
+}
+
+/// One lab at a time in a test binary: two would fight over two cores.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `test` on a fresh acceptance lab (its id shifted by
+/// `id_offset * 20`, so tests in one binary never reuse names), one lab at
+/// a time, on its own tokio runtime. The lab is torn down after, also when
+/// `test` panics.
+pub fn with_lab(id_offset: u8, test: impl AsyncFnOnce(&mut Lab)) {
+    let _one_at_a_time = ONE_LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    runtime.block_on(async {
+        let mut options = LabOptions::acceptance();
+        options.id = options.id.wrapping_add(id_offset * 20) % 250;
+        let started = Instant::now();
+        let mut lab = Lab::up(options).await;
+        println!("lab up in {:.1} s", started.elapsed().as_secs_f64());
+        test(&mut lab).await;
+    });
 }
 
 /// A running lab. Fields drop in order: daemons, controllers, the network,
@@ -148,7 +174,7 @@ impl Lab {
     pub fn expect(&self) -> capture::Expect {
         capture::Expect {
             underlay_prefix: format!("{}.", topology::underlay_prefix(self.topology.id)),
-            mesh_ports: vec![MESH_PORT],
+            mesh_ports: vec![MESH_PORT, LANE_PORT],
             control_ports: CONTROLLER_PORTS.to_vec(),
             pod_markers: vec!["10.244.".to_owned(), "fd00:244:".to_owned()],
         }
@@ -200,6 +226,14 @@ impl Lab {
                 let _ = traffic::ping(&a.pods[0].ns, &b.pods[0].v4, &["-q", "-c", "1", "-W", "0.2"]);
             }
         }
+    }
+
+    /// The index in [`Lab::controllers`] of the replica holding the
+    /// leader Lease, if any.
+    pub async fn leader(&self) -> Option<usize> {
+        let leases: Api<Lease> = Api::namespaced(self.cluster.client(), SYSTEM_NAMESPACE);
+        let holder = leases.get_opt("vpblu-controller").await.ok().flatten()?.spec?.holder_identity?;
+        self.controllers.iter().position(|c| c.identity == holder)
     }
 
     /// Deletes Node `n`'s Node object (a node leaving the cluster).

@@ -243,14 +243,17 @@ pub struct Daemon {
     pub node_name: String,
     /// The node's namespace path (`/run/netns/...`).
     pub netns: PathBuf,
-    /// Its WireGuard device.
+    /// Its main WireGuard device.
     pub interface: String,
+    /// Its lane device (the spare that carries traffic while a key rotates).
+    pub lane_interface: String,
     /// Its bpffs pin directory.
     pub pin_dir: PathBuf,
     /// Its key directory.
     pub key_dir: PathBuf,
     child: Option<Child>,
     args: Vec<String>,
+    extra: Vec<String>,
     log: PathBuf,
     binary: PathBuf,
 }
@@ -275,6 +278,7 @@ impl Daemon {
         let token_file = node_dir.join("token");
         write(&token_file, &token, 0o600);
         let interface = format!("{PREFIX}{}wg{n}", topology.id);
+        let lane_interface = format!("{PREFIX}{}ln{n}", topology.id);
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{PREFIX}{}-n{n}", topology.id));
         let key_dir = node_dir.join("keys");
         let controllers = CONTROLLER_PORTS
@@ -301,6 +305,8 @@ impl Daemon {
             &pin_dir.display().to_string(),
             "--interface",
             &interface,
+            "--lane-interface",
+            &lane_interface,
             "--backend",
             "userspace",
             "--wireguard-go",
@@ -316,15 +322,18 @@ impl Daemon {
         .map(|s| (*s).to_owned())
         .collect();
         node.ns.remove_on_drop(format!("/var/run/wireguard/{interface}.sock"));
+        node.ns.remove_on_drop(format!("/var/run/wireguard/{lane_interface}.sock"));
         let mut daemon = Daemon {
             node: n,
             node_name: node.name.clone(),
             netns: node.ns.path(),
             interface,
+            lane_interface,
             pin_dir,
             key_dir,
             child: None,
             args,
+            extra: Vec::new(),
             log: node_dir.join("daemon.log"),
             binary: binaries.daemon.clone(),
         };
@@ -339,6 +348,7 @@ impl Daemon {
         let child = node.ns.spawn_in(
             Command::new(&self.binary)
                 .args(&self.args)
+                .args(&self.extra)
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().expect("dup the log file"))
@@ -377,6 +387,18 @@ impl Daemon {
         self.kill();
         self.spawn(topology);
         self.wait_healthy(topology);
+    }
+
+    /// Restarts it with `extra` flags added to its own (e.g. a fault to
+    /// inject); they stay for later restarts until [`Daemon::restart_plain`].
+    pub fn restart_with(&mut self, topology: &Topology, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        self.restart(topology);
+    }
+
+    /// Restarts it with its own flags only.
+    pub fn restart_plain(&mut self, topology: &Topology) {
+        self.restart_with(topology, &[]);
     }
 
     /// `GET /metrics` inside the node's namespace.

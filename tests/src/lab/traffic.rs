@@ -1,7 +1,8 @@
 //! Real traffic between pods: ping (one-shot and continuous), a bulk TCP
 //! transfer, UDP datagrams. Each runs inside the sending pod's namespace.
 
-use std::io::{Read as _, Write as _};
+use std::collections::BTreeSet;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -24,6 +25,17 @@ impl PingResult {
     /// Requests without a reply.
     pub fn lost(&self) -> u32 {
         self.sent.saturating_sub(self.received)
+    }
+
+    /// From a continuous ping's summary and the sequence numbers answered:
+    /// unanswered requests after the last answer, up to
+    /// [`IN_FLIGHT_AT_STOP`], were in flight when it stopped and are not
+    /// counted as sent.
+    fn of_replies(text: String, replies: &BTreeSet<u32>) -> PingResult {
+        let summary = PingResult::parse(text);
+        let last = replies.last().copied().unwrap_or(0);
+        let in_flight = summary.sent.saturating_sub(last).min(IN_FLIGHT_AT_STOP);
+        PingResult { sent: summary.sent - in_flight, received: replies.len() as u32, text: summary.text }
     }
 
     fn parse(text: String) -> PingResult {
@@ -104,10 +116,18 @@ pub fn wait_dropped(from: &Netns, to: &str, within: Duration) -> Duration {
     panic!("{} -> {to}: still answered after {within:?}", from.name());
 }
 
+/// Requests still unanswered at the very end of a continuous ping that
+/// are taken to be in flight when it was stopped, not lost (ping exits on
+/// SIGINT without waiting for them). More than this is a real loss.
+const IN_FLIGHT_AT_STOP: u32 = 3;
+
 /// A ping running in the background at `interval` until [`finish`](Self::finish).
+/// Every reply is read as it comes (by sequence number), so a loss is a
+/// gap, and the requests in flight when it is stopped do not count.
 #[derive(Debug)]
 pub struct ContinuousPing {
     child: Option<Child>,
+    reader: Option<std::thread::JoinHandle<(BTreeSet<u32>, String)>>,
     what: String,
 }
 
@@ -115,31 +135,64 @@ impl ContinuousPing {
     /// Starts `ping -i INTERVAL -W 1 TO` in `from`.
     pub fn start(from: &Netns, to: &str, interval: Duration) -> ContinuousPing {
         let interval = format!("{:.3}", interval.as_secs_f64());
-        let child = from.spawn_in(
+        let mut child = from.spawn_in(
             Command::new("ping")
-                .args(["-n", "-q", "-W", "1", "-i", &interval, to])
+                .args(["-n", "-W", "1", "-i", &interval, to])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped()),
         );
-        ContinuousPing { child: Some(child), what: format!("{} -> {to}", from.name()) }
+        let stdout = child.stdout.take().expect("ping's stdout is piped");
+        let reader = std::thread::spawn(move || {
+            let mut replies = BTreeSet::new();
+            let mut other = String::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                match reply_seq(&line) {
+                    Some(seq) => {
+                        replies.insert(seq);
+                    }
+                    None => {
+                        other.push_str(&line);
+                        other.push('\n');
+                    }
+                }
+            }
+            (replies, other)
+        });
+        ContinuousPing { child: Some(child), reader: Some(reader), what: format!("{} -> {to}", from.name()) }
     }
 
-    /// Stops it (SIGINT, so ping prints its summary) after letting the last
-    /// request's reply arrive; what it counted.
-    pub fn finish(mut self) -> PingResult {
+    /// Stops it after letting the last request's reply arrive; what it
+    /// counted.
+    pub fn finish(self) -> PingResult {
         std::thread::sleep(Duration::from_millis(1100));
+        self.finish_now()
+    }
+
+    /// Stops it right away (SIGINT, so ping prints its summary).
+    pub fn finish_now(mut self) -> PingResult {
         let child = self.child.take().expect("finish is called once");
         let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("a pid fits i32"))
             .expect("a child's pid is positive");
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
         let out = child.wait_with_output().unwrap_or_else(|e| panic!("waiting for ping {}: {e}", self.what));
-        PingResult::parse(format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
+        let (replies, text) = self
+            .reader
+            .take()
+            .expect("finish is called once")
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        PingResult::of_replies(format!("{text}{}", String::from_utf8_lossy(&out.stderr)), &replies)
     }
+}
+
+/// The sequence number of a reply line (`64 bytes from …: icmp_seq=7 …`).
+fn reply_seq(line: &str) -> Option<u32> {
+    if !line.contains(" bytes from ") {
+        return None;
+    }
+    let rest = &line[line.find("icmp_seq=")? + "icmp_seq=".len()..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 impl Drop for ContinuousPing {
@@ -246,5 +299,25 @@ mod tests {
         assert_eq!((result.sent, result.received, result.lost()), (300, 297, 3));
         let none = PingResult::parse("ping: connect: Network is unreachable\n".to_owned());
         assert_eq!((none.sent, none.received), (0, 0));
+    }
+
+    #[test]
+    fn only_the_last_few_unanswered_requests_were_in_flight() {
+        let line = "64 bytes from 10.244.2.2: icmp_seq=17 ttl=63 time=0.412 ms";
+        assert_eq!(reply_seq(line), Some(17));
+        assert_eq!(reply_seq("From 10.244.1.1 icmp_seq=3 Destination Host Unreachable"), None);
+        let summary = |sent: u32| format!("{sent} packets transmitted, 9 received, 10% packet loss\n");
+        // 1..=10 sent, 1..=9 answered: the 10th was in flight.
+        let all: BTreeSet<u32> = (1..=9).collect();
+        let r = PingResult::of_replies(summary(10), &all);
+        assert_eq!((r.sent, r.received, r.lost()), (9, 9, 0));
+        // A gap is a loss even with the tail in flight.
+        let gap: BTreeSet<u32> = (1..=9).filter(|s| *s != 5).collect();
+        assert_eq!(PingResult::of_replies(summary(10), &gap).lost(), 1);
+        // Nothing answered for the last 20: only 3 are excused.
+        let early: BTreeSet<u32> = (1..=9).collect();
+        assert_eq!(PingResult::of_replies(summary(29), &early).lost(), 17);
+        // Nothing answered at all: everything but 3 is lost.
+        assert_eq!(PingResult::of_replies(summary(10), &BTreeSet::new()).lost(), 7);
     }
 }

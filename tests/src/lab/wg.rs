@@ -36,12 +36,23 @@ pub struct WgDevice {
 
 /// `get=1` on `/var/run/wireguard/INTERFACE.sock`.
 pub fn show(interface: &str) -> WgDevice {
+    parse(get(interface))
+}
+
+/// Whether the device's private key is `private_base64` (as a key file
+/// holds it). Only the comparison leaves this function.
+pub fn holds_private_key(interface: &str, private_base64: &str) -> bool {
+    let want = hex_of_base64(private_base64);
+    get(interface).any(|line| line.strip_prefix("private_key=") == Some(want.as_str()))
+}
+
+fn get(interface: &str) -> impl Iterator<Item = String> {
     let path = Path::new("/var/run/wireguard").join(format!("{interface}.sock"));
     let mut stream =
         UnixStream::connect(&path).unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
     stream.set_read_timeout(Some(Duration::from_secs(5))).expect("set a read timeout");
     stream.write_all(b"get=1\n\n").unwrap_or_else(|e| panic!("write to {}: {e}", path.display()));
-    parse(BufReader::new(stream).lines().map_while(Result::ok).take_while(|l| !l.is_empty()))
+    BufReader::new(stream).lines().map_while(Result::ok).take_while(|l| !l.is_empty())
 }
 
 fn parse(lines: impl Iterator<Item = String>) -> WgDevice {
