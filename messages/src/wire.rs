@@ -13,8 +13,8 @@ use vpblu_proto as pb;
 
 use crate::{
     Backend, BlockRule, Cidr, CidrError, Command, Downstream, Envelope, Generation, Hello, KeyError,
-    NodeDesiredState, NodeName, NodeNameError, Peer, PeerObservation, PublicKey, NodeRotation,
-    RotationPhase, RotationReport, SelfSettings, Unreachable, UnreachableReason, Upstream,
+    NodeDesiredState, NodeName, NodeNameError, NodeRotation, Peer, PeerObservation, PublicKey, RotationPhase,
+    RotationReport, SelfSettings, Unreachable, UnreachableReason, Upstream,
 };
 
 /// A wire message that does not make a valid domain value.

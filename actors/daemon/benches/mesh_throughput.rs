@@ -125,8 +125,12 @@ impl Vpblu {
         }
         for (i, (node, config)) in topology.nodes.iter().zip(&configs).enumerate() {
             let mut state = NodeDesiredState::empty(NodeName::new(node.name.clone()).expect("node name"));
-            state.settings =
-                SelfSettings { listen_port: PORT, lane_port: PORT + 1, pod_cidrs: cidrs(node), ..SelfSettings::default() };
+            state.settings = SelfSettings {
+                listen_port: PORT,
+                lane_port: PORT + 1,
+                pod_cidrs: cidrs(node),
+                ..SelfSettings::default()
+            };
             for (j, other) in topology.nodes.iter().enumerate().filter(|(j, _)| *j != i) {
                 state
                     .peers

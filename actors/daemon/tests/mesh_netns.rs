@@ -384,8 +384,12 @@ impl Lab {
     fn full_mesh(&self, n: u8) -> NodeDesiredState {
         let me = self.node(n);
         let mut state = NodeDesiredState::empty(me.name.clone());
-        state.settings =
-            SelfSettings { listen_port: PORT, lane_port: PORT + 1, pod_cidrs: pod_cidrs(n), ..SelfSettings::default() };
+        state.settings = SelfSettings {
+            listen_port: PORT,
+            lane_port: PORT + 1,
+            pod_cidrs: pod_cidrs(n),
+            ..SelfSettings::default()
+        };
         for other in self.nodes.iter().filter(|o| o.index != n) {
             state.peers.insert(other.name.clone(), other.peer());
         }
