@@ -3,11 +3,13 @@
 //! WireGuard only handshakes when there is traffic, and a rotation phase
 //! must not report done before its sessions are warm. So each peer still
 //! waited for is kicked ([`WireGuardDevice::kick`]: an immediate keepalive,
-//! which starts a handshake when there is no session), again every
-//! [`KICK_EVERY`] (an initiation sent before the other end knew this peer
-//! is dropped, and WireGuard itself would retry only after 5 s), until
-//! every peer shows a handshake newer than the moment it was configured,
-//! or [`LIMIT`] has passed. Runs as a task: the stream client keeps
+//! which starts a handshake when there is no session), and every
+//! [`KICK_EVERY`] after renewed and kicked again
+//! ([`WireGuardDevice::renew`]: an initiation sent before the other end
+//! knew this peer's new key is dropped, and WireGuard itself would retry
+//! only after 5 s, which made one rotation in a few take 5 s longer),
+//! until every peer shows a handshake newer than the moment it was
+//! configured, or [`LIMIT`] has passed. Runs as a task: the stream client keeps
 //! applying commands meanwhile.
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,7 +23,7 @@ use crate::wireguard::WireGuardDevice;
 /// How long a phase waits for its handshakes.
 pub const LIMIT: Duration = Duration::from_secs(20);
 /// How often a peer without a handshake is kicked again.
-pub const KICK_EVERY: Duration = Duration::from_secs(2);
+pub const KICK_EVERY: Duration = Duration::from_secs(1);
 /// How often the device is read back meanwhile.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -79,6 +81,7 @@ pub async fn wait(
             ));
         }
         if kicked.is_none_or(|at| at.elapsed() >= KICK_EVERY) {
+            let first = kicked.is_none();
             kicked = Some(Instant::now());
             let kicks: Vec<(NodeName, PublicKey, Option<u16>)> =
                 missing.iter().map(|(p, keepalive)| (p.node.clone(), p.key, *keepalive)).collect();
@@ -86,7 +89,11 @@ pub async fn wait(
             let outcome = tokio::task::spawn_blocking(move || {
                 let mut device = lock(&device);
                 for (node, key, keepalive) in &kicks {
-                    device.kick(node, key, *keepalive)?;
+                    if first {
+                        device.kick(node, key, *keepalive)?;
+                    } else {
+                        device.renew(node, key)?;
+                    }
                 }
                 Ok::<(), crate::wireguard::WireGuardError>(())
             })

@@ -332,6 +332,34 @@ impl WireGuardDevice {
         Ok(())
     }
 
+    /// Drops one peer and creates it again with the configuration it has,
+    /// then [`kick`](Self::kick)s it. A kick alone cannot hurry a handshake
+    /// that already failed: WireGuard sends the next initiation only after
+    /// its 5 s retry timer, and an initiation sent before the other end
+    /// knew the new key is simply lost. A fresh peer has no such timer.
+    /// Only for a peer that carries no traffic (a lane that does not carry
+    /// yet, a main device whose pairs ride the lane): it has no allowed IPs
+    /// for an instant. A peer that is gone, or has no endpoint, is left
+    /// alone.
+    pub fn renew(&mut self, node: &NodeName, key: &PublicKey) -> Result<(), WireGuardError> {
+        let state = self.read_back()?;
+        let Some(peer) = state.peers.iter().find(|p| p.public_key == *key) else { return Ok(()) };
+        let Some(endpoint) = peer.endpoint else { return Ok(()) };
+        let fresh = Arc::new(Peer {
+            node: node.clone(),
+            public_key: *key,
+            endpoint,
+            allowed_ips: peer.allowed_ips.clone(),
+            persistent_keepalive: None,
+        });
+        let keepalive = peer.persistent_keepalive;
+        let remove = PeerDiff { remove: vec![*key], ..PeerDiff::default() };
+        self.set(&SetRequest { peers: Some(&remove), ..SetRequest::default() })?;
+        let add = PeerDiff { add: vec![fresh], ..PeerDiff::default() };
+        self.set(&SetRequest { peers: Some(&add), ..SetRequest::default() })?;
+        self.kick(node, key, keepalive)
+    }
+
     /// Sets the listen port; nothing is written when it already has it.
     pub fn set_listen_port(&mut self, port: u16) -> Result<bool, WireGuardError> {
         let state = self.read_back()?;
