@@ -27,6 +27,7 @@ fn main() {
         options.id = 241;
         let lab = Lab::up(options).await;
         let traffic = PairTraffic::start(&lab.topology, EVERY, EVERY);
+        let traffic_started = Instant::now();
         tokio::time::sleep(Duration::from_secs(2)).await;
 
         let before = cpu::ticks();
@@ -36,6 +37,7 @@ fn main() {
 
         let one = vec![lab.topology.node(1).name.clone()];
         let (took, busy) = rotate(&lab, "bench-one", Some(&one[0]), &one).await;
+        println!("  (rotation started {:.1} s after the traffic)", traffic_started.elapsed().as_secs_f64() - took.as_secs_f64());
         println!(
             "rotate one node: {:.2} s ({:.0}% CPU busy, +{:.0} points over the baseline)",
             took.as_secs_f64(),
@@ -43,6 +45,7 @@ fn main() {
             busy - baseline
         );
         let all: Vec<String> = lab.topology.nodes.iter().map(|n| n.name.clone()).collect();
+        println!("  (the 3-node run starts {:.1} s after the traffic)", traffic_started.elapsed().as_secs_f64());
         let (took, busy) = rotate(&lab, "bench-all", None, &all).await;
         println!(
             "rotate a 3-node cluster: {:.2} s ({:.0}% CPU busy, +{:.0} points over the baseline)",
@@ -60,6 +63,10 @@ fn main() {
             result.max_tcp_gap().as_millis(),
             if result.lost() == 0 { "zero loss" } else { "LOSS" }
         );
+        if result.lost() > 0 || result.max_tcp_gap() > Duration::from_millis(200) {
+            print!("{}", result.summary());
+            lab.dump_logs();
+        }
     });
 }
 
