@@ -24,7 +24,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -189,6 +189,9 @@ pub struct Cache<K: Watched> {
     reader: Store<K>,
     writer: Arc<Mutex<Writer<K>>>,
     synced: Arc<AtomicBool>,
+    /// Watch events applied so far: a reader that saw the same count saw
+    /// the same objects.
+    events: Arc<AtomicU64>,
 }
 
 impl<K: Watched> Clone for Cache<K> {
@@ -197,6 +200,7 @@ impl<K: Watched> Clone for Cache<K> {
             reader: self.reader.clone(),
             writer: Arc::clone(&self.writer),
             synced: Arc::clone(&self.synced),
+            events: Arc::clone(&self.events),
         }
     }
 }
@@ -214,7 +218,12 @@ impl<K: Watched> fmt::Debug for Cache<K> {
 impl<K: Watched> Default for Cache<K> {
     fn default() -> Self {
         let writer = Writer::default();
-        Cache { reader: writer.as_reader(), writer: Arc::new(Mutex::new(writer)), synced: Arc::default() }
+        Cache {
+            reader: writer.as_reader(),
+            writer: Arc::new(Mutex::new(writer)),
+            synced: Arc::default(),
+            events: Arc::default(),
+        }
     }
 }
 
@@ -236,6 +245,12 @@ impl<K: Watched> Cache<K> {
         self.synced.load(Ordering::Acquire)
     }
 
+    /// How many watch events the store has applied: unchanged means the
+    /// store holds what it held when the count was read.
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Acquire)
+    }
+
     /// Copies of every object.
     pub fn objects(&self) -> Vec<K> {
         self.reader.state().iter().map(|o| K::clone(o.as_ref())).collect()
@@ -253,6 +268,7 @@ impl<K: Watched> Cache<K> {
             watcher::Event::Init | watcher::Event::InitApply(_) => false,
         };
         self.writer.lock().unwrap_or_else(PoisonError::into_inner).apply_watcher_event(event);
+        self.events.fetch_add(1, Ordering::AcqRel);
         if matches!(event, watcher::Event::InitDone) {
             self.synced.store(true, Ordering::Release);
         }
