@@ -37,7 +37,10 @@ fn main() {
 
         let one = vec![lab.topology.node(1).name.clone()];
         let (took, busy) = rotate(&lab, "bench-one", Some(&one[0]), &one).await;
-        println!("  (rotation started {:.1} s after the traffic)", traffic_started.elapsed().as_secs_f64() - took.as_secs_f64());
+        println!(
+            "  (rotation started {:.1} s after the traffic)",
+            traffic_started.elapsed().as_secs_f64() - took.as_secs_f64()
+        );
         println!(
             "rotate one node: {:.2} s ({:.0}% CPU busy, +{:.0} points over the baseline)",
             took.as_secs_f64(),
@@ -45,7 +48,10 @@ fn main() {
             busy - baseline
         );
         let all: Vec<String> = lab.topology.nodes.iter().map(|n| n.name.clone()).collect();
-        println!("  (the 3-node run starts {:.1} s after the traffic)", traffic_started.elapsed().as_secs_f64());
+        println!(
+            "  (the 3-node run starts {:.1} s after the traffic)",
+            traffic_started.elapsed().as_secs_f64()
+        );
         let (took, busy) = rotate(&lab, "bench-all", None, &all).await;
         println!(
             "rotate a 3-node cluster: {:.2} s ({:.0}% CPU busy, +{:.0} points over the baseline)",

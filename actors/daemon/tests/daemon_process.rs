@@ -39,73 +39,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use daemon_support::controller::StreamController;
-use daemon_support::{DaemonSetup, Running, processes_named, sample};
+use daemon_support::stream_mesh::{MeshNet, Node, name};
+use daemon_support::{processes_named, sample};
 use vpblu_e2e::netns::{Bridge, Netns, require_root_and};
-use vpblu_messages::{Cidr, Generation, NodeDesiredState, NodeName, Peer, PublicKey, SelfSettings};
+use vpblu_messages::{Generation, NodeDesiredState, Peer, PublicKey, SelfSettings};
 
 const NODES: [u8; 3] = [1, 2, 3];
+/// This test's addresses and namespace names.
+const NET: MeshNet = MeshNet { id: 79, prefix: "dproc" };
 const PORT: u16 = 51820;
 /// Waits on the controller side.
 const WAIT: Duration = Duration::from_secs(20);
 
-fn name(n: u8) -> NodeName {
-    NodeName::new(format!("node-{n}")).unwrap()
-}
-
-fn underlay(n: u8) -> String {
-    format!("192.168.79.{n}")
-}
-
-fn pod_ip(n: u8) -> String {
-    format!("10.79.{n}.2")
-}
-
-fn pod_cidr(n: u8) -> Cidr {
-    format!("10.79.{n}.0/24").parse().unwrap()
-}
-
 // ---------------------------------------------------------------------------
 // The lab.
-
-struct Node {
-    n: u8,
-    daemon: Option<Running>,
-    setup: DaemonSetup,
-    pod: Netns,
-    ns: Netns,
-}
-
-impl Node {
-    fn daemon(&mut self) -> &mut Running {
-        self.daemon.as_mut().expect("the node's daemon is running")
-    }
-}
-
-/// Node `n`: `eth0` on the underlay, a `cni0` bridge with one pod behind a
-/// `vethN` pair, forwarding on; no route to other nodes' pods.
-fn add_node(bridge: &Bridge, n: u8, dir: &std::path::Path, endpoint: &str) -> Node {
-    let ns = Netns::new(&format!("dproc-n{n}"));
-    bridge.attach(&ns, "eth0", &format!("{}/24", underlay(n)));
-    ns.run_ok("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
-    ns.ip(&["link", "add", "cni0", "type", "bridge"]);
-    ns.ip(&["addr", "add", &format!("10.79.{n}.1/24"), "dev", "cni0"]);
-    ns.ip(&["link", "set", "cni0", "up"]);
-    let pod = Netns::new(&format!("dproc-p{n}"));
-    let host = format!("veth{n}");
-    ns.ip(&["link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", pod.name()]);
-    ns.ip(&["link", "set", &host, "master", "cni0", "up"]);
-    pod.ip(&["addr", "add", &format!("{}/24", pod_ip(n)), "dev", "eth0"]);
-    pod.ip(&["link", "set", "eth0", "up"]);
-    pod.ip(&["route", "add", "default", "via", &format!("10.79.{n}.1")]);
-    let setup = DaemonSetup::new(&ns, &format!("node-{n}"), dir).userspace().with(&[
-        "--controller-addr",
-        endpoint,
-        "--insecure-dev",
-        "--observe-interval",
-        "1s",
-    ]);
-    Node { n, daemon: None, setup, pod, ns }
-}
 
 /// Node `n`'s full mesh: every other node a peer under the key its Hello
 /// announced, reached at its underlay address.
@@ -114,7 +61,7 @@ fn full_mesh(n: u8, keys: &BTreeMap<u8, PublicKey>) -> NodeDesiredState {
     state.settings = SelfSettings {
         listen_port: PORT,
         lane_port: PORT + 1,
-        pod_cidrs: vec![pod_cidr(n)],
+        pod_cidrs: vec![NET.pod_cidr(n)],
         ..SelfSettings::default()
     };
     for (&m, key) in keys.iter().filter(|(m, _)| **m != n) {
@@ -123,8 +70,8 @@ fn full_mesh(n: u8, keys: &BTreeMap<u8, PublicKey>) -> NodeDesiredState {
             Arc::new(Peer {
                 node: name(m),
                 public_key: *key,
-                endpoint: format!("{}:{PORT}", underlay(m)).parse().unwrap(),
-                allowed_ips: vec![pod_cidr(m)],
+                endpoint: format!("{}:{PORT}", NET.underlay(m)).parse().unwrap(),
+                allowed_ips: vec![NET.pod_cidr(m)],
                 persistent_keepalive: None,
             }),
         );
@@ -242,7 +189,7 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
     bridge.attach(&ctl_ns, "eth0", "192.168.79.254/24");
     let controller = StreamController::start(ctl_ns, "192.168.79.254");
     let mut nodes: Vec<Node> =
-        NODES.iter().map(|&n| add_node(&bridge, n, tmp.path(), &controller.endpoint)).collect();
+        NODES.iter().map(|&n| NET.add_node(&bridge, n, tmp.path(), &controller.endpoint)).collect();
     let mut summary = Vec::new();
 
     // 1. Start, Hello, not ready; publish the mesh; acked, ready, pods talk.
@@ -282,8 +229,8 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
     summary.push(format!("3 daemons connected, said Hello, got the full mesh, acked {generations:?}, ready"));
     for from in NODES {
         for to in NODES.into_iter().filter(|to| *to != from) {
-            wait_flows(&nodes[usize::from(from - 1)].pod, &pod_ip(to), Duration::from_secs(10));
-            assert_flows(&nodes[usize::from(from - 1)].pod, &pod_ip(to), "pod to pod through the mesh");
+            wait_flows(&nodes[usize::from(from - 1)].pod, &NET.pod_ip(to), Duration::from_secs(10));
+            assert_flows(&nodes[usize::from(from - 1)].pod, &NET.pod_ip(to), "pod to pod through the mesh");
         }
     }
     summary.push("every pod pings every other node's pod (no route but the mesh)".into());
@@ -336,8 +283,8 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
         (byte_counters(&text, 1), handshakes(&text, 1, SystemTime::now()));
     assert_eq!(before_bytes.len(), 4, "{before_bytes:?}");
     assert_eq!(before_handshakes.len(), 2, "{before_handshakes:?}");
-    let outgoing = continuous_ping(&nodes[0].pod, &pod_ip(2), 800);
-    let incoming = continuous_ping(&nodes[2].pod, &pod_ip(1), 800);
+    let outgoing = continuous_ping(&nodes[0].pod, &NET.pod_ip(2), 800);
+    let incoming = continuous_ping(&nodes[2].pod, &NET.pod_ip(1), 800);
     std::thread::sleep(Duration::from_millis(500));
     let killed_at = Instant::now();
     let status = nodes[0].daemon().stop_with("KILL", Duration::from_secs(5));
@@ -400,8 +347,8 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
     let status = nodes[0].daemon().stop_with("TERM", Duration::from_secs(10));
     assert!(status.success(), "SIGTERM must give exit 0, got {status}:\n{}", nodes[0].daemon().log_text());
     assert!(nodes[0].daemon().get("/healthz").is_none(), "the daemon is gone");
-    assert_flows(&nodes[0].pod, &pod_ip(2), "after SIGTERM, from the stopped node");
-    assert_flows(&nodes[1].pod, &pod_ip(1), "after SIGTERM, towards the stopped node");
+    assert_flows(&nodes[0].pod, &NET.pod_ip(2), "after SIGTERM, from the stopped node");
+    assert_flows(&nodes[1].pod, &NET.pod_ip(1), "after SIGTERM, towards the stopped node");
     assert_eq!(processes_named(&nodes[0].ns, "wireguard-go"), wireguard_go, "wireguard-go kept running");
     summary.push("SIGTERM: exit 0; pods still talk through node-1 without its daemon".into());
 

@@ -36,15 +36,17 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use daemon_support::controller::StreamController;
-use daemon_support::{DaemonSetup, Running, processes_named};
+use daemon_support::processes_named;
+use daemon_support::stream_mesh::{MeshNet, Node, name};
 use vpblu_daemon::wireguard::DEFAULT_SOCKET_DIR;
 use vpblu_e2e::netns::{Bridge, Netns, require_root_and};
 use vpblu_messages::{
-    Cidr, Generation, NodeDesiredState, NodeName, NodeRotation, Peer, PublicKey, RotationPhase,
-    RotationReport, SelfSettings,
+    Generation, NodeDesiredState, NodeRotation, Peer, PublicKey, RotationPhase, RotationReport, SelfSettings,
 };
 
 const NODES: [u8; 3] = [1, 2, 3];
+/// This test's addresses and namespace names.
+const NET: MeshNet = MeshNet { id: 81, prefix: "rot" };
 /// The node whose key rotates.
 const ROTATING: u8 = 1;
 const PORT: u16 = 51820;
@@ -56,22 +58,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// its end).
 const PINGS: u32 = 1500;
 
-fn name(n: u8) -> NodeName {
-    NodeName::new(format!("node-{n}")).unwrap()
-}
-
-fn underlay(n: u8) -> String {
-    format!("192.168.81.{n}")
-}
-
-fn pod_ip(n: u8) -> String {
-    format!("10.81.{n}.2")
-}
-
-fn pod_cidr(n: u8) -> Cidr {
-    format!("10.81.{n}.0/24").parse().unwrap()
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -79,50 +65,12 @@ fn hex(bytes: &[u8]) -> String {
 // ---------------------------------------------------------------------------
 // The lab.
 
-struct Node {
-    n: u8,
-    daemon: Option<Running>,
-    setup: DaemonSetup,
-    pod: Netns,
-    ns: Netns,
-}
-
-impl Node {
-    fn daemon(&mut self) -> &mut Running {
-        self.daemon.as_mut().expect("the node's daemon is running")
-    }
-}
-
-fn add_node(bridge: &Bridge, n: u8, dir: &Path, endpoint: &str) -> Node {
-    let ns = Netns::new(&format!("rot-n{n}"));
-    bridge.attach(&ns, "eth0", &format!("{}/24", underlay(n)));
-    ns.run_ok("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
-    ns.ip(&["link", "add", "cni0", "type", "bridge"]);
-    ns.ip(&["addr", "add", &format!("10.81.{n}.1/24"), "dev", "cni0"]);
-    ns.ip(&["link", "set", "cni0", "up"]);
-    let pod = Netns::new(&format!("rot-p{n}"));
-    let host = format!("veth{n}");
-    ns.ip(&["link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", pod.name()]);
-    ns.ip(&["link", "set", &host, "master", "cni0", "up"]);
-    pod.ip(&["addr", "add", &format!("{}/24", pod_ip(n)), "dev", "eth0"]);
-    pod.ip(&["link", "set", "eth0", "up"]);
-    pod.ip(&["route", "add", "default", "via", &format!("10.81.{n}.1")]);
-    let setup = DaemonSetup::new(&ns, &format!("node-{n}"), dir).userspace().with(&[
-        "--controller-addr",
-        endpoint,
-        "--insecure-dev",
-        "--observe-interval",
-        "1s",
-    ]);
-    Node { n, daemon: None, setup, pod, ns }
-}
-
 fn peer(n: u8, key: PublicKey, port: u16) -> Arc<Peer> {
     Arc::new(Peer {
         node: name(n),
         public_key: key,
-        endpoint: format!("{}:{port}", underlay(n)).parse().unwrap(),
-        allowed_ips: vec![pod_cidr(n)],
+        endpoint: format!("{}:{port}", NET.underlay(n)).parse().unwrap(),
+        allowed_ips: vec![NET.pod_cidr(n)],
         persistent_keepalive: None,
     })
 }
@@ -143,7 +91,7 @@ fn state(n: u8, keys: &BTreeMap<u8, PublicKey>, step: Option<Step>) -> NodeDesir
     state.settings = SelfSettings {
         listen_port: PORT,
         lane_port: LANE_PORT,
-        pod_cidrs: vec![pod_cidr(n)],
+        pod_cidrs: vec![NET.pod_cidr(n)],
         ..SelfSettings::default()
     };
     for (&m, key) in keys.iter().filter(|(m, _)| **m != n) {
@@ -191,7 +139,7 @@ impl Lab {
         bridge.attach(&ctl_ns, "eth0", "192.168.81.254/24");
         let controller = StreamController::start(ctl_ns, "192.168.81.254");
         let mut nodes: Vec<Node> =
-            NODES.iter().map(|&n| add_node(&bridge, n, tmp.path(), &controller.endpoint)).collect();
+            NODES.iter().map(|&n| NET.add_node(&bridge, n, tmp.path(), &controller.endpoint)).collect();
         for node in &mut nodes {
             node.daemon = Some(node.setup.start(&node.ns));
         }
@@ -264,7 +212,7 @@ impl Lab {
                 let pod = &self.nodes[usize::from(from - 1)].pod;
                 let start = Instant::now();
                 loop {
-                    if ping_once(pod, &pod_ip(to)) {
+                    if ping_once(pod, &NET.pod_ip(to)) {
                         break;
                     }
                     assert!(start.elapsed() < within, "pod {from} -> pod {to}: no answer within {within:?}");
@@ -280,7 +228,17 @@ impl Lab {
             for to in NODES.into_iter().filter(|to| *to != from) {
                 let child = self.nodes[usize::from(from - 1)].pod.spawn_in(
                     Command::new("ping")
-                        .args(["-n", "-q", "-i", "0.01", "-W", "1", "-c", &PINGS.to_string(), &pod_ip(to)])
+                        .args([
+                            "-n",
+                            "-q",
+                            "-i",
+                            "0.01",
+                            "-W",
+                            "1",
+                            "-c",
+                            &PINGS.to_string(),
+                            &NET.pod_ip(to),
+                        ])
                         .stdout(Stdio::piped())
                         .stderr(Stdio::piped()),
                 );

@@ -13,6 +13,7 @@
 #![allow(dead_code)] // each test file uses its own part of this
 
 pub mod controller;
+pub mod stream_mesh;
 
 use std::fs::File;
 use std::io::Read as _;
