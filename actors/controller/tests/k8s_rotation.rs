@@ -43,6 +43,17 @@ const LOG: &str = "info,vpblu_controller::rotation=debug";
 /// A change crosses API server, informer, recompute, stream and back.
 const CONVERGE: Duration = Duration::from_secs(30);
 
+/// Whether no daemon holds a rotation any more and every peer of node-1
+/// holds it under `key`.
+fn settled(daemons: &[Daemon], key: PublicKey) -> bool {
+    let node_1 = NodeName::new("node-1").unwrap();
+    daemons.iter().all(|d| {
+        let state = d.plane.state();
+        state.rotation.is_none()
+            && (d.node == node_1 || state.peers.get(&node_1).is_some_and(|p| p.public_key == key))
+    })
+}
+
 /// Three Ready nodes, the CRDs and the daemon's DaemonSet.
 async fn three_nodes() -> TestCluster {
     let cluster = TestCluster::start().await;
@@ -280,18 +291,7 @@ async fn rotate_now_rotates_a_node_and_an_error_at_activate_rolls_back() {
     assert!(first.peer_main_renewed, "node-2's main entry for node-1 took the new key before the end");
     // Every daemon ends with the new key for node-1 and no rotation.
     let new = staged_key(id);
-    converge("node-1's new key everywhere, the rotation gone", async || {
-        daemons.iter().all(|d| {
-            let state = d.plane.state();
-            state.rotation.is_none()
-                && (d.node.as_str() == "node-1"
-                    || state
-                        .peers
-                        .get(&NodeName::new("node-1").unwrap())
-                        .is_some_and(|p| p.public_key == new))
-        })
-    })
-    .await;
+    converge("node-1's new key everywhere, the rotation gone", async || settled(&daemons, new)).await;
     let policy = policies.get("rotate-node-1").await.expect("read the policy");
     let status = policy.status.expect("the policy has a status");
     assert_eq!(status.handled_rotate_now.as_deref(), Some("first"));
@@ -322,15 +322,7 @@ async fn rotate_now_rotates_a_node_and_an_error_at_activate_rolls_back() {
     assert_eq!(second.staged, None);
     assert_eq!(second.last.last_rotated_at, first.last.last_rotated_at, "no new key");
     converge("the rolled-back rotation gone from every daemon, old key in place", async || {
-        daemons.iter().all(|d| {
-            let state = d.plane.state();
-            state.rotation.is_none()
-                && (d.node.as_str() == "node-1"
-                    || state
-                        .peers
-                        .get(&NodeName::new("node-1").unwrap())
-                        .is_some_and(|p| p.public_key == new))
-        })
+        settled(&daemons, new)
     })
     .await;
     let rolled_back = wait_event(&cluster, "node-1", "RotationRolledBack").await;

@@ -38,10 +38,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use daemon_support::controller::StreamController;
 use daemon_support::stream_mesh::{MeshNet, Node, name};
 use daemon_support::{processes_named, sample};
-use vpblu_e2e::netns::{Bridge, Netns, require_root_and};
+use vpblu_e2e::netns::{Netns, require_root_and};
 use vpblu_messages::{Generation, NodeDesiredState, Peer, PublicKey, SelfSettings};
 
 const NODES: [u8; 3] = [1, 2, 3];
@@ -184,35 +183,13 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
     require_root_and(&["ip", "ping", "nsenter", "sysctl", "nft"]);
     vpblu_e2e::built_tools::wireguard_go();
     let tmp = tempfile::tempdir().unwrap();
-    let bridge = Bridge::new("dproc-ul");
-    let ctl_ns = Netns::new("dproc-ctl");
-    bridge.attach(&ctl_ns, "eth0", "192.168.79.254/24");
-    let controller = StreamController::start(ctl_ns, "192.168.79.254");
+    let (bridge, controller) = NET.underlay_and_controller();
     let mut nodes: Vec<Node> =
         NODES.iter().map(|&n| NET.add_node(&bridge, n, tmp.path(), &controller.endpoint)).collect();
     let mut summary = Vec::new();
 
     // 1. Start, Hello, not ready; publish the mesh; acked, ready, pods talk.
-    for node in &mut nodes {
-        node.daemon = Some(node.setup.start(&node.ns));
-    }
-    for node in &mut nodes {
-        node.daemon().wait_status("/healthz", 200, Duration::from_secs(30));
-    }
-    let deadline = Instant::now() + WAIT;
-    while controller.connected().len() < NODES.len() {
-        assert!(
-            Instant::now() < deadline,
-            "every daemon connects to the controller within {WAIT:?}; connected: {:?}; node-1 logged:\n{}",
-            controller.connected(),
-            nodes[0].daemon().log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let keys: BTreeMap<u8, PublicKey> = NODES
-        .iter()
-        .map(|&n| (n, controller.status(&name(n)).expect("connected").hello.public_key))
-        .collect();
+    let keys = MeshNet::start_all(&mut nodes, &controller, WAIT);
     for node in &mut nodes {
         let hello = controller.status(&name(node.n)).expect("connected").hello;
         assert_eq!(hello.applied_generation, Generation(0), "a fresh daemon has applied nothing");

@@ -134,32 +134,10 @@ struct Lab {
 impl Lab {
     fn new() -> Lab {
         let tmp = tempfile::tempdir().unwrap();
-        let bridge = Bridge::new("rot-ul");
-        let ctl_ns = Netns::new("rot-ctl");
-        bridge.attach(&ctl_ns, "eth0", "192.168.81.254/24");
-        let controller = StreamController::start(ctl_ns, "192.168.81.254");
+        let (bridge, controller) = NET.underlay_and_controller();
         let mut nodes: Vec<Node> =
             NODES.iter().map(|&n| NET.add_node(&bridge, n, tmp.path(), &controller.endpoint)).collect();
-        for node in &mut nodes {
-            node.daemon = Some(node.setup.start(&node.ns));
-        }
-        for node in &mut nodes {
-            node.daemon().wait_status("/healthz", 200, Duration::from_secs(30));
-        }
-        let deadline = Instant::now() + WAIT;
-        while controller.connected().len() < NODES.len() {
-            assert!(
-                Instant::now() < deadline,
-                "every daemon connects within {WAIT:?}; connected: {:?}; node-1 logged:\n{}",
-                controller.connected(),
-                nodes[0].daemon().log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let keys = NODES
-            .iter()
-            .map(|&n| (n, controller.status(&name(n)).expect("connected").hello.public_key))
-            .collect();
+        let keys = MeshNet::start_all(&mut nodes, &controller, WAIT);
         let acked = NODES.iter().map(|&n| (n, Generation(0))).collect();
         Lab { nodes, controller, keys, acked, _bridge: bridge, _tmp: tmp }
     }

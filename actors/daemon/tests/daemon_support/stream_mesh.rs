@@ -4,11 +4,14 @@
 //! node's daemon dialling the in-process stream controller. Each test file
 //! numbers its own mesh ([`MeshNet`]) so two never share addresses.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use vpblu_e2e::netns::{Bridge, Netns};
-use vpblu_messages::{Cidr, NodeName};
+use vpblu_messages::{Cidr, NodeName, PublicKey};
 
+use super::controller::StreamController;
 use super::{DaemonSetup, Running};
 
 /// Node `n`'s name, `node-N`.
@@ -61,6 +64,50 @@ impl MeshNet {
     /// Node `n`'s pod CIDR.
     pub fn pod_cidr(&self, n: u8) -> Cidr {
         format!("10.{}.{n}.0/24", self.id).parse().unwrap()
+    }
+
+    /// The underlay bridge and, in a namespace on it at `.254`, the
+    /// in-process stream controller the daemons dial.
+    pub fn underlay_and_controller(&self) -> (Bridge, StreamController) {
+        let bridge = Bridge::new(&format!("{}-ul", self.prefix));
+        let ctl_ns = Netns::new(&format!("{}-ctl", self.prefix));
+        let addr = self.underlay(254);
+        bridge.attach(&ctl_ns, "eth0", &format!("{addr}/24"));
+        let controller = StreamController::start(ctl_ns, &addr);
+        (bridge, controller)
+    }
+
+    /// Starts every node's daemon, waits until each answers `/healthz` and
+    /// has connected to `controller` (at most `within`); the public key
+    /// each announced in its Hello.
+    pub fn start_all(
+        nodes: &mut [Node],
+        controller: &StreamController,
+        within: Duration,
+    ) -> BTreeMap<u8, PublicKey> {
+        for node in nodes.iter_mut() {
+            node.daemon = Some(node.setup.start(&node.ns));
+        }
+        for node in nodes.iter_mut() {
+            node.daemon().wait_status("/healthz", 200, Duration::from_secs(30));
+        }
+        let deadline = Instant::now() + within;
+        while controller.connected().len() < nodes.len() {
+            if Instant::now() >= deadline {
+                let first = nodes[0].n;
+                let log = nodes[0].daemon().log_text();
+                panic!(
+                    "every daemon connects to the controller within {within:?}; connected: {:?}; node-{first} \
+                     logged:\n{log}",
+                    controller.connected()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        nodes
+            .iter()
+            .map(|node| (node.n, controller.status(&name(node.n)).expect("connected").hello.public_key))
+            .collect()
     }
 
     /// Node `n`: `eth0` on the underlay, a `cni0` bridge with one pod behind
