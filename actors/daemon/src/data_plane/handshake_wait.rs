@@ -12,11 +12,12 @@
 //! configured, or [`LIMIT`] has passed. Runs as a task: the stream client keeps
 //! applying commands meanwhile.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use vpblu_messages::{NodeName, PublicKey};
 
+use super::lock;
 use super::rotation::Device;
 use crate::wireguard::WireGuardDevice;
 
@@ -110,8 +111,4 @@ pub async fn wait(
         }
         tokio::time::sleep(POLL).await;
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use vpblu_messages::{NodeName, Peer, PublicKey};
@@ -17,6 +17,7 @@ use vpblu_messages::{NodeName, Peer, PublicKey};
 use super::DataPlaneError;
 use super::mesh_link::MeshLink;
 use super::rotation::LaneKey;
+use super::{blocking, lock};
 use crate::keys::KeyStore;
 use crate::wireguard::{WireGuard, WireGuardDevice};
 
@@ -173,15 +174,4 @@ impl Lane {
         self.port = None;
         self.address = None;
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-async fn blocking<T: Send + 'static>(
-    component: &'static str,
-    f: impl FnOnce() -> Result<T, DataPlaneError> + Send + 'static,
-) -> Result<T, DataPlaneError> {
-    tokio::task::spawn_blocking(f).await.map_err(|source| DataPlaneError::Task { component, source })?
 }

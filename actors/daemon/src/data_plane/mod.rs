@@ -49,3 +49,19 @@ pub use error::DataPlaneError;
 pub use node_data_plane::{DataPlaneReader, NodeDataPlane};
 pub use plan::{Plan, Refused};
 pub use rotation_reports::RotationReports;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Locks `mutex`; a panic elsewhere while holding it does not poison the
+/// data plane (every step re-reads what it needs).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs a blocking step (UAPI, bpf(2), files) off the runtime's threads.
+async fn blocking<T: Send + 'static>(
+    component: &'static str,
+    f: impl FnOnce() -> Result<T, DataPlaneError> + Send + 'static,
+) -> Result<T, DataPlaneError> {
+    tokio::task::spawn_blocking(f).await.map_err(|source| DataPlaneError::Task { component, source })?
+}

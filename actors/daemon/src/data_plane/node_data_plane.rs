@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::sync::watch;
@@ -22,6 +22,7 @@ use super::plan::{self, Plan};
 use super::rotation::{self, Awaited, Device, LaneKey};
 use super::rotation_reports::RotationReports;
 use super::{Config, DataPlaneError};
+use super::{blocking, lock};
 use crate::bpf::{AttachMode, Dataplane, Verdict};
 use crate::keys::KeyStore;
 use crate::pod_interfaces::PodInterfaces;
@@ -726,16 +727,4 @@ impl DataPlane for NodeDataPlane {
     fn rotation_reports(&self) -> Option<watch::Receiver<Option<RotationReport>>> {
         Some(self.reports.subscribe())
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Runs a blocking step (UAPI, bpf(2), files) off the runtime's threads.
-async fn blocking<T: Send + 'static>(
-    component: &'static str,
-    f: impl FnOnce() -> Result<T, DataPlaneError> + Send + 'static,
-) -> Result<T, DataPlaneError> {
-    tokio::task::spawn_blocking(f).await.map_err(|source| DataPlaneError::Task { component, source })?
 }
