@@ -34,7 +34,7 @@ use vpblu_runtime::{RootExit, SupervisorMsg};
 use vpblu_e2e::stream_pki::StreamPki;
 
 use stream_support::controller_process::ControllerProcess;
-use stream_support::{Daemon, deployed_daemon, key, tls_flags};
+use stream_support::{Daemon, deployed_daemon, key, three_nodes, tls_flags};
 
 /// Short Lease timings, so a leader that stepped down at its renew
 /// deadline (3 s) would show within the outage.
@@ -53,19 +53,6 @@ async fn converge(what: &str, mut check: impl FnMut() -> bool) -> Duration {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("timed out after {CONVERGE:?} waiting for {what}");
-}
-
-/// A cluster with the CRDs, the namespace and Ready nodes node-1..=3.
-async fn three_nodes() -> TestCluster {
-    let cluster = TestCluster::start().await;
-    cluster.install_crds().await;
-    // Namespace, daemon account and the DaemonSet the daemons' Pods belong to.
-    cluster.install_daemonset().await;
-    for i in 1..=3 {
-        let (node, ip, cidr) = (format!("node-{i}"), format!("192.0.2.{i}"), format!("10.244.{i}.0/24"));
-        cluster.register_node(&node, &ip, &[&cidr], true).await;
-    }
-    cluster
 }
 
 /// The daemon of node-`i`, connecting to the controller at `grpc` as a

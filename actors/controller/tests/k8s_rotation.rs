@@ -36,7 +36,7 @@ use vpblu_k8s::{
 use vpblu_messages::{NodeName, PublicKey, RotationPhase, RotationReport};
 
 use stream_support::controller_process::ControllerProcess;
-use stream_support::{Daemon, deployed_daemon};
+use stream_support::{Daemon, deployed_daemon, three_nodes};
 
 /// The controllers' log filter: the scheduler's steps in detail.
 const LOG: &str = "info,vpblu_controller::rotation=debug";
@@ -52,18 +52,6 @@ fn settled(daemons: &[Daemon], key: PublicKey) -> bool {
         state.rotation.is_none()
             && (d.node == node_1 || state.peers.get(&node_1).is_some_and(|p| p.public_key == key))
     })
-}
-
-/// Three Ready nodes, the CRDs and the daemon's DaemonSet.
-async fn three_nodes() -> TestCluster {
-    let cluster = TestCluster::start().await;
-    cluster.install_crds().await;
-    cluster.install_daemonset().await;
-    for i in 1..=3 {
-        let (node, ip, cidr) = (format!("node-{i}"), format!("192.0.2.{i}"), format!("10.244.{i}.0/24"));
-        cluster.register_node(&node, &ip, &[&cidr], true).await;
-    }
-    cluster
 }
 
 /// The key node `i`'s daemon stages for rotation `id`: unique per rotation.

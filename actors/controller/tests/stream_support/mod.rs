@@ -411,3 +411,16 @@ pub async fn cluster(nodes: &[&str], config: StreamConfig) -> (Controller, Vec<D
     }
     (controller, daemons)
 }
+
+/// A test cluster with the CRDs, the namespace, the daemon's account and
+/// DaemonSet (the daemons' Pods belong to it), and Ready nodes node-1..=3.
+pub async fn three_nodes() -> vpblu_e2e::cluster::TestCluster {
+    let cluster = vpblu_e2e::cluster::TestCluster::start().await;
+    cluster.install_crds().await;
+    cluster.install_daemonset().await;
+    for i in 1..=3 {
+        let (node, ip, cidr) = (format!("node-{i}"), format!("192.0.2.{i}"), format!("10.244.{i}.0/24"));
+        cluster.register_node(&node, &ip, &[&cidr], true).await;
+    }
+    cluster
+}
