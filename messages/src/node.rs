@@ -27,8 +27,21 @@ pub enum NodeNameError {
 
 /// A Kubernetes Node name (an RFC 1123 DNS subdomain). Shared, so a clone
 /// is a reference-count bump: a 5000-node mesh holds 25 million of them.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct NodeName(Arc<str>);
+
+impl Ord for NodeName {
+    /// By text; two clones of one name compare without reading it.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) { std::cmp::Ordering::Equal } else { self.0.cmp(&other.0) }
+    }
+}
+
+impl PartialOrd for NodeName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl NodeName {
     /// Validates and wraps a node name.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Cidr, NodeName, NodeRotation, PublicKey};
+use crate::{Cidr, Command, NodeName, NodeRotation, PublicKey};
 
 /// One WireGuard peer as a node should configure it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,7 +131,58 @@ impl NodeDesiredState {
         Ok(())
     }
 
+    /// Whether applying `command` to this state (valid itself) surely
+    /// leaves a valid one, judged from what the command touches alone: a
+    /// peer upserted into a 1000-peer map is checked against the others in
+    /// one pass, without copying the map or indexing all of it. `false`
+    /// means "not surely": build the next state and [`validate`] it, which
+    /// also says what is wrong.
+    ///
+    /// [`validate`]: Self::validate
+    pub fn stays_valid_after(&self, command: &Command) -> bool {
+        match command {
+            Command::PeerRemove(_) | Command::SetBlocks(_) | Command::SetUnreachable(_) => true,
+            Command::SetSettings(settings) => settings.lane_port != settings.listen_port,
+            Command::PeerUpsert(peer) => {
+                peer.node != self.node
+                    && peer.allowed_ips.windows(2).all(|w| w[0] < w[1])
+                    && self.peers.values().filter(|other| other.node != peer.node).all(|other| {
+                        other.public_key != peer.public_key
+                            && !other.allowed_ips.iter().any(|cidr| peer.allowed_ips.contains(cidr))
+                    })
+            }
+            Command::SyncState(_) | Command::SetRotation(_) => false,
+        }
+    }
+
+    /// Peers are checked with two sorts (a full state of 1000 peers
+    /// arrives at every daemon on each reconnect); only a map that fails
+    /// them is walked again to name the first culprit.
     fn validate_peers(&self, peers: &BTreeMap<NodeName, Arc<Peer>>) -> Result<(), InvalidState> {
+        if self.peers_pass(peers) { Ok(()) } else { self.first_peer_fault(peers) }
+    }
+
+    /// Whether `peers` break none of the rules, without saying which.
+    fn peers_pass(&self, peers: &BTreeMap<NodeName, Arc<Peer>>) -> bool {
+        let mut keys = Vec::with_capacity(peers.len());
+        let mut cidrs = Vec::with_capacity(peers.len());
+        for (name, peer) in peers {
+            if *name != peer.node
+                || peer.node == self.node
+                || !peer.allowed_ips.windows(2).all(|w| w[0] < w[1])
+            {
+                return false;
+            }
+            keys.push(peer.public_key);
+            cidrs.extend_from_slice(&peer.allowed_ips);
+        }
+        keys.sort_unstable();
+        cidrs.sort_unstable();
+        keys.windows(2).all(|w| w[0] != w[1]) && cidrs.windows(2).all(|w| w[0] != w[1])
+    }
+
+    /// The first rule `peers` break, in name order.
+    fn first_peer_fault(&self, peers: &BTreeMap<NodeName, Arc<Peer>>) -> Result<(), InvalidState> {
         let mut owners: BTreeMap<Cidr, &NodeName> = BTreeMap::new();
         let mut keys: BTreeMap<PublicKey, &NodeName> = BTreeMap::new();
         for (name, peer) in peers {

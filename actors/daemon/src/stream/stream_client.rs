@@ -251,22 +251,29 @@ impl<D: DataPlane> StreamClientState<D> {
     }
 
     /// Checks a state command and applies it through the data plane.
+    /// A targeted command is checked by what it touches and applied to the
+    /// current state in place; only one the quick check cannot vouch for
+    /// is tried on a copy and validated whole.
     async fn apply(&mut self, generation: Generation, command: Command) -> Result<(), Refusal> {
-        let next = match (&command, &self.current) {
+        match (&command, &self.current) {
             (Command::SyncState(full), _) if full.node != self.node => {
                 return Err(Refusal::OtherNode { node: self.node.clone(), got: full.node.clone() });
             }
-            (Command::SyncState(full), _) => full.clone(),
+            (Command::SyncState(full), _) => full.validate().map_err(Refusal::Invalid)?,
             (_, None) => return Err(Refusal::NoBaseState { kind: command.kind() }),
-            (_, Some(current)) => {
+            (_, Some(current)) if !current.stays_valid_after(&command) => {
                 let mut next = current.clone();
                 apply(&mut next, &command);
-                next
+                next.validate().map_err(Refusal::Invalid)?;
             }
-        };
-        next.validate().map_err(Refusal::Invalid)?;
+            (_, Some(_)) => {}
+        }
         self.data_plane.apply(generation, &command).await.map_err(Refusal::DataPlane)?;
-        self.current = Some(next);
+        match (command, &mut self.current) {
+            (Command::SyncState(full), current) => *current = Some(full),
+            (command, Some(current)) => apply(current, &command),
+            (_, None) => {} // refused above
+        }
         Ok(())
     }
 
