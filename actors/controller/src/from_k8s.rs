@@ -18,19 +18,20 @@ use crate::desired_state::{
     RotationInput, RouteInput, RoutePolicyInput, SubjectKind, TunnelPolicyInput,
 };
 
-/// The objects desired state is computed from, as the informers hold them.
-#[derive(Clone, Copy, Debug, Default)]
+/// The objects desired state is computed from, as the informers hold them
+/// (borrowed: a pass over 1000 Nodes copies none of them).
+#[derive(Clone, Debug, Default)]
 pub struct Objects<'a> {
     /// Nodes.
-    pub nodes: &'a [Node],
+    pub nodes: Vec<&'a Node>,
     /// VpbluNodes (their status carries the published public keys).
-    pub vpblu_nodes: &'a [VpbluNode],
+    pub vpblu_nodes: Vec<&'a VpbluNode>,
     /// TunnelPolicies.
-    pub tunnel_policies: &'a [TunnelPolicy],
+    pub tunnel_policies: Vec<&'a TunnelPolicy>,
     /// RoutePolicies.
-    pub route_policies: &'a [RoutePolicy],
+    pub route_policies: Vec<&'a RoutePolicy>,
     /// BlockPolicies.
-    pub block_policies: &'a [BlockPolicy],
+    pub block_policies: Vec<&'a BlockPolicy>,
 }
 
 /// Converts `objects`; every item that could not be converted is a finding.
@@ -301,8 +302,11 @@ mod tests {
     fn nodes_become_inputs_with_their_keys() {
         let nodes = [node("n1", "192.0.2.1", &["10.244.1.0/24", "fd00:1::/64"], true)];
         let vnodes = [vnode("n1", 1)];
-        let (inputs, findings) =
-            inputs_from(Objects { nodes: &nodes, vpblu_nodes: &vnodes, ..Objects::default() });
+        let (inputs, findings) = inputs_from(Objects {
+            nodes: nodes.iter().collect(),
+            vpblu_nodes: vnodes.iter().collect(),
+            ..Objects::default()
+        });
         assert!(findings.is_empty(), "{findings:?}");
         let n = &inputs.nodes[0];
         assert_eq!(n.name.as_str(), "n1");
@@ -316,7 +320,7 @@ mod tests {
     #[test]
     fn a_garbage_pod_cidr_is_reported_and_the_rest_kept() {
         let nodes = [node("n1", "192.0.2.1", &["10.244.1.5/24", "fd00:1::/64"], true)];
-        let (inputs, findings) = inputs_from(Objects { nodes: &nodes, ..Objects::default() });
+        let (inputs, findings) = inputs_from(Objects { nodes: nodes.iter().collect(), ..Objects::default() });
         assert_eq!(inputs.nodes[0].pod_cidrs, vec!["fd00:1::/64".parse::<Cidr>().unwrap()]);
         let messages = invalid_messages(&findings);
         assert_eq!(messages.len(), 1, "{messages:?}");
@@ -352,9 +356,9 @@ mod tests {
             }),
         )];
         let (inputs, findings) = inputs_from(Objects {
-            tunnel_policies: &tunnels,
-            route_policies: &routes,
-            block_policies: &blocks,
+            tunnel_policies: tunnels.iter().collect(),
+            route_policies: routes.iter().collect(),
+            block_policies: blocks.iter().collect(),
             ..Objects::default()
         });
         let messages = invalid_messages(&findings).join("\n");
@@ -380,7 +384,11 @@ mod tests {
             node("n3", "192.0.2.3", &["10.244.3.0/24"], false),
         ];
         let vnodes = [vnode("n1", 1), vnode("n2", 2), vnode("n3", 3)];
-        let (inputs, _) = inputs_from(Objects { nodes: &nodes, vpblu_nodes: &vnodes, ..Objects::default() });
+        let (inputs, _) = inputs_from(Objects {
+            nodes: nodes.iter().collect(),
+            vpblu_nodes: vnodes.iter().collect(),
+            ..Objects::default()
+        });
         let out = compute(&inputs);
         let n1 = &out.nodes[&NodeName::new("n1").unwrap()];
         let peers: Vec<&str> = n1.peers.keys().map(NodeName::as_str).collect();

@@ -120,7 +120,7 @@ pub trait Watched:
 impl Watched for Node {
     const KIND: Kind = Kind::Node;
     fn same_inputs(old: &Self, new: &Self) -> bool {
-        let inputs = |n| inputs_from(Objects { nodes: std::slice::from_ref(n), ..Objects::default() });
+        let inputs = |n| inputs_from(Objects { nodes: vec![n], ..Objects::default() });
         inputs(old) == inputs(new)
     }
 }
@@ -138,8 +138,7 @@ impl Watched for VpbluNode {
 impl Watched for TunnelPolicy {
     const KIND: Kind = Kind::TunnelPolicy;
     fn same_inputs(old: &Self, new: &Self) -> bool {
-        let inputs =
-            |p| inputs_from(Objects { tunnel_policies: std::slice::from_ref(p), ..Objects::default() });
+        let inputs = |p| inputs_from(Objects { tunnel_policies: vec![p], ..Objects::default() });
         inputs(old) == inputs(new)
     }
 }
@@ -147,8 +146,7 @@ impl Watched for TunnelPolicy {
 impl Watched for RoutePolicy {
     const KIND: Kind = Kind::RoutePolicy;
     fn same_inputs(old: &Self, new: &Self) -> bool {
-        let inputs =
-            |p| inputs_from(Objects { route_policies: std::slice::from_ref(p), ..Objects::default() });
+        let inputs = |p| inputs_from(Objects { route_policies: vec![p], ..Objects::default() });
         inputs(old) == inputs(new)
     }
 }
@@ -156,8 +154,7 @@ impl Watched for RoutePolicy {
 impl Watched for BlockPolicy {
     const KIND: Kind = Kind::BlockPolicy;
     fn same_inputs(old: &Self, new: &Self) -> bool {
-        let inputs =
-            |p| inputs_from(Objects { block_policies: std::slice::from_ref(p), ..Objects::default() });
+        let inputs = |p| inputs_from(Objects { block_policies: vec![p], ..Objects::default() });
         inputs(old) == inputs(new)
     }
 }
@@ -256,6 +253,11 @@ impl<K: Watched> Cache<K> {
         self.reader.state().iter().map(|o| K::clone(o.as_ref())).collect()
     }
 
+    /// Every object, shared with the store rather than copied.
+    pub fn shared(&self) -> Vec<Arc<K>> {
+        self.reader.state()
+    }
+
     /// Applies one watch event; true when Recompute should hear of it.
     fn apply(&self, event: &watcher::Event<K>) -> bool {
         let relevant = match event {
@@ -336,11 +338,11 @@ impl Caches {
     /// snapshot).
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            nodes: self.nodes.objects(),
-            vpblu_nodes: self.vpblu_nodes.objects(),
-            tunnel_policies: self.tunnel_policies.objects(),
-            route_policies: self.route_policies.objects(),
-            block_policies: self.block_policies.objects(),
+            nodes: self.nodes.shared(),
+            vpblu_nodes: self.vpblu_nodes.shared(),
+            tunnel_policies: self.tunnel_policies.shared(),
+            route_policies: self.route_policies.shared(),
+            block_policies: self.block_policies.shared(),
         }
     }
 
@@ -378,30 +380,33 @@ impl Caches {
     }
 }
 
-/// Copies of every cached object, what `from_k8s` converts.
+/// Every cached object (shared with the stores), what `from_k8s` converts.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// Nodes.
-    pub nodes: Vec<Node>,
+    pub nodes: Vec<Arc<Node>>,
     /// VpbluNodes.
-    pub vpblu_nodes: Vec<VpbluNode>,
+    pub vpblu_nodes: Vec<Arc<VpbluNode>>,
     /// TunnelPolicies.
-    pub tunnel_policies: Vec<TunnelPolicy>,
+    pub tunnel_policies: Vec<Arc<TunnelPolicy>>,
     /// RoutePolicies.
-    pub route_policies: Vec<RoutePolicy>,
+    pub route_policies: Vec<Arc<RoutePolicy>>,
     /// BlockPolicies.
-    pub block_policies: Vec<BlockPolicy>,
+    pub block_policies: Vec<Arc<BlockPolicy>>,
 }
 
 impl Snapshot {
     /// The snapshot as `from_k8s` takes it.
     pub fn objects(&self) -> Objects<'_> {
+        fn borrowed<K>(objects: &[Arc<K>]) -> Vec<&K> {
+            objects.iter().map(AsRef::as_ref).collect()
+        }
         Objects {
-            nodes: &self.nodes,
-            vpblu_nodes: &self.vpblu_nodes,
-            tunnel_policies: &self.tunnel_policies,
-            route_policies: &self.route_policies,
-            block_policies: &self.block_policies,
+            nodes: borrowed(&self.nodes),
+            vpblu_nodes: borrowed(&self.vpblu_nodes),
+            tunnel_policies: borrowed(&self.tunnel_policies),
+            route_policies: borrowed(&self.route_policies),
+            block_policies: borrowed(&self.block_policies),
         }
     }
 }

@@ -17,6 +17,7 @@
 //! says why, so `kubectl describe` and `kubectl get events` show it too.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -225,7 +226,7 @@ fn decide(kind: SubjectKind, findings: &[Finding]) -> Vec<Decided> {
 
 async fn sync_kind<K: PolicyObject>(
     (client, recorder): (&kube::Client, &Recorder),
-    objects: &[K],
+    objects: &[Arc<K>],
     kind: SubjectKind,
     findings: &BTreeMap<(SubjectKind, String), Vec<Finding>>,
 ) {

@@ -5,15 +5,19 @@
 //!   a pass runs once the changes pause for that long, or at the latest
 //!   [`RecomputeConfig::max_delay`] after the first of them, so sustained
 //!   churn still publishes regularly.
-//! - **A pass** copies the caches, converts them (`from_k8s`) and computes
-//!   (`desired_state::compute`) on a blocking thread (5000 nodes take about
-//!   half a second), and publishes only when the states or the findings
-//!   differ from the last published ones.
-//! - **Leadership.** Only the leader computes, publishes and writes. A
-//!   standby's informers keep its caches warm; when it is elected it
-//!   computes and publishes at once, and when it loses the Lease it stops.
+//! - **A pass** takes the caches' objects (shared, not copied), converts
+//!   them (`from_k8s`) and computes (`desired_state::compute`) on a
+//!   blocking thread (5000 nodes take about half a second), and publishes
+//!   only when the states or the findings differ from the last published
+//!   ones. Its log line says how long each step took.
+//! - **Leadership.** Only the leader publishes and writes. A standby's
+//!   informers keep its caches warm and it computes as the leader would,
+//!   holding the result; when it is elected it publishes that at once (or
+//!   computes first if something changed since), and when it loses the
+//!   Lease it stops publishing.
 //! - **VpbluNodes.** The leader makes sure every Node has its VpbluNode
-//!   (server-side apply under [`vpblu_k8s::FIELD_MANAGER`]). It only creates:
+//!   (server-side apply under [`vpblu_k8s::FIELD_MANAGER`]) as soon as it
+//!   hears of the Node, and again after every pass. It only creates:
 //!   it never deletes one nor touches a spec it did not write; an owner
 //!   reference lets Kubernetes collect it with its Node.
 
@@ -259,6 +263,8 @@ pub struct RecomputeState {
     flush_scheduled: bool,
     // The last published output; `None` forces the next pass to publish.
     last: Option<Arc<Published>>,
+    // A standby's last computed output, published at once when it leads.
+    prepared: Option<Arc<Published>>,
     applying: BTreeSet<String>,
     status: RecomputeStatus,
     _leadership: Forward,
@@ -301,6 +307,7 @@ impl Actor for Recompute {
             burst: None,
             flush_scheduled: false,
             last: None,
+            prepared: None,
             applying: BTreeSet::new(),
             status: RecomputeStatus { leading: is_leading, ..RecomputeStatus::default() },
             _leadership: leadership,
@@ -326,6 +333,12 @@ impl Actor for Recompute {
                     state.flush_scheduled = true;
                     myself.send_after(state.config.debounce, || RecomputeMsg::Flush);
                 }
+                // A new Node's VpbluNode is created now, not after the pass:
+                // its daemon's key can land only once it exists.
+                if kind == Kind::Node && state.leading && state.caches.inputs_synced() {
+                    let snapshot = state.caches.snapshot();
+                    ensure_vpblu_nodes(&myself, state, &snapshot);
+                }
             }
             RecomputeMsg::Flush => {
                 state.flush_scheduled = false;
@@ -349,10 +362,13 @@ impl Actor for Recompute {
                     tracing::info!(leading, "leadership changed");
                     state.leading = leading;
                     state.status.leading = leading;
-                    // A new term publishes in full; a standby forgets.
+                    // A new term publishes in full; a standby forgets
+                    // what it published and computes for a takeover.
                     state.last = None;
-                    state.burst = None;
                     if leading {
+                        take_over(&myself, state).await?;
+                    } else {
+                        state.burst = None;
                         pass(&myself, state).await?;
                     }
                 }
@@ -413,11 +429,10 @@ impl Published {
 }
 
 /// One pass: snapshot, convert, compute, publish if changed, then create
-/// missing VpbluNodes. Only the leader with synced caches runs one.
+/// missing VpbluNodes. Any replica with synced caches computes; only the
+/// leader publishes and creates, a standby keeps the result ready for the
+/// moment it leads.
 async fn pass(myself: &ActorRef<RecomputeMsg>, state: &mut RecomputeState) -> Result<(), ActorProcessingErr> {
-    if !state.leading {
-        return Ok(());
-    }
     if !state.caches.inputs_synced() {
         tracing::debug!(waiting_for = ?state.caches.unsynced(), "caches not synced yet; not computing");
         return Ok(());
@@ -425,44 +440,45 @@ async fn pass(myself: &ActorRef<RecomputeMsg>, state: &mut RecomputeState) -> Re
     let started = Instant::now();
     let caches = state.caches.clone();
     let sink = Arc::clone(&state.sink);
-    let last = state.last.clone();
-    let (output, snapshot, published) = tokio::task::spawn_blocking(move || {
+    let leading = state.leading;
+    // The standby shares its unchanged states with its previous result too.
+    let last = if leading { state.last.clone() } else { state.prepared.clone() };
+    let (output, snapshot, published, phases) = tokio::task::spawn_blocking(move || {
+        let mut phases = Phases::start();
         let snapshot = caches.snapshot();
+        phases.lap("snapshot");
         let (inputs, mut findings) = inputs_from(snapshot.objects());
+        phases.lap("convert");
         let computed = desired_state::compute(&inputs);
         findings.extend(computed.findings);
         findings.sort();
         findings.dedup();
+        phases.lap("compute");
         let output = Arc::new(Published::share(computed.nodes, findings, last.as_deref()));
-        let changed = last.as_deref() != Some(&*output);
-        if changed {
+        let publish = leading && last.as_deref() != Some(&*output);
+        phases.lap("compare");
+        if publish {
             sink.publish(output.nodes.clone(), output.findings.clone());
         }
-        (output, snapshot, changed)
+        phases.lap("publish");
+        (output, snapshot, publish, phases)
     })
     .await
     .map_err(|e| format!("computing desired state failed: {e}"))?;
     let elapsed = started.elapsed();
-    let metrics = &state.metrics;
-    metrics.duration.observe(elapsed.as_secs_f64());
-    metrics.passes.inc();
+    state.metrics.duration.observe(elapsed.as_secs_f64());
+    state.metrics.passes.inc();
     state.status.passes += 1;
-    if published {
-        metrics.publishes.inc();
-        metrics.nodes.set(i64::try_from(output.nodes.len()).unwrap_or(i64::MAX));
-        metrics.findings.set(i64::try_from(output.findings.len()).unwrap_or(i64::MAX));
-        state.status.publishes += 1;
-        state.status.nodes = output.nodes.len();
-        state.status.findings = output.findings.len();
-        tracing::info!(
-            nodes = output.nodes.len(),
-            findings = output.findings.len(),
+    if !leading {
+        tracing::debug!(
             ms = elapsed.as_millis() as u64,
-            "published desired state"
+            "standby: desired state computed, held for a takeover"
         );
-        for finding in &output.findings {
-            tracing::debug!(%finding, "finding");
-        }
+        state.prepared = Some(output);
+        return Ok(());
+    }
+    if published {
+        record_publish(state, &output, elapsed, &phases);
     } else {
         tracing::debug!(ms = elapsed.as_millis() as u64, "desired state unchanged");
     }
@@ -471,10 +487,86 @@ async fn pass(myself: &ActorRef<RecomputeMsg>, state: &mut RecomputeState) -> Re
     Ok(())
 }
 
+/// A new leader's first publish: what it computed as a standby, when no
+/// change came since; otherwise a pass. Daemons that reconnect to it get
+/// their state without waiting for a computation.
+async fn take_over(
+    myself: &ActorRef<RecomputeMsg>,
+    state: &mut RecomputeState,
+) -> Result<(), ActorProcessingErr> {
+    let prepared = state.prepared.take();
+    let Some(prepared) = prepared.filter(|_| state.burst.is_none() && state.caches.inputs_synced()) else {
+        state.burst = None;
+        return pass(myself, state).await;
+    };
+    let started = Instant::now();
+    let sink = Arc::clone(&state.sink);
+    let output = Arc::clone(&prepared);
+    tokio::task::spawn_blocking(move || sink.publish(output.nodes.clone(), output.findings.clone()))
+        .await
+        .map_err(|e| format!("publishing desired state failed: {e}"))?;
+    let mut phases = Phases::start();
+    phases.laps.push(("publish-prepared", started.elapsed()));
+    record_publish(state, &prepared, started.elapsed(), &phases);
+    state.last = Some(prepared);
+    let snapshot = state.caches.snapshot();
+    ensure_vpblu_nodes(myself, state, &snapshot);
+    Ok(())
+}
+
+/// Counts and logs a publish of `output`.
+fn record_publish(state: &mut RecomputeState, output: &Published, elapsed: Duration, phases: &Phases) {
+    let metrics = &state.metrics;
+    metrics.publishes.inc();
+    metrics.nodes.set(i64::try_from(output.nodes.len()).unwrap_or(i64::MAX));
+    metrics.findings.set(i64::try_from(output.findings.len()).unwrap_or(i64::MAX));
+    state.status.publishes += 1;
+    state.status.nodes = output.nodes.len();
+    state.status.findings = output.findings.len();
+    tracing::info!(
+        nodes = output.nodes.len(),
+        findings = output.findings.len(),
+        ms = elapsed.as_millis() as u64,
+        phases = %phases,
+        "published desired state"
+    );
+    for finding in &output.findings {
+        tracing::debug!(%finding, "finding");
+    }
+}
+
+/// How long each step of a pass took, for the log.
+struct Phases {
+    last: Instant,
+    laps: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn start() -> Self {
+        Phases { last: Instant::now(), laps: Vec::new() }
+    }
+
+    fn lap(&mut self, step: &'static str) {
+        let now = Instant::now();
+        self.laps.push((step, now - self.last));
+        self.last = now;
+    }
+}
+
+impl fmt::Display for Phases {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (step, took)) in self.laps.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{step}={}ms", took.as_millis())?;
+        }
+        Ok(())
+    }
+}
+
 /// Starts a server-side apply for every Node without a VpbluNode (and none
 /// in flight). Each reports back with [`RecomputeMsg::Applied`].
 fn ensure_vpblu_nodes(myself: &ActorRef<RecomputeMsg>, state: &mut RecomputeState, snapshot: &Snapshot) {
-    let existing: BTreeSet<String> = snapshot.vpblu_nodes.iter().map(ResourceExt::name_any).collect();
+    let existing: BTreeSet<String> = snapshot.vpblu_nodes.iter().map(|v| v.name_any()).collect();
     for node in &snapshot.nodes {
         let name = node.name_any();
         if node.metadata.deletion_timestamp.is_some()
