@@ -39,7 +39,7 @@ use crate::recompute::{Recompute, RecomputeArgs, RecomputeConfig, RecomputeHandl
 use crate::rotation::{
     KeyHandoff, RotationMetrics, RotationScheduler, RotationSchedulerArgs, SchedulerConfig,
 };
-use crate::status_writer::{StatusWriter, StatusWriterArgs};
+use crate::status_writer::{StatusMetrics, StatusWriter, StatusWriterArgs};
 use crate::stream::{
     Desired, RefusalEvents, StreamConfig, StreamMetrics, StreamSecurity, StreamServer, StreamServerArgs,
     controller_reference,
@@ -128,6 +128,7 @@ pub async fn run_until(
         events: events.clone(),
         vpblu_nodes: caches.vpblu_nodes.clone(),
         handoff: handoff.clone(),
+        metrics: StatusMetrics::register(&health),
     });
     let rotation_scheduler = RotationScheduler::child(RotationSchedulerArgs {
         client: client.clone(),

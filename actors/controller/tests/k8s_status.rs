@@ -18,12 +18,13 @@ use tokio::task::JoinHandle;
 use vpblu_controller::informers::{Cache, Informer, InformerArgs, InformerMetrics};
 use vpblu_controller::recompute::RecomputeHandle;
 use vpblu_controller::rotation::KeyHandoff;
-use vpblu_controller::status_writer::{StatusWriter, StatusWriterArgs, StatusWriterMsg};
+use vpblu_controller::status_writer::{StatusMetrics, StatusWriter, StatusWriterArgs, StatusWriterMsg};
 use vpblu_controller::stream::StreamEvent;
 use vpblu_e2e::cluster::TestCluster;
 use vpblu_k8s::conditions::{CONNECTED, reasons};
 use vpblu_k8s::{ROTATION_FIELD_MANAGER, VpbluNode, VpbluNodeSpec, VpbluNodeStatus};
 use vpblu_messages::{Backend, Generation, Hello, NodeName, PeerObservation, PublicKey, Upstream};
+use vpblu_runtime::Health;
 
 async fn status_until(
     api: &Api<VpbluNode>,
@@ -89,6 +90,7 @@ async fn start_writer(
         events: events.clone(),
         vpblu_nodes: vpblu_nodes.clone(),
         handoff: handoff.clone(),
+        metrics: StatusMetrics::register(&Health::new()),
     };
     let (writer, handle) = Actor::spawn(None, StatusWriter, args).await.expect("status writer starts");
     (writer, tokio::spawn(async move { handle.await.expect("status writer joins") }))

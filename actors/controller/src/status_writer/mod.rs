@@ -25,12 +25,15 @@
 //! Writes are coalesced per node and never block the writer: a node is
 //! queued at most once, a change of its key, backend, MTU or connection is
 //! written at once, while acks and observations (which every daemon sends
-//! for every change, so N writes per change) wait [`LAZY_DELAY`] for more.
-//! At most [`MAX_WRITES`] writes run at a time; a failed one (a new node
-//! whose VpbluNode Recompute has not created yet) is retried after
-//! [`RETRY_FIRST`], doubling up to [`RETRY_MAX`].
+//! for every change, so N writes per change) wait [`LAZY_DELAY`] for more
+//! and then go out at most [`queue::LAZY_WRITES_PER_SECOND`] a second
+//! across the cluster. At most [`MAX_WRITES`] writes run at a time. A node
+//! whose VpbluNode is not in the cache yet (a new node: Recompute creates
+//! it) is looked at again every [`ABSENT_RECHECK`], without an API call;
+//! a failed write is retried after [`RETRY_FIRST`], doubling up to
+//! [`RETRY_MAX`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -52,6 +55,13 @@ use vpblu_runtime::{Forward, broadcast_messages, forward};
 use crate::informers::Cache;
 use crate::rotation::KeyHandoff;
 use crate::stream::StreamEvent;
+
+mod metrics;
+mod queue;
+
+use metrics::Outcome;
+pub use metrics::StatusMetrics;
+use queue::{Tier, WriteQueue};
 
 /// A peer counts as up when its last handshake is at most this old
 /// (WireGuard re-handshakes every 2 minutes on an active session).
@@ -75,6 +85,9 @@ const LAZY_DELAY: Duration = Duration::from_secs(1);
 /// Status writes under way at once (each node has at most one).
 const MAX_WRITES: usize = 8;
 
+/// How often a node whose VpbluNode is not cached yet is looked at again.
+const ABSENT_RECHECK: Duration = Duration::from_millis(50);
+
 /// What the status writer starts with.
 #[derive(Clone)]
 pub struct StatusWriterArgs {
@@ -87,6 +100,8 @@ pub struct StatusWriterArgs {
     pub vpblu_nodes: Cache<VpbluNode>,
     /// New keys of nodes whose rotation succeeded, from the scheduler.
     pub handoff: KeyHandoff,
+    /// Metrics, registered once by the caller.
+    pub metrics: StatusMetrics,
 }
 
 impl std::fmt::Debug for StatusWriterArgs {
@@ -237,58 +252,6 @@ impl NodeReport {
     }
 }
 
-/// How a queued write is due: changes people and peers wait on first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Tier {
-    /// The key, the backend, the MTU or the connection changed: written at
-    /// once (a new node's key is how its peers learn of it).
-    Urgent = 0,
-    /// Only the applied generation or the peer health changed: written
-    /// [`LAZY_DELAY`] later, with whatever else came meanwhile.
-    Lazy = 1,
-}
-
-/// Nodes waiting for a write, each once, by tier and then by when due.
-#[derive(Debug, Default)]
-struct WriteQueue {
-    due: BTreeMap<NodeName, (Tier, Instant)>,
-    order: [BTreeSet<(Instant, NodeName)>; 2],
-}
-
-impl WriteQueue {
-    /// Queues `node`, or keeps it where it is when it is already queued
-    /// as urgently and as early.
-    fn schedule(&mut self, node: &NodeName, tier: Tier, at: Instant) {
-        if let Some(&(queued_tier, queued_at)) = self.due.get(node) {
-            if (queued_tier, queued_at) <= (tier, at) {
-                return;
-            }
-            self.order[queued_tier as usize].remove(&(queued_at, node.clone()));
-        }
-        self.due.insert(node.clone(), (tier, at));
-        self.order[tier as usize].insert((at, node.clone()));
-    }
-
-    fn remove(&mut self, node: &NodeName) {
-        if let Some((tier, at)) = self.due.remove(node) {
-            self.order[tier as usize].remove(&(at, node.clone()));
-        }
-    }
-
-    /// The most urgent node due by `now`.
-    fn pop_due(&mut self, now: Instant) -> Option<NodeName> {
-        let order = self.order.iter_mut().find(|o| o.first().is_some_and(|(at, _)| *at <= now))?;
-        let (_, node) = order.pop_first()?;
-        self.due.remove(&node);
-        Some(node)
-    }
-
-    /// When the next queued write is due.
-    fn next_due(&self) -> Option<Instant> {
-        self.order.iter().filter_map(|o| o.first().map(|(at, _)| *at)).min()
-    }
-}
-
 /// A write finished (sent by its task to the writer).
 #[derive(Debug)]
 pub struct Written {
@@ -315,6 +278,7 @@ pub struct StatusWriterState {
     /// The handed-over key last taken into each node's report: a key is
     /// taken once, so a later Hello with another key still wins.
     handed: BTreeMap<NodeName, String>,
+    metrics: StatusMetrics,
     _events: Forward,
     _handoffs: Forward,
 }
@@ -373,8 +337,15 @@ impl StatusWriterState {
     fn start_writes(&mut self, myself: &ActorRef<StatusWriterMsg>) {
         let now = Instant::now();
         while self.writing.len() < MAX_WRITES {
-            let Some(node) = self.queue.pop_due(now) else { break };
+            let Some((node, tier)) = self.queue.pop_due(now) else { break };
             let Some(report) = self.reports.get(&node).cloned() else { continue };
+            if self.vpblu_nodes.synced()
+                && self.vpblu_nodes.store().get(&ObjectRef::new(node.as_str())).is_none()
+            {
+                // Not created yet: writing would only earn a NotFound.
+                self.queue.schedule(&node, tier, now + ABSENT_RECHECK);
+                continue;
+            }
             let api = self.api.clone();
             let me = myself.clone();
             let name = node.clone();
@@ -409,6 +380,7 @@ impl StatusWriterState {
 
     fn written(&mut self, done: Written) {
         self.writing.remove(&done.node);
+        self.metrics.written(if done.ok { Outcome::Ok } else { Outcome::Failed });
         if done.ok {
             self.backoff.remove(&done.node);
             self.written.insert(done.node.clone(), done.report);
@@ -456,6 +428,7 @@ impl Actor for StatusWriter {
             flush_at: None,
             handoff: args.handoff,
             handed: BTreeMap::new(),
+            metrics: args.metrics,
             _events: forward(events, myself),
             _handoffs: handoffs,
         })
@@ -522,6 +495,7 @@ impl Actor for StatusWriter {
             }
         }
         state.start_writes(&myself);
+        state.metrics.set_pending(state.queue.len() + state.writing.len());
         Ok(())
     }
 }
@@ -540,7 +514,10 @@ async fn write(api: &Api<VpbluNode>, node: &NodeName, report: &NodeReport) -> bo
         tokio::time::timeout(WRITE_TIMEOUT, api.patch_status(node.as_str(), &params, &Patch::Apply(&patch)))
             .await;
     match result {
-        Ok(Ok(_)) => true,
+        Ok(Ok(_)) => {
+            tracing::debug!(node = %node, "wrote status");
+            true
+        }
         // A new node's VpbluNode is created by Recompute, maybe after its
         // daemon's Hello: expected, and retried soon.
         Ok(Err(kube::Error::Api(status))) if status.is_not_found() => {
@@ -555,38 +532,5 @@ async fn write(api: &Api<VpbluNode>, node: &NodeName, report: &NodeReport) -> bo
             tracing::warn!(node = %node, "VpbluNode status write timed out; will retry");
             false
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn name(n: &str) -> NodeName {
-        NodeName::new(n).expect("a valid node name")
-    }
-
-    #[test]
-    fn the_queue_holds_each_node_once_and_puts_urgent_writes_first() {
-        let now = Instant::now();
-        let mut queue = WriteQueue::default();
-        queue.schedule(&name("a"), Tier::Lazy, now);
-        queue.schedule(&name("b"), Tier::Lazy, now + LAZY_DELAY);
-        queue.schedule(&name("c"), Tier::Urgent, now);
-        // A later lazy change keeps the node where it was.
-        queue.schedule(&name("a"), Tier::Lazy, now + LAZY_DELAY);
-        // An urgent change overtakes a lazy one.
-        queue.schedule(&name("b"), Tier::Urgent, now);
-        assert_eq!(queue.pop_due(now), Some(name("b")));
-        assert_eq!(queue.pop_due(now), Some(name("c")));
-        assert_eq!(queue.pop_due(now), Some(name("a")));
-        assert_eq!(queue.pop_due(now + LAZY_DELAY), None);
-        assert_eq!(queue.next_due(), None);
-
-        queue.schedule(&name("d"), Tier::Lazy, now + LAZY_DELAY);
-        assert_eq!(queue.pop_due(now), None, "not due yet");
-        assert_eq!(queue.next_due(), Some(now + LAZY_DELAY));
-        queue.remove(&name("d"));
-        assert_eq!(queue.next_due(), None);
     }
 }
