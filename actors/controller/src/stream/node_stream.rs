@@ -33,7 +33,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub enum NodeStreamMsg {
     /// The node's entry in the desired store changed: send the difference
-    /// from what was last sent.
+    /// from what was last sent (all of it when nothing was sent yet; a new
+    /// stream sends itself this first).
     Changed,
     /// Send the whole desired state again (periodic resync, or a retry after
     /// an error ack).
@@ -297,7 +298,7 @@ impl Actor for NodeStream {
         let resync = myself.send_interval(args.config.resync_interval, || NodeStreamMsg::Resync);
         let _no_subscriber =
             args.events.send(StreamEvent::Message(node.clone(), Upstream::Hello(args.hello.clone())));
-        let mut state = NodeStreamState {
+        let state = NodeStreamState {
             node,
             hello: args.hello,
             outbound: Some(args.outbound),
@@ -317,18 +318,13 @@ impl Actor for NodeStream {
             reader,
             resync,
         };
-        if state.update(true).is_err() {
-            state.reader.abort();
-            state.resync.abort();
-            state.desired.detach(&state.node, myself.get_id());
-            return Err(format!("daemon of node {} left before its first SyncState", state.node).into());
-        }
-        tracing::info!(
-            node = %state.node,
-            applied = %state.hello.applied_generation,
-            sent = ?state.last_sent_generation,
-            "daemon stream open"
-        );
+        // The first full state is built by the stream itself, as its first
+        // message (with nothing sent yet, a change means all of it): the
+        // stream server starts streams one at a time, and 1000 daemons
+        // reconnecting after a failover would otherwise wait on each
+        // other's SyncState.
+        myself.cast(NodeStreamMsg::Changed)?;
+        tracing::info!(node = %state.node, applied = %state.hello.applied_generation, "daemon stream open");
         Ok(state)
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 use vpblu_messages::{Hello, NodeName};
@@ -126,6 +126,21 @@ impl StreamServerState {
     }
 }
 
+/// Connections the kernel may queue for accept (capped by
+/// `net.core.somaxconn`). After a failover every daemon of the cluster
+/// reconnects within a second; with tokio's default of 1024, 1000 nodes
+/// overflowed the queue and each dropped SYN cost its daemon 1 to 3 s of
+/// TCP retransmission before it got its state.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with room for a whole cluster's reconnects.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 impl Actor for StreamServer {
     type Msg = StreamServerMsg;
     type State = StreamServerState;
@@ -136,7 +151,7 @@ impl Actor for StreamServer {
         myself: ActorRef<Self::Msg>,
         args: StreamServerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let listener = TcpListener::bind(args.addr).await.map_err(|e| {
+        let listener = listen(args.addr).map_err(|e| {
             format!("cannot listen on {} for daemon streams: {e} (pick another --grpc-addr)", args.addr)
         })?;
         let local_addr = listener.local_addr()?;
