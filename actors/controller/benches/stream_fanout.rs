@@ -5,7 +5,8 @@
 //!
 //! For each N, one line per figure:
 //! - full mesh formed (every daemon holds every other node's key);
-//! - controller RSS and CPU idle for 10 s;
+//! - how long the controller takes to write every node's status after
+//!   that, then its RSS and CPU idle for 10 s;
 //! - BlockPolicy create -> applied (and acked) by every daemon, p50/p99 of
 //!   `VPBLU_BENCH_TRIALS` (10) trials;
 //! - node join (Node created, its daemon started) -> every daemon has the
@@ -37,14 +38,14 @@ use vpblu_daemon::stream::{
     StreamSecurity,
 };
 use vpblu_e2e::cluster::TestCluster;
-use vpblu_e2e::process::{Guarded, free_addr, wait_http_ok};
+use vpblu_e2e::process::{Guarded, free_addr, http_get, wait_http_ok};
 use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule};
 use vpblu_messages::{
     Backend, Command as MeshCommand, Generation, NodeDesiredState, NodeName, PublicKey, apply,
 };
 
 const EXE: &str = env!("CARGO_BIN_EXE_vpblu-controller");
-const LEASE: [&str; 4] = ["--lease-duration", "4s", "--lease-renew", "1s"];
+const LEASE: [&str; 4] = ["--lease-duration", "3s", "--lease-renew", "500ms"];
 const IDLE: Duration = Duration::from_secs(10);
 
 /// What one simulated daemon has applied, readable without a lock.
@@ -147,6 +148,7 @@ async fn start_daemon(i: usize, endpoint: &str) -> Daemon {
 /// The controller binary as one replica; SIGKILLed when dropped.
 struct Controller {
     process: Guarded,
+    metrics: std::net::SocketAddr,
 }
 
 impl Controller {
@@ -159,13 +161,13 @@ impl Controller {
             .args(LEASE)
             .args(["--insecure-dev", "--log-format", "json"])
             .env("KUBECONFIG", cluster.kubeconfig_path())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", controller_log().as_deref().unwrap_or("warn"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
             .spawn()
             .expect("start vpblu-controller");
-        let controller = Controller { process: Guarded::new(process) };
+        let controller = Controller { process: Guarded::new(process), metrics };
         wait_http_ok(metrics, "/readyz", Duration::from_secs(120));
         controller
     }
@@ -184,6 +186,32 @@ impl Controller {
         (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
     }
 
+    /// A gauge or counter from its `/metrics` (summed over labels).
+    fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = http_get(self.metrics, "/metrics")?;
+        let values: Vec<f64> = body
+            .lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
+    /// Waits until the controller has no status writes left to make (the
+    /// VpbluNode status of a large cluster trails its acks, see the status
+    /// writer's lazy budget): only then is it idle. How long that took.
+    async fn settle(&self, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let pending = tokio::task::block_in_place(|| self.metric("vpblu_status_writes_pending"));
+            if pending == Some(0.0) {
+                return Some(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
+    }
+
     /// CPU seconds (user + system) used so far.
     fn cpu(&self) -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.process.pid())).unwrap_or_default();
@@ -192,6 +220,21 @@ impl Controller {
         let fields: Vec<&str> = after.split_whitespace().collect();
         let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
         (ticks(11) + ticks(12)) / clock_ticks()
+    }
+}
+
+/// `VPBLU_BENCH_CONTROLLER_LOG`: the controllers' `RUST_LOG` (default
+/// `warn`). Set, it also makes the bench print when each trial starts, to
+/// line the controllers' logs up with (`VPBLU_E2E_KEEP_CLUSTER=1` keeps
+/// them).
+fn controller_log() -> Option<String> {
+    std::env::var("VPBLU_BENCH_CONTROLLER_LOG").ok()
+}
+
+/// Prints when trial `t` of `what` starts, if the bench traces.
+fn trace_trial(what: &str, t: usize) {
+    if controller_log().is_some() {
+        println!("  {what} trial {t} starts at {}", k8s_openapi::jiff::Timestamp::now());
     }
 }
 
@@ -278,7 +321,14 @@ async fn scenario(n: usize, trials: usize) {
         mesh.as_secs_f64()
     );
 
-    // Idle.
+    // Idle: once the status of every node is written.
+    match leader.settle(Duration::from_secs(120)).await {
+        Some(took) => println!(
+            "controller settled @ {n} daemons: every VpbluNode status written {:.1} s after the mesh formed",
+            took.as_secs_f64()
+        ),
+        None => println!("controller @ {n} daemons: status writes still pending after 120 s"),
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu = leader.cpu();
     tokio::time::sleep(IDLE).await;
@@ -305,6 +355,7 @@ async fn scenario(n: usize, trials: usize) {
                 ..BlockPolicySpec::default()
             },
         );
+        trace_trial("BlockPolicy", t);
         let start = Instant::now();
         blocks.create(&PostParams::default(), &policy).await.expect("create a BlockPolicy");
         let took = time_until(Duration::from_secs(60), || {
@@ -321,6 +372,7 @@ async fn scenario(n: usize, trials: usize) {
     let (mut samples, mut failed) = (Vec::new(), 0);
     for t in 0..trials {
         let i = n + t;
+        trace_trial("node join", t);
         let start = Instant::now();
         cluster.register_node(&node_name(i), &node_ip(i), &[&pod_cidr(i)], true).await;
         daemons.push(start_daemon(i, &endpoint).await);
@@ -349,6 +401,7 @@ async fn scenario(n: usize, trials: usize) {
     let standby = tokio::task::block_in_place(|| Controller::start(&cluster, "controller-1", &grpc));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let syncs: Vec<u64> = daemons.iter().map(|d| d.counts.syncs.load(Ordering::Acquire)).collect();
+    trace_trial("failover", 0);
     drop(leader);
     let served = time_until(Duration::from_secs(120), || {
         daemons.iter().zip(&syncs).all(|(d, before)| d.counts.syncs.load(Ordering::Acquire) > *before)
