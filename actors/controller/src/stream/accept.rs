@@ -21,12 +21,13 @@ use tonic::{Request, Response, Status, Streaming};
 use vpblu_messages::wire::WireError;
 use vpblu_messages::{Hello, Upstream};
 use vpblu_proto as pb;
-use vpblu_proto::mesh::mesh_server::{Mesh, MeshServer};
+use vpblu_proto::mesh::mesh_server::Mesh;
 
 use super::identity::{NodeAuth, bearer_token};
 use super::node_stream::upstream_kind;
 use super::refusal_events::{REFUSED, Regarding};
 use super::rejection::is_too_large;
+use super::route::MeshRoute;
 use super::stream_server::Attach;
 use super::tls::{ServerTransport, TlsIncoming};
 use super::{RefusalEvents, Rejection, StreamConfig, StreamMetrics, StreamServerMsg};
@@ -158,7 +159,7 @@ pub(crate) async fn serve(
     let router = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(MeshServer::new(service).max_decoding_message_size(max_message_size));
+        .add_service(MeshRoute::new(service, max_message_size));
     let stopped = async {
         let _ = stop.await;
     };

@@ -19,6 +19,7 @@ mod metrics;
 mod node_stream;
 mod refusal_events;
 mod rejection;
+mod route;
 mod security;
 mod stream_server;
 mod tls;
