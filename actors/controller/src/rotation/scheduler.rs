@@ -23,6 +23,7 @@
 //! takeover.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
@@ -320,8 +321,8 @@ impl SchedulerState {
         let policies = caches.rotation_policies.objects();
         // Shared, not copied: Node objects are large and this runs every tick.
         let nodes = caches.nodes.store().state();
-        let mut vpblu_nodes = caches.vpblu_nodes.objects();
-        vpblu_nodes.sort_by_key(ResourceExt::name_any);
+        let mut vpblu_nodes = caches.vpblu_nodes.shared();
+        vpblu_nodes.sort_by_key(|v| v.name_any());
         let labels: Vec<NodeLabels> = nodes
             .iter()
             .filter(|n| n.metadata.deletion_timestamp.is_none())
@@ -345,7 +346,7 @@ impl SchedulerState {
             .collect();
 
         let running: Vec<(&VpbluNode, RotationInput)> =
-            vpblu_nodes.iter().filter_map(|v| Some((v, rotation_of(v).ok()??))).collect();
+            vpblu_nodes.iter().filter_map(|v| Some((v.as_ref(), rotation_of(v).ok()??))).collect();
         let rotating = match running.split_first() {
             Some(((first, rotation), others)) => {
                 for (other, extra) in others {
@@ -378,7 +379,7 @@ impl SchedulerState {
     async fn start_next(
         &mut self,
         judged: &[Judged<'_>],
-        vpblu_nodes: &[VpbluNode],
+        vpblu_nodes: &[Arc<VpbluNode>],
         records: &mut BTreeMap<String, RunRecord>,
         now: DateTime<Utc>,
     ) {
@@ -395,7 +396,8 @@ impl SchedulerState {
                 return;
             }
         }
-        let by_name: BTreeMap<String, &VpbluNode> = vpblu_nodes.iter().map(|v| (v.name_any(), v)).collect();
+        let by_name: BTreeMap<String, &VpbluNode> =
+            vpblu_nodes.iter().map(|v| (v.name_any(), v.as_ref())).collect();
         for j in judged.iter().filter(|j| j.valid()) {
             let Some(schedule) = j.schedule.as_ref() else { continue };
             let name = j.name();
