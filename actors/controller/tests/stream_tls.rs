@@ -6,6 +6,7 @@
 mod stream_support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::transport::Channel;
 use vpblu_controller::stream::{
@@ -58,11 +59,18 @@ async fn a_daemon_refuses_a_controller_it_cannot_verify() {
     a.stop().await;
     // The controller saw failed handshakes, never a Hello. The daemon
     // gives up on its side of a handshake before the server task counts
-    // it, so the count is awaited rather than read once.
-    eventually("the refused handshakes to be counted", async || {
-        controller.metrics.rejected_count(RejectReason::TlsHandshake) >= 2
-    })
-    .await;
+    // it, so the count is awaited rather than read once; a handshake the
+    // daemon dropped before its ClientHello is counted only when the
+    // server's handshake timeout (10 s) fires, so the wait outlasts it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while controller.metrics.rejected_count(RejectReason::TlsHandshake) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refused handshakes were not counted within 15 s (counted {})",
+            controller.metrics.rejected_count(RejectReason::TlsHandshake)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(controller.connected().await.is_empty());
     controller.stop().await;
 
