@@ -45,7 +45,7 @@ use vpblu_messages::{
 };
 
 const EXE: &str = env!("CARGO_BIN_EXE_vpblu-controller");
-const LEASE: [&str; 4] = ["--lease-duration", "3s", "--lease-renew", "500ms"];
+const LEASE: [&str; 4] = ["--lease-duration", "2s", "--lease-renew", "500ms"];
 /// Long enough to hold two HTTP/2 keepalive periods (30 s on each side of
 /// every stream): a shorter window either misses the pings or catches
 /// one burst of them, and idle CPU is mostly those pings.
