@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vpblu/target
 CARGO ?= cargo
 
-.PHONY: help deps build test fmt-check clippy bench crds testbed testbed-up wireguard-go lab lab-root lab-down kind-e2e
+.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install lab lab-root lab-down kind-e2e
 
 help:
 	@echo "make lab       bring the vpblu mesh up on this machine (see README)"
@@ -14,7 +14,10 @@ help:
 	@echo "make bench     print the speed and memory figures"
 	@echo "make testbed   build kube-apiserver + etcd from the Go module proxy (cached)"
 	@echo "make testbed-up  run them on loopback with vpblu's CRDs, for kubectl, until Ctrl-C"
-	@echo "make crds      regenerate k8s/crds/*.yaml from the Rust types"
+	@echo "make crds      regenerate k8s/crds/*.yaml and chart/vpblu/crds/ from the Rust types"
+	@echo "make deploy-manifests  regenerate k8s/deploy/*.yaml from chart/vpblu"
+	@echo "make helm      build helm from the Go module proxy (cached)"
+	@echo "make helm-install  helm install chart/vpblu into the current kubectl context"
 	@echo "make wireguard-go  build the userspace WireGuard from the Go module proxy (cached)"
 	@echo "make lab-down  remove what a killed lab left behind"
 	@echo "make kind-e2e  the acceptance checks on a real kind cluster (needs docker + kind)"
@@ -39,11 +42,22 @@ testbed: deps
 wireguard-go: deps
 	@tools/wireguard-go/build.sh >/dev/null
 
+# helm renders, lints and installs chart/vpblu (and k8s/deploy from it).
+helm: deps
+	@tools/helm/build.sh >/dev/null
+
+# Installs (or upgrades) vpblu into the current kubectl context, with the
+# images `make images` tagged; set HELM_ARGS for more (--set, -f).
+HELM_ARGS ?=
+helm-install: helm
+	"$$(tools/helm/build.sh 2>/dev/null)/helm" upgrade --install vpblu chart/vpblu \
+		--namespace vpblu-system --create-namespace --wait $(HELM_ARGS)
+
 testbed-up: testbed
 	@command -v kubectl >/dev/null || tools/testbed/build.sh kubectl >/dev/null
 	$(CARGO) run -q -p vpblu-e2e --bin testbed --locked
 
-test: deps fmt-check clippy build testbed wireguard-go
+test: deps fmt-check clippy build testbed wireguard-go helm
 	$(CARGO) test --workspace --locked
 
 bench: deps wireguard-go testbed
@@ -58,6 +72,9 @@ bench: deps wireguard-go testbed
 
 crds:
 	$(CARGO) run -p vpblu-k8s --bin crdgen --locked
+
+deploy-manifests: helm
+	$(CARGO) run -p vpblu-e2e --bin deploygen --locked
 
 # The whole mesh on this machine: a real API server, two controllers, a
 # daemon per node in its own network namespace, pods, real traffic. Stays

@@ -1,12 +1,26 @@
 //! Rendering the CRDs to the YAML files committed under `k8s/crds/`.
 
+use std::path::{Path, PathBuf};
+
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 use crate::{BlockPolicy, RotationPolicy, RoutePolicy, TunnelPolicy, VpbluNode};
 
-/// The command that regenerates `k8s/crds/` (run from the workspace root).
+/// The command that regenerates `k8s/crds/` and `chart/vpblu/crds/` (run
+/// from the workspace root).
 pub const CRDGEN_COMMAND: &str = "cargo run -p vpblu-k8s --bin crdgen";
+
+/// `k8s/crds/`: the CRDs and their `kustomization.yaml` ([`render_crd_dir`]).
+pub fn crds_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("crds")
+}
+
+/// `chart/vpblu/crds/`: the same CRDs ([`render_all`]) and nothing else,
+/// since helm installs every file there as a CRD.
+pub fn chart_crds_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("chart").join("vpblu").join("crds")
+}
 
 /// Every vpblu CRD, in a fixed order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {

@@ -15,13 +15,15 @@
 //! TunnelPolicy > what is derived from the Node objects. Losers get a
 //! [`conditions::CONFLICT`] condition; they are never silently ignored.
 //!
-//! `k8s/crds/*.yaml` is generated from these types by
+//! `k8s/crds/*.yaml`, and the same CRDs in the Helm chart's
+//! `chart/vpblu/crds/`, are generated from these types by
 //! `cargo run -p vpblu-k8s --bin crdgen` (see [`render_all`]); a test fails when
 //! the committed files are stale.
 
 pub mod block_policy;
 pub mod conditions;
 mod crd_render;
+mod generated_dir;
 pub mod rotation_policy;
 pub mod route_policy;
 mod schema_rules;
@@ -31,7 +33,8 @@ pub mod vpblu_node;
 pub use block_policy::{
     BlockPolicy, BlockPolicySpec, BlockPolicyStatus, BlockRule, NodeAction, NodeActionKind,
 };
-pub use crd_render::{CRDGEN_COMMAND, all_crds, render_all, render_crd_dir};
+pub use crd_render::{CRDGEN_COMMAND, all_crds, chart_crds_dir, crds_dir, render_all, render_crd_dir};
+pub use generated_dir::{generated_dir_problems, write_generated_dir};
 pub use rotation_policy::{RotationPolicy, RotationPolicySpec, RotationPolicyStatus};
 pub use route_policy::{Route, RoutePolicy, RoutePolicySpec, RoutePolicyStatus};
 pub use tunnel_policy::{PeerPair, TunnelMode, TunnelPolicy, TunnelPolicySpec, TunnelPolicyStatus};

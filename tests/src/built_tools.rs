@@ -45,3 +45,9 @@ pub fn wireguard_go() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| bin_dir("wireguard-go", &["wireguard-go"]).join("wireguard-go"))
 }
+
+/// The pinned helm (tools/helm), built (or found up to date) once per process.
+pub fn helm() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| bin_dir("helm", &["helm"]).join("helm"))
+}

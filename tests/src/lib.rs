@@ -3,6 +3,7 @@
 
 pub mod binary_lifecycle;
 pub mod built_tools;
+pub mod chart;
 pub mod cluster;
 pub mod cpu;
 pub mod lab;

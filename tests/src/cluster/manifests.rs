@@ -1,6 +1,6 @@
 //! Installing vpblu's CRDs and applying YAML manifests the way
-//! `kubectl apply --server-side` does: every document, resolved through
-//! discovery, under one field manager.
+//! `kubectl apply --server-side` does (for real, or as a server-side dry
+//! run): every document, resolved through discovery, under one field manager.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -92,11 +92,25 @@ impl TestCluster {
         if path.file_name().is_some_and(|n| n == KUSTOMIZATION) {
             return Vec::new();
         }
+        self.apply_documents(&read(&path), &path.display().to_string(), false).await
+    }
+
+    /// Sends every document of `yaml` as `kubectl apply --server-side
+    /// --dry-run=server` would: the API server admits, defaults and
+    /// validates each object and stores nothing. `source` names the text in
+    /// panics (a file, a rendered chart). Returns the objects as they would
+    /// have been stored; panics naming the first one refused.
+    pub async fn dry_run_apply(&self, yaml: &str, source: &str) -> Vec<DynamicObject> {
+        self.apply_documents(yaml, source, true).await
+    }
+
+    async fn apply_documents(&self, yaml: &str, source: &str, dry_run: bool) -> Vec<DynamicObject> {
         let client = self.client();
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut params = PatchParams::apply(FIELD_MANAGER).force();
+        params.dry_run = dry_run;
         let mut applied = Vec::new();
-        for (index, document) in serde_yaml::Deserializer::from_str(&read(&path)).enumerate() {
-            let where_ = format!("{} (document {})", path.display(), index + 1);
+        for (index, document) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
+            let where_ = format!("{source} (document {})", index + 1);
             let value: serde_yaml::Value = serde::Deserialize::deserialize(document)
                 .unwrap_or_else(|e| panic!("{where_} is not valid YAML: {e}"));
             if value.is_null() {
@@ -121,8 +135,9 @@ impl TestCluster {
                     Api::namespaced_with(client.clone(), namespace, &resource)
                 }
             };
+            let what = if dry_run { "a server-side dry run of " } else { "" };
             let stored = api.patch(&name, &params, &Patch::Apply(&object)).await.unwrap_or_else(|e| {
-                panic!("the API server rejected {} {name} from {where_}: {e}", types.kind)
+                panic!("the API server rejected {what}{} {name} from {where_}: {e}", types.kind)
             });
             applied.push(stored);
         }
