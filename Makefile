@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vpblu/target
 CARGO ?= cargo
 
-.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install lab lab-root lab-down kind-e2e
+.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down kind-e2e
 
 help:
 	@echo "make lab       bring the vpblu mesh up on this machine (see README)"
@@ -18,6 +18,7 @@ help:
 	@echo "make deploy-manifests  regenerate k8s/deploy/*.yaml from chart/vpblu"
 	@echo "make helm      build helm from the Go module proxy (cached)"
 	@echo "make helm-install  helm install chart/vpblu into the current kubectl context"
+	@echo "make images    build the controller and daemon OCI images (no registry, no engine)"
 	@echo "make wireguard-go  build the userspace WireGuard from the Go module proxy (cached)"
 	@echo "make lab-down  remove what a killed lab left behind"
 	@echo "make kind-e2e  the acceptance checks on a real kind cluster (needs docker + kind)"
@@ -47,11 +48,20 @@ helm: deps
 	@tools/helm/build.sh >/dev/null
 
 # Installs (or upgrades) vpblu into the current kubectl context, with the
-# images `make images` tagged; set HELM_ARGS for more (--set, -f).
+# images `make images` tags (load them into the nodes first, or push them
+# and set images.*.repository); set HELM_ARGS for more (--set, -f).
+IMAGE_TAG ?= $(shell git describe --tags --always --dirty)
 HELM_ARGS ?=
 helm-install: helm
 	"$$(tools/helm/build.sh 2>/dev/null)/helm" upgrade --install vpblu chart/vpblu \
-		--namespace vpblu-system --create-namespace --wait $(HELM_ARGS)
+		--namespace vpblu-system --create-namespace --wait \
+		--set images.controller.tag=$(IMAGE_TAG) --set images.daemon.tag=$(IMAGE_TAG) $(HELM_ARGS)
+
+# The controller and daemon images (OCI layouts and docker-archive tars)
+# from the release binaries, without pulling or a container engine.
+images: deps wireguard-go
+	$(CARGO) build --release -p vpblu-controller -p vpblu-daemon --bins --locked
+	tools/images/build.sh "$(CARGO_TARGET_DIR)/release" "$(CARGO_TARGET_DIR)/images" --max-mb controller=60,daemon=120
 
 testbed-up: testbed
 	@command -v kubectl >/dev/null || tools/testbed/build.sh kubectl >/dev/null

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The §12 acceptance checks on a real 3-node kind cluster:
 #
-#   tools/kind/e2e.sh            create the cluster, build and load the images,
+#   tools/kind/e2e.sh            create the cluster, build (make images) and load the images,
 #                                deploy k8s/deploy, run the checks
 #   tools/kind/e2e.sh --keep     leave the cluster up afterwards
 #   KIND_CLUSTER=name            cluster name (default vpblu-e2e)
@@ -44,10 +44,16 @@ trap cleanup EXIT
 log "creating kind cluster $cluster"
 kind create cluster --name "$cluster" --config "$here/cluster.yaml" --wait 120s
 
+# `make images` is the one way images are made (tools/images/build.sh: no
+# registry, no engine); its archives carry :TAG and :latest, and k8s/deploy
+# runs :latest. (The kind issue moves this script to `helm install`.)
 log "building images"
-docker build -f "$root/images/Dockerfile.controller" -t vpblu-controller:latest "$root"
-docker build -f "$root/images/Dockerfile.daemon" -t vpblu-daemon:latest "$root"
-kind load docker-image --name "$cluster" vpblu-controller:latest vpblu-daemon:latest
+make -C "$root" images
+images="${CARGO_TARGET_DIR:-$HOME/.cache/vpblu/target}/images"
+tag=$(git -C "$root" describe --tags --always --dirty)
+for image in vpblu-controller vpblu-daemon; do
+  kind load image-archive --name "$cluster" "$images/$image-$tag.tar"
+done
 
 log "building the capture classifier"
 cargo build --locked -q -p vpblu-e2e --bin vpblu-lab
