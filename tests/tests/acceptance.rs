@@ -142,11 +142,11 @@ fn s12_4_block_policy_drops_and_restores() {
         // sender's classify counts the drops.
         for n in [1, 2] {
             let text = lab.daemon(n).metrics_text(&lab.topology);
-            let applied = metric(&text, r#"vpblu_apply_duration_seconds_count{command="SetBlocks"}"#);
+            let applied = metric(&text, r#"vpblu_daemon_apply_duration_seconds_count{command="SetBlocks"}"#);
             assert!(applied >= 1.0, "node-{n} applied the block (SetBlocks count {applied}):\n{text}");
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        let blocked = r#"vpblu_packets_dropped_total{program="classify",reason="blocked"}"#;
+        let blocked = r#"vpblu_daemon_packets_dropped_total{program="classify",reason="blocked"}"#;
         while metric(&lab.daemon(1).metrics_text(&lab.topology), blocked) < 1.0 {
             assert!(Instant::now() < deadline, "node-1's metrics never counted a blocked packet");
             std::thread::sleep(Duration::from_millis(200));

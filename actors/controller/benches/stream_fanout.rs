@@ -206,7 +206,8 @@ impl Controller {
     async fn settle(&self, limit: Duration) -> Option<Duration> {
         let start = Instant::now();
         while start.elapsed() < limit {
-            let pending = tokio::task::block_in_place(|| self.metric("vpblu_status_writes_pending"));
+            let pending =
+                tokio::task::block_in_place(|| self.metric("vpblu_controller_status_writes_pending"));
             if pending == Some(0.0) {
                 return Some(start.elapsed());
             }

@@ -426,23 +426,30 @@ pub struct InformerMetrics {
 
 impl InformerMetrics {
     /// Creates the metrics and registers them in `health`:
-    /// `vpblu_informer_changes_total{kind}` and
-    /// `vpblu_informer_watch_errors_total{kind}`.
+    /// `vpblu_controller_informer_changes_total{kind}` and
+    /// `vpblu_controller_informer_watch_errors_total{kind}`.
     pub fn register(health: &Health) -> Self {
         let metrics = InformerMetrics::default();
-        health.register(|registry| {
+        health.register_component("controller_informer", |registry| {
             registry.register(
-                "informer_changes",
-                "Watch events that changed desired-state inputs, by kind",
+                "changes",
+                "Watch events that changed desired-state inputs, by Kubernetes kind",
                 metrics.changes.clone(),
             );
             registry.register(
-                "informer_watch_errors",
-                "Watch errors, retried with backoff, by kind",
+                "watch_errors",
+                "Watch errors, retried with backoff, by Kubernetes kind",
                 metrics.errors.clone(),
             );
         });
         metrics
+    }
+
+    /// One series of each family, for the metrics reference.
+    pub(crate) fn touch_examples(&self) {
+        let labels = KindLabels { kind: Kind::Node };
+        self.changes.get_or_create(&labels).inc_by(0);
+        self.errors.get_or_create(&labels).inc_by(0);
     }
 
     /// Watch errors seen for `kind` so far.

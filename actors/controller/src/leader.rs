@@ -155,17 +155,19 @@ pub struct LeaderMetrics {
 }
 
 impl LeaderMetrics {
-    /// Creates the metrics and registers them in `health`: `vpblu_leader`
-    /// (1 while this replica leads) and `vpblu_lease_errors_total`.
+    /// Creates the metrics and registers them in `health`:
+    /// `vpblu_controller_lease_held` (1 while this replica leads, 0 on a
+    /// standby) and `vpblu_controller_lease_errors_total`.
     pub fn register(health: &Health) -> Self {
         let metrics = LeaderMetrics::default();
-        health.register(|registry| {
-            registry.register("leader", "1 while this replica holds the Lease", metrics.leading.clone());
+        health.register_component("controller_lease", |registry| {
             registry.register(
-                "lease_errors",
-                "Failed Lease reads and writes (retried)",
-                metrics.errors.clone(),
+                "held",
+                "1 while this replica holds the leader Lease and runs the streams, status writes and \
+                 rotations; 0 on a standby",
+                metrics.leading.clone(),
             );
+            registry.register("errors", "Failed Lease reads and writes (retried)", metrics.errors.clone());
         });
         metrics
     }

@@ -11,6 +11,7 @@ pub mod desired_state;
 pub mod from_k8s;
 pub mod informers;
 pub mod leader;
+pub mod metrics;
 pub mod policy_status;
 pub mod recompute;
 pub mod rotation;

@@ -118,10 +118,10 @@ pub struct RecomputeMetrics {
 }
 
 impl RecomputeMetrics {
-    /// Creates the metrics and registers them in `health`:
-    /// `vpblu_recompute_duration_seconds`, `vpblu_recomputes_total`,
-    /// `vpblu_recompute_publishes_total`, `vpblu_desired_nodes`,
-    /// `vpblu_findings` and `vpblu_vpblu_node_apply_errors_total`.
+    /// Creates the metrics and registers them in `health`, under
+    /// `vpblu_controller_recompute_`: `duration_seconds`, `runs_total`,
+    /// `publishes_total`, `nodes`, `findings` and
+    /// `vpblunode_create_errors_total`.
     pub fn register(health: &Health) -> Self {
         let metrics = RecomputeMetrics {
             // 1 ms … 16 s.
@@ -132,22 +132,30 @@ impl RecomputeMetrics {
             findings: Gauge::default(),
             apply_errors: Counter::default(),
         };
-        health.register(|registry| {
+        health.register_component("controller_recompute", |registry| {
             registry.register(
-                "recompute_duration_seconds",
+                "duration_seconds",
                 "Time to read the caches and compute every node's desired state",
                 metrics.duration.clone(),
             );
-            registry.register("recomputes", "Desired-state computations", metrics.passes.clone());
+            registry.register("runs", "Desired-state computations", metrics.passes.clone());
             registry.register(
-                "recompute_publishes",
-                "Computations whose result differed from the last and was published",
+                "publishes",
+                "Computations whose result differed from the last and was published to the streams",
                 metrics.publishes.clone(),
             );
-            registry.register("desired_nodes", "Nodes with a desired state", metrics.nodes.clone());
-            registry.register("findings", "Findings of the last computation", metrics.findings.clone());
             registry.register(
-                "vpblu_node_apply_errors",
+                "nodes",
+                "Nodes with a desired state after the last computation",
+                metrics.nodes.clone(),
+            );
+            registry.register(
+                "findings",
+                "Findings (policy conflicts, unusable inputs) of the last computation",
+                metrics.findings.clone(),
+            );
+            registry.register(
+                "vpblunode_create_errors",
                 "Failed attempts to create a Node's VpbluNode (retried)",
                 metrics.apply_errors.clone(),
             );

@@ -32,16 +32,15 @@ use vpblu_runtime::{
 
 use crate::Args;
 use crate::desired_state::Finding;
-use crate::informers::{Caches, InformerMetrics};
-use crate::leader::{Leader, LeaderArgs, LeaderConfig, LeaderMetrics};
+use crate::informers::Caches;
+use crate::leader::{Leader, LeaderArgs, LeaderConfig};
+use crate::metrics::ControllerMetrics;
 use crate::policy_status::{PolicyStatus, PolicyStatusArgs};
-use crate::recompute::{Recompute, RecomputeArgs, RecomputeConfig, RecomputeHandle, RecomputeMetrics};
-use crate::rotation::{
-    KeyHandoff, RotationMetrics, RotationScheduler, RotationSchedulerArgs, SchedulerConfig,
-};
-use crate::status_writer::{StatusMetrics, StatusWriter, StatusWriterArgs};
+use crate::recompute::{Recompute, RecomputeArgs, RecomputeConfig, RecomputeHandle};
+use crate::rotation::{KeyHandoff, RotationScheduler, RotationSchedulerArgs, SchedulerConfig};
+use crate::status_writer::{StatusWriter, StatusWriterArgs};
 use crate::stream::{
-    Desired, RefusalEvents, StreamConfig, StreamMetrics, StreamSecurity, StreamServer, StreamServerArgs,
+    Desired, RefusalEvents, StreamConfig, StreamSecurity, StreamServer, StreamServerArgs,
     controller_reference,
 };
 
@@ -91,6 +90,7 @@ pub async fn run_until(
     };
     let refusals = RefusalEvents::start(client.clone(), controller_reference(&args));
     let health = Health::new();
+    let metrics = ControllerMetrics::register(&health);
     let (leading_tx, leading) = watch::channel(false);
     let caches = Caches::new();
     let recompute = RecomputeHandle::new();
@@ -104,7 +104,7 @@ pub async fn run_until(
             client: client.clone(),
             config: leader_config,
             leading: leading_tx,
-            metrics: LeaderMetrics::register(&health),
+            metrics: metrics.leader,
         }),
         Recompute::child(RecomputeArgs {
             caches: caches.clone(),
@@ -113,14 +113,13 @@ pub async fn run_until(
             leading: leading.clone(),
             handle: recompute.clone(),
             config: RecomputeConfig::default(),
-            metrics: RecomputeMetrics::register(&health),
+            metrics: metrics.recompute,
             health: health.clone(),
         }),
     ];
-    let informer_metrics = InformerMetrics::register(&health);
-    children.extend(caches.informers(&client, &args.lease_namespace, &recompute, &informer_metrics));
+    children.extend(caches.informers(&client, &args.lease_namespace, &recompute, &metrics.informers));
     let stream_config = StreamConfig { resync_interval: args.resync_interval, ..StreamConfig::default() };
-    let stream_metrics = StreamMetrics::register(&health);
+    let stream_metrics = metrics.stream;
     let grpc_addr = args.grpc_addr;
     let handoff = KeyHandoff::new();
     let status_writer = StatusWriter::child(StatusWriterArgs {
@@ -128,7 +127,7 @@ pub async fn run_until(
         events: events.clone(),
         vpblu_nodes: caches.vpblu_nodes.clone(),
         handoff: handoff.clone(),
-        metrics: StatusMetrics::register(&health),
+        metrics: metrics.status,
     });
     let rotation_scheduler = RotationScheduler::child(RotationSchedulerArgs {
         client: client.clone(),
@@ -136,7 +135,7 @@ pub async fn run_until(
         desired: desired.clone(),
         events: events.clone(),
         handoff,
-        metrics: RotationMetrics::register(&health),
+        metrics: metrics.rotation,
         config: SchedulerConfig::default(),
     });
     let policy_status = PolicyStatus::child(PolicyStatusArgs { client, caches, findings });

@@ -128,7 +128,7 @@ async fn the_controller_keeps_its_streams_through_an_api_server_outage() {
     }
     let states: Vec<_> = daemons.iter().map(|d| d.plane.state()).collect();
     let counts: Vec<usize> = daemons.iter().map(|d| d.commands().len()).collect();
-    let errors_before = metric(&controller.metrics(), "vpblu_informer_watch_errors_total");
+    let errors_before = metric(&controller.metrics(), "vpblu_controller_informer_watch_errors_total");
 
     // No API server for 30 s. The Lease cannot be renewed (its renew
     // deadline is 3 s), yet the leader keeps leading and every stream stays.
@@ -142,7 +142,11 @@ async fn the_controller_keeps_its_streams_through_an_api_server_outage() {
             assert!(status.connected && status.connects == *before, "{} lost its stream: {status:?}", d.node);
         }
         let page = tokio::task::block_in_place(|| controller.metrics());
-        assert_eq!(metric(&page, "vpblu_leader"), 1.0, "the leader stepped down during the outage");
+        assert_eq!(
+            metric(&page, "vpblu_controller_lease_held"),
+            1.0,
+            "the leader stepped down during the outage"
+        );
     }
     let outage = cluster.start_apiserver(down).await;
     println!("kube-apiserver back after {outage:.2?}; no daemon reconnected");
@@ -152,7 +156,7 @@ async fn the_controller_keeps_its_streams_through_an_api_server_outage() {
     let took = converge("the block on node-1 and node-3", || blocks(&daemons) == [1, 0, 1]).await;
     println!("BlockPolicy created after the restart reached its daemons in {took:.2?}");
     let page = tokio::task::block_in_place(|| controller.metrics());
-    let errors_after = metric(&page, "vpblu_informer_watch_errors_total");
+    let errors_after = metric(&page, "vpblu_controller_informer_watch_errors_total");
     assert!(errors_after > errors_before, "the watches failed during the outage and were retried: {page}");
 
     for (i, d) in daemons.iter().enumerate() {

@@ -169,7 +169,7 @@ async fn bad_input_closes_only_that_stream_and_is_counted() {
         assert_eq!(controller.metrics.rejected_count(reason), count, "{reason:?}");
     }
     let metrics = controller.health.render();
-    assert!(metrics.contains("vpblu_stream_rejected_total{reason=\"too_large\"} 2"), "{metrics}");
+    assert!(metrics.contains("vpblu_controller_stream_rejected_total{reason=\"too_large\"} 2"), "{metrics}");
 
     // The real daemons never noticed.
     for daemon in &daemons {

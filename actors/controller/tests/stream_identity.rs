@@ -278,7 +278,9 @@ async fn only_the_daemon_of_a_node_may_speak_for_it() {
             assert_eq!(counted, count, "{reason:?}");
         }
     }
-    assert!(controller.health.render().contains("vpblu_stream_rejected_total{reason=\"no_token\"} 1"));
+    assert!(
+        controller.health.render().contains("vpblu_controller_stream_rejected_total{reason=\"no_token\"} 1")
+    );
 
     // --- Nothing changed: no refused Hello reached the rest of the
     // controller (the status writer's only input), node-b is still served

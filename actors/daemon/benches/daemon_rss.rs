@@ -111,7 +111,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(6));
     let (full, full_peak) = rss(daemon.pid());
     let metrics = daemon.metrics();
-    let configured = daemon_support::sample(&metrics, "vpblu_peers_configured").unwrap_or(0.0);
+    let configured = daemon_support::sample(&metrics, "vpblu_daemon_peers").unwrap_or(0.0);
     println!(
         "daemon RSS, {PEERS} peers (v4 + v6 each) and {BLOCKS} blocks: {:.1} MiB (peak {:.1} MiB); goal < 64 MiB; \
          {configured} peers in its metrics; state of generation {} applied and acked in {:.0} ms",

@@ -12,4 +12,4 @@ mod tree;
 pub mod wireguard;
 
 pub use args::Args;
-pub use tree::run;
+pub use tree::{metrics_examples, run};

@@ -152,7 +152,7 @@ fn peer_series(metric: &str, peer: u8) -> String {
 fn byte_counters(text: &str, n: u8) -> BTreeMap<(String, u8), f64> {
     let mut out = BTreeMap::new();
     for m in NODES.into_iter().filter(|m| *m != n) {
-        for metric in ["vpblu_peer_received_bytes_total", "vpblu_peer_sent_bytes_total"] {
+        for metric in ["vpblu_daemon_peer_received_bytes_total", "vpblu_daemon_peer_sent_bytes_total"] {
             if let Some(v) = sample(text, &peer_series(metric, m)) {
                 out.insert((metric.to_owned(), m), v);
             }
@@ -162,18 +162,23 @@ fn byte_counters(text: &str, n: u8) -> BTreeMap<(String, u8), f64> {
 }
 
 /// When node `n`'s device last completed a handshake with each peer, in
-/// seconds since the epoch: the time of the scrape minus the age it shows.
-/// A peer removed and added again loses its handshake and makes a new one.
-fn handshakes(text: &str, n: u8, scraped_at: SystemTime) -> BTreeMap<u8, f64> {
-    let now = scraped_at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64();
+/// seconds since the epoch, as /metrics shows it (peers without one left
+/// out). A peer removed and added again loses its handshake and makes a
+/// new one.
+fn handshakes(text: &str, n: u8) -> BTreeMap<u8, f64> {
     NODES
         .into_iter()
         .filter(|m| *m != n)
         .filter_map(|m| {
-            let age = sample(text, &peer_series("vpblu_peer_last_handshake_age_seconds", m))?;
-            Some((m, now - age))
+            let at = sample(text, &peer_series("vpblu_daemon_peer_last_handshake_timestamp_seconds", m))?;
+            (at > 0.0).then_some((m, at))
         })
         .collect()
+}
+
+/// Seconds since the epoch, now.
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64()
 }
 
 // ---------------------------------------------------------------------------
@@ -218,29 +223,30 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
         let generation = generations[&n].0 as f64;
         let text = node.daemon().wait_metrics("both peers with a handshake and traffic", WAIT, |text| {
             let peers = NODES.into_iter().filter(|m| *m != n);
-            let ok = sample(text, "vpblu_peers_configured") == Some(2.0)
+            let ok = sample(text, "vpblu_daemon_peers") == Some(2.0)
                 && peers.clone().all(|m| {
-                    sample(text, &peer_series("vpblu_peer_last_handshake_age_seconds", m))
-                        .is_some_and(|a| a < 60.0)
-                        && sample(text, &peer_series("vpblu_peer_received_bytes_total", m))
+                    sample(text, &peer_series("vpblu_daemon_peer_last_handshake_timestamp_seconds", m))
+                        .is_some_and(|at| at > 0.0 && unix_now() - at < 60.0)
+                        && sample(text, &peer_series("vpblu_daemon_peer_received_bytes_total", m))
                             .is_some_and(|b| b > 0.0)
-                        && sample(text, &peer_series("vpblu_peer_sent_bytes_total", m))
+                        && sample(text, &peer_series("vpblu_daemon_peer_sent_bytes_total", m))
                             .is_some_and(|b| b > 0.0)
                 })
-                && sample(text, "vpblu_packets_total{verdict=\"to_mesh\"}").is_some_and(|p| p > 0.0)
-                && sample(text, "vpblu_packets_total{verdict=\"deliver_pass\"}").is_some_and(|p| p > 0.0);
+                && sample(text, "vpblu_daemon_packets_total{verdict=\"to_mesh\"}").is_some_and(|p| p > 0.0)
+                && sample(text, "vpblu_daemon_packets_total{verdict=\"deliver_pass\"}")
+                    .is_some_and(|p| p > 0.0);
             ok.then(|| text.to_owned())
         });
         for (series, want) in [
-            ("vpblu_stream_connected", 1.0),
-            ("vpblu_applied_generation", generation),
-            ("vpblu_apply_duration_seconds_count{command=\"SyncState\"}", 1.0),
-            ("vpblu_packets_dropped_total{program=\"classify\",reason=\"blocked\"}", 0.0),
-            ("vpblu_stream_reconnects_total", 0.0),
+            ("vpblu_daemon_stream_connected", 1.0),
+            ("vpblu_daemon_applied_generation", generation),
+            ("vpblu_daemon_apply_duration_seconds_count{command=\"SyncState\"}", 1.0),
+            ("vpblu_daemon_packets_dropped_total{program=\"classify\",reason=\"blocked\"}", 0.0),
+            ("vpblu_daemon_stream_reconnects_total", 0.0),
         ] {
             assert_eq!(sample(&text, series), Some(want), "node-{n}: {series} in:\n{text}");
         }
-        assert!(!text.contains("apply_errors_total{"), "node-{n}: no apply failed:\n{text}");
+        assert!(!text.contains("vpblu_daemon_apply_errors_total{"), "node-{n}: no apply failed:\n{text}");
         for key in keys.values() {
             assert!(!text.contains(&key.to_string()), "node-{n}: a key in a metric label:\n{text}");
         }
@@ -256,8 +262,7 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
         "node-1 runs one wireguard-go per device (mesh, lane): {wireguard_go:?}"
     );
     let text = nodes[0].daemon().metrics();
-    let (before_bytes, before_handshakes) =
-        (byte_counters(&text, 1), handshakes(&text, 1, SystemTime::now()));
+    let (before_bytes, before_handshakes) = (byte_counters(&text, 1), handshakes(&text, 1));
     assert_eq!(before_bytes.len(), 4, "{before_bytes:?}");
     assert_eq!(before_handshakes.len(), 2, "{before_handshakes:?}");
     let outgoing = continuous_ping(&nodes[0].pod, &NET.pod_ip(2), 800);
@@ -287,7 +292,7 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
     );
     let (after_bytes, after_handshakes) =
         nodes[0].daemon().wait_metrics("a reading by the restarted daemon", WAIT, |text| {
-            let (counters, handshakes) = (byte_counters(text, 1), handshakes(text, 1, SystemTime::now()));
+            let (counters, handshakes) = (byte_counters(text, 1), handshakes(text, 1));
             (counters.len() == 4 && handshakes.len() == 2).then_some((counters, handshakes))
         });
     for (series, before) in &before_bytes {

@@ -42,14 +42,14 @@ fn serves_health_is_not_ready_without_a_state_and_stops_on_sigterm_leaving_the_d
     let (status, body) = daemon.get("/readyz").expect("/readyz answers");
     assert_eq!((status, body.trim()), (503, "not ready"), "a fresh node without a controller is not ready");
     let text = daemon.wait_metrics("a first reading of the data plane", Duration::from_secs(10), |text| {
-        sample(text, "vpblu_peers_configured").map(|_| text.to_owned())
+        sample(text, "vpblu_daemon_peers").map(|_| text.to_owned())
     });
     for (series, want) in [
-        ("vpblu_peers_configured", 0.0),
-        ("vpblu_stream_connected", 0.0),
-        ("vpblu_applied_generation", 0.0),
-        ("vpblu_packets_total{verdict=\"to_mesh\"}", 0.0),
-        ("vpblu_packets_dropped_total{program=\"classify\",reason=\"blocked\"}", 0.0),
+        ("vpblu_daemon_peers", 0.0),
+        ("vpblu_daemon_stream_connected", 0.0),
+        ("vpblu_daemon_applied_generation", 0.0),
+        ("vpblu_daemon_packets_total{verdict=\"to_mesh\"}", 0.0),
+        ("vpblu_daemon_packets_dropped_total{program=\"classify\",reason=\"blocked\"}", 0.0),
     ] {
         assert_eq!(sample(&text, series), Some(want), "{series} in:\n{text}");
     }

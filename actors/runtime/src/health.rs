@@ -11,12 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
+
+use crate::exposition;
 
 /// What the endpoints read: the registry and the readiness flag.
 #[derive(Clone, Debug, Default)]
@@ -35,6 +37,15 @@ impl Health {
     pub fn register(&self, f: impl FnOnce(&mut Registry)) {
         let mut registry = self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut registry);
+    }
+
+    /// Registers a component's metrics under `vpblu_<component>_`: `f`
+    /// gets a sub-registry with that prefix, so a component names its
+    /// metrics once (`rejected`, not `controller_stream_rejected`) and no
+    /// name can carry the prefix twice. `component` may itself hold an
+    /// underscore (`controller_stream`).
+    pub fn register_component(&self, component: &str, f: impl FnOnce(&mut Registry)) {
+        self.register(|registry| f(registry.sub_registry_with_prefix(component)));
     }
 
     /// Sets readiness.
@@ -68,8 +79,16 @@ async fn readyz(State(health): State<Health>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(health): State<Health>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], health.render())
+/// OpenMetrics for a scraper that asks for it (Prometheus does), the
+/// classic text format for anyone else (`curl | promtool check metrics`).
+async fn metrics(State(health): State<Health>, headers: HeaderMap) -> impl IntoResponse {
+    let page = health.render();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if exposition::wants_openmetrics(accept) {
+        ([(header::CONTENT_TYPE, exposition::OPENMETRICS_CONTENT_TYPE)], page)
+    } else {
+        ([(header::CONTENT_TYPE, exposition::CLASSIC_CONTENT_TYPE)], exposition::classic_text(&page))
+    }
 }
 
 /// Serves [`Health`] on an address. Empty; the server task is its state.

@@ -3,6 +3,7 @@
 //! an escalated failure into a non-zero exit, and logging set-up.
 
 mod duration;
+pub mod exposition;
 mod forward;
 mod gate;
 mod health;

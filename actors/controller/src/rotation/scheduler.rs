@@ -227,6 +227,16 @@ impl Actor for RotationScheduler {
         })
     }
 
+    async fn post_stop(
+        &self,
+        _: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // A replica that lost the Lease drives no rotation any more.
+        state.metrics.idle();
+        Ok(())
+    }
+
     async fn handle(
         &self,
         _: ActorRef<Self::Msg>,
@@ -357,6 +367,7 @@ impl SchedulerState {
                 Some((rotation.node.clone(), rotation.phase, policy))
             }
             None => {
+                self.metrics.idle();
                 self.start_next(&judged, &vpblu_nodes, &mut records, now).await;
                 self.reports.clear();
                 None
@@ -524,6 +535,7 @@ impl SchedulerState {
         };
         self.reports.retain(|(id, _), _| *id == rotation.id);
         let phase_started = parse_time(recorded.phase_started_at.as_deref()).unwrap_or(taken_over);
+        self.metrics.in_phase(phase_started.timestamp_millis() as f64 / 1000.0);
         let deadline = phase_started.max(taken_over) + timeout;
         let (id, phase) = key;
         let holders =

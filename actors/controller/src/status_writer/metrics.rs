@@ -1,18 +1,31 @@
 //! The status writer's metrics: how its writes end and how many wait.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::fmt;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use vpblu_runtime::Health;
 
-/// How a status write ended.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+/// How a status write ended, as the `result` label says it (`ok`,
+/// `failed`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub(super) enum Outcome {
     /// Written.
     Ok,
     /// Refused or not answered; retried.
     Failed,
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
+        let value = match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+        };
+        fmt::Write::write_str(encoder, value)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,20 +42,30 @@ pub struct StatusMetrics {
 
 impl StatusMetrics {
     /// Creates the metrics and registers them in `health`:
-    /// `vpblu_status_writes_total{result}` and `vpblu_status_writes_pending`
-    /// (nodes whose status differs from what the daemon reported, queued or
-    /// being written: how far VpbluNode status lags).
+    /// `vpblu_controller_status_writes_total{result}` and
+    /// `vpblu_controller_status_writes_pending` (nodes whose status differs
+    /// from what the daemon reported, queued or being written: how far
+    /// VpbluNode status lags).
     pub fn register(health: &Health) -> Self {
         let metrics = StatusMetrics { writes: Family::default(), pending: Gauge::default() };
-        health.register(|registry| {
-            registry.register("status_writes", "VpbluNode status writes, by result", metrics.writes.clone());
+        health.register_component("controller_status", |registry| {
             registry.register(
-                "status_writes_pending",
-                "VpbluNodes whose status waits for a write (queued or under way)",
+                "writes",
+                "VpbluNode status writes, by result (ok, failed: retried)",
+                metrics.writes.clone(),
+            );
+            registry.register(
+                "writes_pending",
+                "VpbluNodes whose status waits for a write (queued or under way; 0 on a standby)",
                 metrics.pending.clone(),
             );
         });
         metrics
+    }
+
+    /// One series of each family, for the metrics reference.
+    pub(crate) fn touch_examples(&self) {
+        self.writes.get_or_create(&OutcomeLabels { result: Outcome::Ok }).inc_by(0);
     }
 
     pub(super) fn written(&self, result: Outcome) {

@@ -1,9 +1,9 @@
 //! One connected daemon: its outbound half, its generations, what it was
 //! last sent, and which of those it has acked.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -112,6 +112,8 @@ pub(crate) struct NodeStreamState {
     /// older is already repaired.
     last_full_sync: Option<Generation>,
     unacked: BTreeSet<Generation>,
+    /// When each unacked generation was sent, for the convergence histogram.
+    sent_at: BTreeMap<Generation, Instant>,
     last_acked: Option<Generation>,
     last_error: Option<AckError>,
     /// An error ack means the daemon may not hold `last_sent`: the next
@@ -224,6 +226,7 @@ impl NodeStreamState {
             self.last_full_sync = Some(generation);
         }
         self.unacked.insert(generation);
+        self.sent_at.insert(generation, Instant::now());
         if self.unacked.len() > self.config.max_unacked {
             self.reject(Rejection::Unacked(self.unacked.len()));
             return Err(Closed);
@@ -250,9 +253,13 @@ impl NodeStreamState {
     }
 
     fn ack(&mut self, myself: &ActorRef<NodeStreamMsg>, generation: Generation, result: Result<(), String>) {
+        let sent_at = self.sent_at.remove(&generation);
         match result {
             Ok(()) => {
                 self.last_acked = self.last_acked.max(Some(generation));
+                if let Some(at) = sent_at {
+                    self.metrics.converged(at.elapsed());
+                }
             }
             Err(error) => {
                 tracing::warn!(node = %self.node, %generation, %error, "daemon could not apply a command");
@@ -311,6 +318,7 @@ impl Actor for NodeStream {
             last_sent_generation: None,
             last_full_sync: None,
             unacked: BTreeSet::new(),
+            sent_at: BTreeMap::new(),
             last_acked: None,
             last_error: None,
             needs_full_sync: false,

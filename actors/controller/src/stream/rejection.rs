@@ -78,7 +78,7 @@ impl Rejection {
     }
 }
 
-/// The `reason` label of `vpblu_stream_rejected_total`: one per
+/// The `reason` label of `vpblu_controller_stream_rejected_total`: one per
 /// [`Rejection`] variant, so the label stays bounded.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RejectReason {

@@ -1,4 +1,5 @@
-//! The daemon's metrics, under the registry's `vpblu_` prefix.
+//! The daemon's metrics, all under `vpblu_daemon_` (one sub-registry, so
+//! no name repeats the prefix and none collides with the controller's).
 //!
 //! Two kinds:
 //!
@@ -14,7 +15,10 @@
 //!   leaves the output.
 //!
 //! Labels stay bounded: a peer is named by its node, never by its key or
-//! endpoint.
+//! endpoint. The peer families follow the WireGuard exporters operators
+//! know: byte counters per peer and the latest handshake as a Unix
+//! timestamp (0: none yet), so an age is `time() - ...` in PromQL and a
+//! scrape never computes one.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -122,11 +126,9 @@ pub fn drop_reason(verdict: Verdict) -> Option<(&'static str, &'static str)> {
     }
 }
 
-/// Encodes the last [`Observation`] on every scrape; handshake ages are
-/// computed against the clock at scrape time.
+/// Encodes the last [`Observation`] on every scrape.
 pub struct ObservationCollector {
     last: Arc<Mutex<Option<Observation>>>,
-    clock: fn() -> SystemTime,
 }
 
 impl fmt::Debug for ObservationCollector {
@@ -141,51 +143,42 @@ impl Collector for ObservationCollector {
         match &*last {
             // Nothing read yet: say nothing rather than zeros.
             None => Ok(()),
-            Some(observation) => encode_observation(observation, (self.clock)(), encoder),
+            Some(observation) => encode_observation(observation, encoder),
         }
     }
 }
 
-/// The Prometheus families of one observation, ages relative to `now`.
-fn encode_observation(
-    observation: &Observation,
-    now: SystemTime,
-    mut encoder: DescriptorEncoder,
-) -> Result<(), fmt::Error> {
+/// The Prometheus families of one observation.
+fn encode_observation(observation: &Observation, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
     let configured = ConstGauge::new(i64::try_from(observation.configured_peers).unwrap_or(i64::MAX));
     configured.encode(encoder.encode_descriptor(
-        "peers_configured",
-        "Peers the WireGuard device holds",
+        "peers",
+        "Peers the WireGuard device holds (including any under a key no node publishes).",
         None,
         configured.metric_type(),
     )?)?;
 
-    let handshakes: Vec<(&NodeName, f64)> = observation
-        .peers
-        .iter()
-        .filter_map(|(node, peer)| {
-            let at = peer.last_handshake?;
-            // A handshake stamped in the future (clock step) counts as now.
-            Some((node, now.duration_since(at).unwrap_or(Duration::ZERO).as_secs_f64()))
-        })
-        .collect();
     let mut family = encoder.encode_descriptor(
-        "peer_last_handshake_age_seconds",
-        "Seconds since the last WireGuard handshake with each peer (absent: none yet)",
+        "peer_last_handshake_timestamp_seconds",
+        "When the last WireGuard handshake with each peer completed, in seconds since the epoch; 0 when none \
+         has yet.",
         None,
         prometheus_client::metrics::MetricType::Gauge,
     )?;
-    for (node, age) in handshakes {
-        ConstGauge::new(age).encode(family.encode_family(&[("peer", node.as_str())])?)?;
+    for (node, peer) in &observation.peers {
+        let at = peer.last_handshake.map_or(0.0, |at| {
+            at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs_f64()
+        });
+        ConstGauge::new(at).encode(family.encode_family(&[("peer", node.as_str())])?)?;
     }
 
     for (name, help, bytes) in [
         (
             "peer_received_bytes",
-            "Bytes received from each peer, as the WireGuard device counts them",
+            "Bytes received from each peer, as the WireGuard device counts them.",
             (|p: &ObservedPeer| p.rx_bytes) as fn(&ObservedPeer) -> u64,
         ),
-        ("peer_sent_bytes", "Bytes sent to each peer, as the WireGuard device counts them", |p| p.tx_bytes),
+        ("peer_sent_bytes", "Bytes sent to each peer, as the WireGuard device counts them.", |p| p.tx_bytes),
     ] {
         let mut family =
             encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
@@ -197,7 +190,7 @@ fn encode_observation(
     let mut family = encoder.encode_descriptor(
         "packets",
         "Packets seen by the BPF programs, by verdict (classify on pod interfaces, deliver_* on the mesh \
-         device)",
+         device).",
         None,
         prometheus_client::metrics::MetricType::Counter,
     )?;
@@ -206,7 +199,7 @@ fn encode_observation(
     }
     let mut family = encoder.encode_descriptor(
         "packets_dropped",
-        "Packets dropped by the BPF programs, by program and reason",
+        "Packets dropped by the BPF programs, by program and reason.",
         None,
         prometheus_client::metrics::MetricType::Counter,
     )?;
@@ -234,10 +227,6 @@ pub struct DaemonMetrics {
 impl DaemonMetrics {
     /// Creates the metrics and registers them in `health`.
     pub fn register(health: &Health) -> Self {
-        DaemonMetrics::register_with_clock(health, SystemTime::now)
-    }
-
-    fn register_with_clock(health: &Health, clock: fn() -> SystemTime) -> Self {
         let metrics = DaemonMetrics {
             apply_duration: Family::new_with_constructor(apply_histogram as fn() -> Histogram),
             apply_errors: Family::default(),
@@ -246,7 +235,7 @@ impl DaemonMetrics {
             applied_generation: Gauge::default(),
             observation: Arc::default(),
         };
-        health.register(|registry| {
+        health.register_component("daemon", |registry| {
             registry.register(
                 "apply_duration_seconds",
                 "Time to apply one command from the controller to the data plane, by command kind",
@@ -272,10 +261,7 @@ impl DaemonMetrics {
                 "The newest generation applied to the data plane (restored from the state directory at start)",
                 metrics.applied_generation.clone(),
             );
-            registry.register_collector(Box::new(ObservationCollector {
-                last: Arc::clone(&metrics.observation),
-                clock,
-            }));
+            registry.register_collector(Box::new(ObservationCollector { last: Arc::clone(&metrics.observation) }));
         });
         metrics
     }
@@ -312,6 +298,35 @@ impl DaemonMetrics {
     }
 }
 
+/// `/metrics` pages of a daemon in the states a scrape can catch it in,
+/// named: just started (nothing read back yet), running with no peers, and
+/// with one series of every labelled family (one command applied, one peer,
+/// every verdict), the last being what the metrics reference
+/// (docs/reference/metrics.md) is generated from.
+pub fn examples() -> Vec<(&'static str, String)> {
+    let page = |observation: Option<Observation>, applied: bool| {
+        let health = Health::new();
+        let metrics = DaemonMetrics::register(&health);
+        if applied {
+            metrics.applied(CommandKind::SyncState, Duration::from_millis(3), false);
+        }
+        if let Some(observation) = observation {
+            metrics.observed(observation);
+        }
+        health.render()
+    };
+    let packets: BTreeMap<Verdict, u64> = Verdict::ALL.iter().map(|v| (*v, 0)).collect();
+    let no_peers = Observation { configured_peers: 0, peers: BTreeMap::new(), packets: packets.clone() };
+    let peer = ObservedPeer { last_handshake: Some(SystemTime::UNIX_EPOCH), rx_bytes: 0, tx_bytes: 0 };
+    let peers = NodeName::new("node-2").map(|node| (node, peer)).into_iter().collect();
+    let one_peer = Observation { configured_peers: 1, peers, packets };
+    vec![
+        ("just started", page(None, false)),
+        ("no peers", page(Some(no_peers), false)),
+        ("every family", page(Some(one_peer), true)),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,10 +337,6 @@ mod tests {
 
     const NOW_SECS: u64 = 1_800_000_000;
 
-    fn fixed_now() -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(NOW_SECS)
-    }
-
     fn lines(text: &str) -> Vec<&str> {
         text.lines().filter(|l| !l.starts_with('#')).collect()
     }
@@ -333,21 +344,21 @@ mod tests {
     #[test]
     fn nothing_observed_yet_renders_only_the_counted_metrics() {
         let health = Health::new();
-        let metrics = DaemonMetrics::register_with_clock(&health, fixed_now);
+        let metrics = DaemonMetrics::register(&health);
         metrics.set_applied_generation(Generation(7));
         metrics.set_stream_connected(true);
         let text = health.render();
         let lines = lines(&text);
-        assert!(lines.contains(&"vpblu_applied_generation 7"), "{text}");
-        assert!(lines.contains(&"vpblu_stream_connected 1"), "{text}");
-        assert!(lines.contains(&"vpblu_stream_reconnects_total 0"), "{text}");
-        assert!(!text.contains("peers_configured") && !text.contains("vpblu_packets"), "{text}");
+        assert!(lines.contains(&"vpblu_daemon_applied_generation 7"), "{text}");
+        assert!(lines.contains(&"vpblu_daemon_stream_connected 1"), "{text}");
+        assert!(lines.contains(&"vpblu_daemon_stream_reconnects_total 0"), "{text}");
+        assert!(!text.contains("vpblu_daemon_peers") && !text.contains("vpblu_daemon_packets"), "{text}");
     }
 
     #[test]
     fn an_observation_renders_peers_by_node_and_packets_by_verdict_and_reason() {
         let health = Health::new();
-        let metrics = DaemonMetrics::register_with_clock(&health, fixed_now);
+        let metrics = DaemonMetrics::register(&health);
         let mut packets: BTreeMap<Verdict, u64> = Verdict::ALL.iter().map(|v| (*v, 0)).collect();
         packets.insert(Verdict::ToMesh, 120);
         packets.insert(Verdict::DropUnreachableNoKey, 4);
@@ -368,39 +379,42 @@ mod tests {
         let text = health.render();
         let lines = lines(&text);
         for want in [
-            "vpblu_peers_configured 3",
-            "vpblu_peer_last_handshake_age_seconds{peer=\"node-2\"} 42.5",
-            "vpblu_peer_received_bytes_total{peer=\"node-2\"} 1000",
-            "vpblu_peer_sent_bytes_total{peer=\"node-2\"} 2000",
-            "vpblu_peer_received_bytes_total{peer=\"node-3\"} 0",
-            "vpblu_peer_sent_bytes_total{peer=\"node-3\"} 148",
-            "vpblu_packets_total{verdict=\"to_mesh\"} 120",
-            "vpblu_packets_total{verdict=\"pass_local\"} 0",
-            "vpblu_packets_total{verdict=\"deliver_drop_blocked\"} 2",
-            "vpblu_packets_dropped_total{program=\"classify\",reason=\"unreachable_no_key\"} 4",
-            "vpblu_packets_dropped_total{program=\"deliver\",reason=\"blocked\"} 2",
-            "vpblu_packets_dropped_total{program=\"classify\",reason=\"blocked\"} 0",
+            "vpblu_daemon_peers 3",
+            "vpblu_daemon_peer_last_handshake_timestamp_seconds{peer=\"node-2\"} 1799999957.5",
+            "vpblu_daemon_peer_last_handshake_timestamp_seconds{peer=\"node-3\"} 0.0",
+            "vpblu_daemon_peer_received_bytes_total{peer=\"node-2\"} 1000",
+            "vpblu_daemon_peer_sent_bytes_total{peer=\"node-2\"} 2000",
+            "vpblu_daemon_peer_received_bytes_total{peer=\"node-3\"} 0",
+            "vpblu_daemon_peer_sent_bytes_total{peer=\"node-3\"} 148",
+            "vpblu_daemon_packets_total{verdict=\"to_mesh\"} 120",
+            "vpblu_daemon_packets_total{verdict=\"pass_local\"} 0",
+            "vpblu_daemon_packets_total{verdict=\"deliver_drop_blocked\"} 2",
+            "vpblu_daemon_packets_dropped_total{program=\"classify\",reason=\"unreachable_no_key\"} 4",
+            "vpblu_daemon_packets_dropped_total{program=\"deliver\",reason=\"blocked\"} 2",
+            "vpblu_daemon_packets_dropped_total{program=\"classify\",reason=\"blocked\"} 0",
         ] {
             assert!(lines.contains(&want), "missing {want:?} in:\n{text}");
         }
-        assert!(
-            !text.contains("vpblu_peer_last_handshake_age_seconds{peer=\"node-3\"}"),
-            "no handshake, no age series:\n{text}"
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("vpblu_daemon_packets_total")).count(),
+            Verdict::ALL.len()
         );
-        assert_eq!(lines.iter().filter(|l| l.starts_with("vpblu_packets_total")).count(), Verdict::ALL.len());
         let drops = Verdict::ALL.iter().filter(|v| drop_reason(**v).is_some()).count();
-        assert_eq!(lines.iter().filter(|l| l.starts_with("vpblu_packets_dropped_total")).count(), drops);
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("vpblu_daemon_packets_dropped_total")).count(),
+            drops
+        );
 
         // The next observation replaces the last: a removed peer is gone.
         metrics.observed(Observation { configured_peers: 0, ..Observation::default() });
         let text = health.render();
-        assert!(text.contains("vpblu_peers_configured 0") && !text.contains("node-2"), "{text}");
+        assert!(text.contains("vpblu_daemon_peers 0") && !text.contains("node-2"), "{text}");
     }
 
     #[test]
     fn applies_are_timed_and_failures_counted_by_kind() {
         let health = Health::new();
-        let metrics = DaemonMetrics::register_with_clock(&health, fixed_now);
+        let metrics = DaemonMetrics::register(&health);
         metrics.applied(CommandKind::SyncState, Duration::from_millis(30), true);
         metrics.applied(CommandKind::PeerUpsert, Duration::from_millis(2), false);
         metrics.reconnected(0);
@@ -408,17 +422,17 @@ mod tests {
         let text = health.render();
         let lines = lines(&text);
         for want in [
-            "vpblu_apply_duration_seconds_count{command=\"SyncState\"} 1",
-            "vpblu_apply_duration_seconds_sum{command=\"SyncState\"} 0.03",
-            "vpblu_apply_duration_seconds_bucket{le=\"0.032\",command=\"SyncState\"} 1",
-            "vpblu_apply_duration_seconds_bucket{le=\"0.016\",command=\"SyncState\"} 0",
-            "vpblu_apply_duration_seconds_count{command=\"PeerUpsert\"} 1",
-            "vpblu_apply_errors_total{command=\"PeerUpsert\"} 1",
-            "vpblu_stream_reconnects_total 2",
+            "vpblu_daemon_apply_duration_seconds_count{command=\"SyncState\"} 1",
+            "vpblu_daemon_apply_duration_seconds_sum{command=\"SyncState\"} 0.03",
+            "vpblu_daemon_apply_duration_seconds_bucket{le=\"0.032\",command=\"SyncState\"} 1",
+            "vpblu_daemon_apply_duration_seconds_bucket{le=\"0.016\",command=\"SyncState\"} 0",
+            "vpblu_daemon_apply_duration_seconds_count{command=\"PeerUpsert\"} 1",
+            "vpblu_daemon_apply_errors_total{command=\"PeerUpsert\"} 1",
+            "vpblu_daemon_stream_reconnects_total 2",
         ] {
             assert!(lines.contains(&want), "missing {want:?} in:\n{text}");
         }
-        assert!(!text.contains("vpblu_apply_errors_total{command=\"SyncState\"}"), "{text}");
+        assert!(!text.contains("vpblu_daemon_apply_errors_total{command=\"SyncState\"}"), "{text}");
     }
 
     #[test]

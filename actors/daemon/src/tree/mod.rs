@@ -40,6 +40,8 @@ mod observer;
 mod readiness;
 mod shared_data_plane;
 
+pub use metrics::examples as metrics_examples;
+
 use vpblu_runtime::{ChildSpec, Health, HealthServer, RestartPolicy, RootExit, run_root};
 
 use self::metrics::DaemonMetrics;

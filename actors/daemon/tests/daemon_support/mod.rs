@@ -281,7 +281,7 @@ impl Running {
 }
 
 /// The value of the sample `series` (a name with its labels exactly as
-/// printed, e.g. `vpblu_packets_total{verdict="to_mesh"}`), if present.
+/// printed, e.g. `vpblu_daemon_packets_total{verdict="to_mesh"}`), if present.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
