@@ -68,6 +68,14 @@ pub mod reasons {
     /// Applied, but some configured peers have no recent handshake.
     pub const PEERS_DOWN: &str = "PeersDown";
 
+    /// VpbluNode `Ready`: the daemon has no stream to the leading
+    /// controller; the message says since when.
+    pub const DISCONNECTED: &str = "Disconnected";
+
+    /// VpbluNode `Ready`: the daemon has not applied the latest desired
+    /// generation for longer than a few seconds; the message gives both.
+    pub const LAGGING: &str = "Lagging";
+
     /// The node has not published a public key yet.
     pub const NO_PUBLIC_KEY: &str = "NoPublicKey";
 
@@ -151,6 +159,10 @@ pub mod reasons {
     /// The daemon's stream closed (the daemon stopped, its node went away,
     /// or the network between them broke) and it has not reconnected.
     pub const STREAM_CLOSED: &str = "StreamClosed";
+
+    /// The leading controller has no stream from the daemon (it never
+    /// connected to this leader, for example after a failover).
+    pub const NO_STREAM: &str = "NoStream";
 }
 
 #[cfg(test)]
@@ -191,6 +203,9 @@ mod tests {
             reasons::IDLE,
             reasons::STREAM_OPEN,
             reasons::STREAM_CLOSED,
+            reasons::DISCONNECTED,
+            reasons::LAGGING,
+            reasons::NO_STREAM,
         ];
         for t in types {
             assert!(

@@ -48,6 +48,15 @@ pub struct RoutePolicySpec {
     /// The routes: each CIDR is sent through the tunnel to its `via` node.
     #[schemars(length(min = 1, max = MAX_ROUTES))]
     pub routes: Vec<Route>,
+
+    /// Opt in to routes vpblu otherwise refuses: a default route
+    /// (`0.0.0.0/0`, `::/0`), or a CIDR covering a node's own address or a
+    /// Service CIDR. Such a route sends pod traffic leaving the cluster
+    /// ("egress via a node") through the `via` node's tunnel, Service VIPs
+    /// included (pod traffic is steered before kube-proxy translates it),
+    /// so set it only when that node is meant to be the pods' way out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_egress_via_node: bool,
 }
 
 /// One route: `cidr` is reachable via node `via`.

@@ -67,6 +67,9 @@ fn cluster() -> Inputs {
         route_policies: Vec::new(),
         block_policies: vec![policy],
         rotations: Vec::new(),
+        // The default Service CIDR: every block is checked against it and
+        // the node addresses, as in a cluster.
+        service_cidrs: vec!["10.96.0.0/12".parse().expect("a CIDR")],
     }
 }
 

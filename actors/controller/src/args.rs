@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use vpblu_messages::Cidr;
 use vpblu_runtime::LogFormat;
 pub use vpblu_runtime::parse_duration;
 
@@ -24,8 +25,10 @@ pub struct Args {
     #[arg(long, env = "VPBLU_METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_addr: SocketAddr,
 
-    /// The built-in web dashboard.
-    #[arg(long, env = "VPBLU_DASHBOARD_ADDR", default_value = "0.0.0.0:8082")]
+    /// The built-in web dashboard (read-only). Loopback by default: it
+    /// shows the whole mesh to anyone who reaches it, so reach it with
+    /// `kubectl port-forward`, or set the pod IP deliberately.
+    #[arg(long, env = "VPBLU_DASHBOARD_ADDR", default_value = "127.0.0.1:8082")]
     pub dashboard_addr: SocketAddr,
 
     /// Name of the coordination.k8s.io Lease that elects the leader.
@@ -95,6 +98,17 @@ pub struct Args {
     /// Log line format.
     #[arg(long, env = "VPBLU_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+
+    /// The cluster's Service CIDRs (comma-separated; kubeadm's and kind's
+    /// default is 10.96.0.0/12). A RoutePolicy route overlapping one is
+    /// refused unless the policy sets `allowEgressViaNode`.
+    #[arg(
+        long = "service-cidr",
+        env = "VPBLU_SERVICE_CIDR",
+        value_delimiter = ',',
+        default_value = "10.96.0.0/12"
+    )]
+    pub service_cidrs: Vec<Cidr>,
 }
 
 #[cfg(test)]
@@ -108,5 +122,16 @@ mod tests {
         assert_eq!(args.resync_interval, Duration::from_secs(300));
         let err = Args::try_parse_from(["vpblu-controller", "--grpc-addr", "nowhere"]).unwrap_err();
         assert!(err.to_string().contains("nowhere"), "{err}");
+    }
+
+    #[test]
+    fn service_cidrs_default_to_kubeadms_and_refuse_nonsense() {
+        let args = Args::try_parse_from(["vpblu-controller"]).unwrap();
+        assert_eq!(args.service_cidrs, vec!["10.96.0.0/12".parse::<Cidr>().unwrap()]);
+        let args = Args::try_parse_from(["vpblu-controller", "--service-cidr", "10.43.0.0/16,fd00:43::/108"])
+            .unwrap();
+        assert_eq!(args.service_cidrs.len(), 2);
+        let err = Args::try_parse_from(["vpblu-controller", "--service-cidr", "10.43.0.1/16"]).unwrap_err();
+        assert!(err.to_string().contains("10.43.0.1/16"), "{err}");
     }
 }

@@ -161,7 +161,12 @@ pub fn inputs_from(objects: Objects<'_>) -> (Inputs, Vec<Finding>) {
                 Some(RouteInput { cidr, via })
             })
             .collect();
-        inputs.route_policies.push(RoutePolicyInput { name: name.clone(), created: created(policy), routes });
+        inputs.route_policies.push(RoutePolicyInput {
+            name: name.clone(),
+            created: created(policy),
+            routes,
+            allow_egress_via_node: policy.spec.allow_egress_via_node,
+        });
     }
 
     for policy in objects.block_policies {

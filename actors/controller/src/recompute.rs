@@ -36,7 +36,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::json;
 use tokio::sync::watch;
 use vpblu_k8s::{FIELD_MANAGER, VpbluNode};
-use vpblu_messages::{NodeDesiredState, NodeName};
+use vpblu_messages::{Cidr, NodeDesiredState, NodeName};
 use vpblu_runtime::{ChildSpec, Forward, Health, forward, watch_changes};
 
 use crate::desired_state::{self, Finding};
@@ -61,17 +61,24 @@ pub trait DesiredSink: fmt::Debug + Send + Sync {
 }
 
 /// How long changes are gathered before a pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecomputeConfig {
     /// A pass runs once no change has come for this long...
     pub debounce: Duration,
     /// ...or this long after the first change it covers, whichever is first.
     pub max_delay: Duration,
+    /// The cluster's Service CIDRs (`--service-cidr`): routes into them
+    /// are refused unless their policy opts in.
+    pub service_cidrs: Vec<Cidr>,
 }
 
 impl Default for RecomputeConfig {
     fn default() -> Self {
-        RecomputeConfig { debounce: Duration::from_millis(50), max_delay: Duration::from_millis(200) }
+        RecomputeConfig {
+            debounce: Duration::from_millis(50),
+            max_delay: Duration::from_millis(200),
+            service_cidrs: Vec::new(),
+        }
     }
 }
 
@@ -451,11 +458,13 @@ async fn pass(myself: &ActorRef<RecomputeMsg>, state: &mut RecomputeState) -> Re
     let leading = state.leading;
     // The standby shares its unchanged states with its previous result too.
     let last = if leading { state.last.clone() } else { state.prepared.clone() };
+    let service_cidrs = state.config.service_cidrs.clone();
     let (output, snapshot, published, phases) = tokio::task::spawn_blocking(move || {
         let mut phases = Phases::start();
         let snapshot = caches.snapshot();
         phases.lap("snapshot");
-        let (inputs, mut findings) = inputs_from(snapshot.objects());
+        let (mut inputs, mut findings) = inputs_from(snapshot.objects());
+        inputs.service_cidrs = service_cidrs;
         phases.lap("convert");
         let computed = desired_state::compute(&inputs);
         findings.extend(computed.findings);

@@ -112,7 +112,7 @@ pub async fn run_until(
             client: client.clone(),
             leading: leading.clone(),
             handle: recompute.clone(),
-            config: RecomputeConfig::default(),
+            config: RecomputeConfig { service_cidrs: args.service_cidrs.clone(), ..RecomputeConfig::default() },
             metrics: metrics.recompute,
             health: health.clone(),
         }),
@@ -128,6 +128,7 @@ pub async fn run_until(
         vpblu_nodes: caches.vpblu_nodes.clone(),
         handoff: handoff.clone(),
         metrics: metrics.status,
+        connection_grace: args.lease_duration,
     });
     let rotation_scheduler = RotationScheduler::child(RotationSchedulerArgs {
         client: client.clone(),

@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 use vpblu_controller::desired_state::{
-    BlockInput, BlockPolicyInput, Inputs, NodeAction, NodeInput, Output, Peering, RotationInput, RouteInput,
-    RoutePolicyInput, TunnelPolicyInput, compute, compute_node,
+    BlockInput, BlockPolicyInput, FindingReason, Inputs, NodeAction, NodeInput, Output, Peering,
+    RotationInput, RouteInput, RoutePolicyInput, TunnelPolicyInput, compute, compute_node,
 };
 use vpblu_messages::{BlockRule, Cidr, NodeDesiredState, NodeName, PublicKey, RotationPhase, apply, diff};
 
@@ -127,8 +127,18 @@ fn tunnel_policy(n: usize) -> impl Strategy<Value = TunnelPolicyInput> {
 
 fn route_policy(n: usize) -> impl Strategy<Value = RoutePolicyInput> {
     let route = (pool_cidr(), node_ref(n)).prop_map(|(cidr, via)| RouteInput { cidr, via });
-    (prop::sample::select(&["r-a", "r-b", "r-c"][..]), 0i64..3, prop::collection::vec(route, 0..4))
-        .prop_map(|(policy, created, routes)| RoutePolicyInput { name: policy.into(), created, routes })
+    (
+        prop::sample::select(&["r-a", "r-b", "r-c"][..]),
+        0i64..3,
+        prop::collection::vec(route, 0..4),
+        prop::bool::weighted(0.5),
+    )
+        .prop_map(|(policy, created, routes, allow_egress_via_node)| RoutePolicyInput {
+            name: policy.into(),
+            created,
+            routes,
+            allow_egress_via_node,
+        })
 }
 
 fn block_policy(n: usize) -> impl Strategy<Value = BlockPolicyInput> {
@@ -172,14 +182,18 @@ fn cluster() -> impl Strategy<Value = Inputs> {
             prop::collection::vec(route_policy(n), 0..3),
             prop::collection::vec(block_policy(n), 0..3),
             prop::collection::vec(rotation(n), 0..3),
+            prop::collection::vec(pool_cidr(), 0..2),
         )
-            .prop_map(|(specs, tunnel_policies, route_policies, block_policies, rotations)| Inputs {
-                nodes: specs.iter().enumerate().map(|(i, s)| node(i, s)).collect(),
-                tunnel_policies,
-                route_policies,
-                block_policies,
-                rotations,
-            })
+            .prop_map(
+                |(specs, tunnel_policies, route_policies, block_policies, rotations, service_cidrs)| Inputs {
+                    nodes: specs.iter().enumerate().map(|(i, s)| node(i, s)).collect(),
+                    tunnel_policies,
+                    route_policies,
+                    block_policies,
+                    rotations,
+                    service_cidrs,
+                },
+            )
     })
 }
 
@@ -302,7 +316,7 @@ proptest! {
     fn blocks_are_enforced_by_every_node_they_touch(inputs in cluster()) {
         let out = compute(&inputs);
         for block in inputs.block_policies.iter().flat_map(|b| &b.blocks) {
-            if block.from.is_ipv4() != block.to.is_ipv4() {
+            if block.from.is_ipv4() != block.to.is_ipv4() || covers_a_node(&inputs, block) {
                 continue;
             }
             let mut rules = vec![BlockRule { from: block.from, to: block.to }];
@@ -317,6 +331,61 @@ proptest! {
                         prop_assert!(state.blocks.contains(&rule), "{} lacks {:?}", state.node, rule);
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn hazardous_routes_are_refused_unless_opted_in(inputs in cluster()) {
+        let out = compute(&inputs);
+        let hazardous = |cidr: &Cidr| {
+            cidr.prefix_len() == 0
+                || inputs.nodes.iter().filter_map(|n| n.internal_ip).any(|ip| cidr.contains_ip(ip))
+                || inputs.service_cidrs.iter().any(|s| s.overlaps(cidr))
+        };
+        for policy in inputs.route_policies.iter().filter(|p| !p.allow_egress_via_node) {
+            for route in policy.routes.iter().filter(|r| hazardous(&r.cidr)) {
+                prop_assert!(
+                    out.findings.iter().any(|f| f.subject.name == policy.name && matches!(
+                        f.reason,
+                        FindingReason::DefaultRoute | FindingReason::CoversNodeAddress | FindingReason::CoversServiceCidr
+                    )),
+                    "{} routes {} unreported", policy.name, route.cidr
+                );
+                let claimed_elsewhere = inputs.route_policies.iter().any(|p| {
+                    p.allow_egress_via_node && p.routes.iter().any(|r| r.cidr == route.cidr)
+                }) || inputs.nodes.iter().any(|n| n.pod_cidrs.contains(&route.cidr));
+                if !claimed_elsewhere {
+                    for state in out.nodes.values() {
+                        prop_assert!(
+                            !state.routes().any(|(c, _)| *c == route.cidr),
+                            "{} routes {} though {} was refused", state.node, route.cidr, policy.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_covering_a_node_address_are_refused_and_reported(inputs in cluster()) {
+        let out = compute(&inputs);
+        for policy in &inputs.block_policies {
+            // A block mixing families is skipped for that before anything else.
+            let same_family = |b: &&BlockInput| b.from.is_ipv4() == b.to.is_ipv4();
+            for block in policy.blocks.iter().filter(same_family).filter(|b| covers_a_node(&inputs, b)) {
+                let rule = BlockRule { from: block.from, to: block.to };
+                for state in out.nodes.values() {
+                    // Another block of the same ends may be enforced; this one never is.
+                    let same_elsewhere = inputs.block_policies.iter().flat_map(|b| &b.blocks).any(|b| {
+                        !covers_a_node(&inputs, b) && b.from == block.from && b.to == block.to
+                    });
+                    prop_assert!(same_elsewhere || !state.blocks.contains(&rule), "{} enforces {:?}", state.node, rule);
+                }
+                prop_assert!(
+                    out.findings.iter().any(|f| f.subject.name == policy.name && f.reason == FindingReason::CoversUnderlay),
+                    "{} not reported", policy.name
+                );
             }
         }
     }
@@ -398,4 +467,13 @@ proptest! {
             prop_assert_eq!(replay, to);
         }
     }
+}
+
+/// Whether either end of `block` holds some node's internal IP.
+fn covers_a_node(inputs: &Inputs, block: &BlockInput) -> bool {
+    inputs
+        .nodes
+        .iter()
+        .filter_map(|n| n.internal_ip)
+        .any(|ip| block.from.contains_ip(ip) || block.to.contains_ip(ip))
 }

@@ -62,6 +62,34 @@ impl Fam {
             Fam::V6 => cidr("2001:db8:0:1::/65"),
         }
     }
+    /// Everything: a default route.
+    fn any(self) -> Cidr {
+        match self {
+            Fam::V4 => cidr("0.0.0.0/0"),
+            Fam::V6 => cidr("::/0"),
+        }
+    }
+    /// Contains every node's internal IP.
+    fn underlay(self) -> Cidr {
+        match self {
+            Fam::V4 => cidr("192.168.1.0/24"),
+            Fam::V6 => cidr("fd10::/64"),
+        }
+    }
+    /// A Service CIDR, outside everything else.
+    fn services(self) -> Cidr {
+        match self {
+            Fam::V4 => cidr("10.96.0.0/12"),
+            Fam::V6 => cidr("fd96::/108"),
+        }
+    }
+    /// Inside `services`.
+    fn services_part(self) -> Cidr {
+        match self {
+            Fam::V4 => cidr("10.96.0.0/16"),
+            Fam::V6 => cidr("fd96::/112"),
+        }
+    }
     fn ip(self, i: u8) -> IpAddr {
         match self {
             Fam::V4 => IpAddr::V4(Ipv4Addr::new(192, 168, 1, i)),
@@ -158,7 +186,19 @@ impl Case {
             name: policy.into(),
             created,
             routes: routes.collect(),
+            allow_egress_via_node: false,
         });
+        self
+    }
+
+    /// The last RoutePolicy added opts in to egress via a node.
+    fn egress_opt_in(mut self) -> Self {
+        self.inputs.route_policies.last_mut().expect("a RoutePolicy first").allow_egress_via_node = true;
+        self
+    }
+
+    fn service_cidrs(mut self, cidrs: &[Cidr]) -> Self {
+        self.inputs.service_cidrs = cidrs.to_vec();
         self
     }
 
@@ -642,6 +682,64 @@ fn route_to_unpeered_target_is_not_peered(f: Fam) {
 
 // ---- block policy ----
 
+// ---- guards: what routes and blocks must not cover ----
+
+fn default_route_is_refused_unless_the_policy_opts_in(f: Fam) {
+    let out = Case::nodes(f, 3).routes("egress", 1, &[(f.any(), "n2")]).run();
+    assert_eq!(peers(&out, "n1"), vec![p("n2", &[f.pod(2)]), p("n3", &[f.pod(3)])]);
+    assert_eq!(unreachable(&out, "n1"), vec![]);
+    assert_eq!(found(&out), vec![finding(K::RoutePolicy, "egress", R::DefaultRoute)]);
+    message_names(&out, R::DefaultRoute, &[f.any().to_string(), "n2".into(), "allowEgressViaNode".into()]);
+
+    let out = Case::nodes(f, 3).routes("egress", 1, &[(f.any(), "n2")]).egress_opt_in().run();
+    assert_eq!(peers(&out, "n1"), vec![p("n2", &sorted(&[f.any(), f.pod(2)])), p("n3", &[f.pod(3)])]);
+    assert!(!found(&out).iter().any(|(_, _, r)| *r == R::DefaultRoute), "{:?}", found(&out));
+}
+
+fn route_covering_node_addresses_is_refused_unless_the_policy_opts_in(f: Fam) {
+    let out = Case::nodes(f, 3).routes("r", 1, &[(f.underlay(), "n2"), (f.ext(), "n3")]).run();
+    // The safe route of the same policy still applies.
+    assert_eq!(peers(&out, "n1"), vec![p("n2", &[f.pod(2)]), p("n3", &sorted(&[f.pod(3), f.ext()]))]);
+    assert_eq!(found(&out), vec![finding(K::RoutePolicy, "r", R::CoversNodeAddress)]);
+    message_names(&out, R::CoversNodeAddress, &[f.underlay().to_string(), f.ip(1).to_string(), "n1".into()]);
+
+    let out = Case::nodes(f, 3).routes("r", 1, &[(f.underlay(), "n2")]).egress_opt_in().run();
+    assert_eq!(peers(&out, "n1"), vec![p("n2", &sorted(&[f.pod(2), f.underlay()])), p("n3", &[f.pod(3)])]);
+    assert_eq!(found(&out), vec![]);
+}
+
+fn route_into_a_service_cidr_is_refused_unless_the_policy_opts_in(f: Fam) {
+    let case =
+        || Case::nodes(f, 2).service_cidrs(&[f.services()]).routes("r", 1, &[(f.services_part(), "n2")]);
+    let out = case().run();
+    assert_eq!(peers(&out, "n1"), vec![p("n2", &[f.pod(2)])]);
+    assert_eq!(found(&out), vec![finding(K::RoutePolicy, "r", R::CoversServiceCidr)]);
+    message_names(&out, R::CoversServiceCidr, &[f.services_part().to_string(), f.services().to_string()]);
+
+    let out = case().egress_opt_in().run();
+    assert_eq!(peers(&out, "n1"), vec![p("n2", &sorted(&[f.pod(2), f.services_part()]))]);
+    assert_eq!(found(&out), vec![]);
+
+    // Without a Service CIDR configured, the same route is just a route.
+    let out = Case::nodes(f, 2).routes("r", 1, &[(f.services_part(), "n2")]).run();
+    assert_eq!(found(&out), vec![]);
+}
+
+fn block_covering_node_addresses_is_refused(f: Fam) {
+    let out =
+        Case::nodes(f, 3).blocks("b", &[(f.pod(1), f.any(), false), (f.pod(1), f.pod(2), false)], &[]).run();
+    // The block into everything would cut the underlay: refused; the
+    // narrow one of the same policy applies.
+    assert_eq!(blocks(&out, "n1"), vec![rule(f.pod(1), f.pod(2))]);
+    assert_eq!(blocks(&out, "n3"), vec![]);
+    assert_eq!(found(&out), vec![finding(K::BlockPolicy, "b", R::CoversUnderlay)]);
+    message_names(&out, R::CoversUnderlay, &[f.any().to_string(), f.ip(1).to_string()]);
+
+    let out = Case::nodes(f, 3).blocks("b", &[(f.underlay(), f.pod(2), true)], &[]).run();
+    assert_eq!(blocks(&out, "n2"), vec![]);
+    assert_eq!(found(&out), vec![finding(K::BlockPolicy, "b", R::CoversUnderlay)]);
+}
+
 fn block_is_enforced_by_sender_and_receiver_only(f: Fam) {
     let out = Case::nodes(f, 3).blocks("b", &[(f.pod(1), f.pod(2), false)], &[]).run();
     assert_eq!(blocks(&out, "n1"), vec![rule(f.pod(1), f.pod(2))]);
@@ -779,6 +877,10 @@ both_families!(
     route_via_isolated_not_ready_or_keyless_node_is_unreachable,
     route_beats_tunnel,
     route_to_unpeered_target_is_not_peered,
+    default_route_is_refused_unless_the_policy_opts_in,
+    route_covering_node_addresses_is_refused_unless_the_policy_opts_in,
+    route_into_a_service_cidr_is_refused_unless_the_policy_opts_in,
+    block_covering_node_addresses_is_refused,
     block_is_enforced_by_sender_and_receiver_only,
     bidirectional_block_is_two_rules,
     block_on_wide_cidr_reaches_every_node,

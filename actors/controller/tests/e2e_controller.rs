@@ -183,7 +183,10 @@ async fn the_mesh_follows_the_api_through_the_real_controller() {
     let routes: Api<RoutePolicy> = Api::all(cluster.client());
     let bad = RoutePolicy::new(
         "via-nowhere",
-        RoutePolicySpec { routes: vec![Route { cidr: "192.168.50.0/24".into(), via: "nowhere".into() }] },
+        RoutePolicySpec {
+            routes: vec![Route { cidr: "192.168.50.0/24".into(), via: "nowhere".into() }],
+            ..RoutePolicySpec::default()
+        },
     );
     routes.create(&PostParams::default(), &bad).await.expect("the API server accepts the RoutePolicy");
     let ready = until_condition(&routes, "via-nowhere", "Ready").await;

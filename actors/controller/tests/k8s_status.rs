@@ -2,8 +2,11 @@
 //! and Observed reports become its VpbluNode's status, the `Connected`
 //! condition follows the stream opening and closing, a restarted writer
 //! keeps what the last one wrote, an unchanged report writes nothing, the
-//! rotation scheduler's fields survive the writer's applies, and a key
-//! handed over at the end of a rotation is the one the writer keeps.
+//! rotation scheduler's fields survive the writer's applies, a key
+//! handed over at the end of a rotation is the one the writer keeps, the
+//! `Ready` condition follows the connection, the generations and the
+//! peers, and a new leader's writer ends a `Connected=True` it does not
+//! serve.
 
 use std::time::Duration;
 
@@ -21,8 +24,8 @@ use vpblu_controller::rotation::KeyHandoff;
 use vpblu_controller::status_writer::{StatusMetrics, StatusWriter, StatusWriterArgs, StatusWriterMsg};
 use vpblu_controller::stream::StreamEvent;
 use vpblu_e2e::cluster::TestCluster;
-use vpblu_k8s::conditions::{CONNECTED, reasons};
-use vpblu_k8s::{ROTATION_FIELD_MANAGER, VpbluNode, VpbluNodeSpec, VpbluNodeStatus};
+use vpblu_k8s::conditions::{CONNECTED, READY, reasons};
+use vpblu_k8s::{FIELD_MANAGER, ROTATION_FIELD_MANAGER, VpbluNode, VpbluNodeSpec, VpbluNodeStatus};
 use vpblu_messages::{Backend, Generation, Hello, NodeName, PeerObservation, PublicKey, Upstream};
 use vpblu_runtime::Health;
 
@@ -85,12 +88,23 @@ async fn start_writer(
     vpblu_nodes: &Cache<VpbluNode>,
     handoff: &KeyHandoff,
 ) -> (ActorRef<StatusWriterMsg>, JoinHandle<()>) {
+    start_writer_with_grace(cluster, events, vpblu_nodes, handoff, Duration::from_secs(3600)).await
+}
+
+async fn start_writer_with_grace(
+    cluster: &TestCluster,
+    events: &broadcast::Sender<StreamEvent>,
+    vpblu_nodes: &Cache<VpbluNode>,
+    handoff: &KeyHandoff,
+    connection_grace: Duration,
+) -> (ActorRef<StatusWriterMsg>, JoinHandle<()>) {
     let args = StatusWriterArgs {
         client: cluster.client(),
         events: events.clone(),
         vpblu_nodes: vpblu_nodes.clone(),
         handoff: handoff.clone(),
         metrics: StatusMetrics::register(&Health::new()),
+        connection_grace,
     };
     let (writer, handle) = Actor::spawn(None, StatusWriter, args).await.expect("status writer starts");
     (writer, tokio::spawn(async move { handle.await.expect("status writer joins") }))
@@ -105,16 +119,7 @@ async fn daemon_reports_become_vpblunode_status() {
         .await
         .expect("create the VpbluNode");
     // The VpbluNode informer's cache, as the controller has it.
-    let cache = Cache::<VpbluNode>::new();
-    let informer_args = InformerArgs {
-        api: api.clone(),
-        config: watcher::Config::default(),
-        cache: cache.clone(),
-        recompute: RecomputeHandle::new(),
-        metrics: InformerMetrics::default(),
-    };
-    let (informer, informer_done) =
-        Actor::spawn(None, Informer::<VpbluNode>::default(), informer_args).await.expect("informer starts");
+    let (cache, informer, informer_done) = vpblu_node_cache(&api).await;
 
     let (events, _) = broadcast::channel(16);
     let handoff = KeyHandoff::new();
@@ -213,6 +218,166 @@ async fn daemon_reports_become_vpblunode_status() {
     let status = status_until(&api, "node-s", "two peers", |s| s.peers == Some(2)).await;
     assert_eq!(status.public_key.as_deref(), Some(new_key.as_str()), "a later write keeps the new key");
     assert_eq!(status.short_key.as_deref(), Some(&new_key[..8]));
+
+    writer.stop(None);
+    done.await.expect("status writer joins");
+    informer.stop(None);
+    informer_done.await.expect("informer joins");
+}
+
+fn ready(status: &VpbluNodeStatus) -> Option<&Condition> {
+    status.conditions.iter().find(|c| c.type_ == READY)
+}
+
+fn ready_is(status: &VpbluNodeStatus, value: &str, reason: &str) -> bool {
+    ready(status).is_some_and(|c| c.status == value && c.reason == reason)
+}
+
+/// Like `status_until`, for waits longer than its 10 s.
+async fn status_within(
+    api: &Api<VpbluNode>,
+    name: &str,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&VpbluNodeStatus) -> bool,
+) -> VpbluNodeStatus {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(status) = api.get(name).await.expect("read the VpbluNode").status.filter(|s| ok(s)) {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "VpbluNode {name} status never showed {what} in {within:?}: {:?}",
+        api.get(name).await.map(|n| n.status)
+    );
+}
+
+/// A VpbluNode informer over `api`, as the controller runs it.
+async fn vpblu_node_cache(
+    api: &Api<VpbluNode>,
+) -> (Cache<VpbluNode>, ActorRef<vpblu_controller::informers::InformerMsg>, JoinHandle<()>) {
+    let cache = Cache::<VpbluNode>::new();
+    let informer_args = InformerArgs {
+        api: api.clone(),
+        config: watcher::Config::default(),
+        cache: cache.clone(),
+        recompute: RecomputeHandle::new(),
+        metrics: InformerMetrics::default(),
+    };
+    let (informer, done) =
+        Actor::spawn(None, Informer::<VpbluNode>::default(), informer_args).await.expect("informer starts");
+    (cache, informer, tokio::spawn(async move { done.await.expect("informer joins") }))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_follows_the_stream_the_generations_and_the_peers() {
+    let cluster = TestCluster::start().await;
+    cluster.install_crds().await;
+    let api: Api<VpbluNode> = Api::all(cluster.client());
+    api.create(&PostParams::default(), &VpbluNode::new("node-r", VpbluNodeSpec::default()))
+        .await
+        .expect("create the VpbluNode");
+    let (cache, informer, informer_done) = vpblu_node_cache(&api).await;
+    let (events, _) = broadcast::channel(16);
+    let (writer, done) = start_writer(&cluster, &events, &cache, &KeyHandoff::new()).await;
+    let node = NodeName::new("node-r").unwrap();
+
+    events.send(hello(&node, PublicKey::from_bytes([7; 32]), 3)).expect("a subscriber listens");
+    events.send(StreamEvent::Sent(node.clone(), Generation(4))).unwrap();
+    events
+        .send(StreamEvent::Message(node.clone(), Upstream::Ack { generation: Generation(4), result: Ok(()) }))
+        .unwrap();
+    events.send(observed(&node, &[("node-a", Some(5)), ("node-b", Some(20))])).unwrap();
+    let status = status_until(&api, "node-r", "Ready=True", |s| {
+        ready_is(s, "True", reasons::APPLIED) && s.peers == Some(2)
+    })
+    .await;
+    assert_eq!((status.desired_generation, status.applied_generation), (Some(4), Some(4)));
+    let up = ready(&status).unwrap().clone();
+    assert_eq!(up.message, "generation 4 applied; 2 peers up");
+
+    // A change the daemon does not apply: fine for a moment, Lagging after
+    // the grace, with both generations named.
+    events.send(StreamEvent::Sent(node.clone(), Generation(9))).unwrap();
+    let status =
+        status_until(&api, "node-r", "desiredGeneration 9", |s| s.desired_generation == Some(9)).await;
+    assert!(ready_is(&status, "True", reasons::APPLIED), "a fresh change is not lag: {:?}", ready(&status));
+    let status = status_within(&api, "node-r", Duration::from_secs(30), "Lagging", |s| {
+        ready_is(s, "False", reasons::LAGGING)
+    })
+    .await;
+    let lagging = ready(&status).unwrap();
+    assert!(lagging.message.starts_with("applied 4, desired 9"), "{}", lagging.message);
+    assert!(lagging.last_transition_time.0 >= up.last_transition_time.0);
+
+    // Applied: Ready again. Then one peer's handshake goes stale: PeersDown
+    // naming it with its age in minutes.
+    events
+        .send(StreamEvent::Message(node.clone(), Upstream::Ack { generation: Generation(9), result: Ok(()) }))
+        .unwrap();
+    status_until(&api, "node-r", "Ready=True again", |s| ready_is(s, "True", reasons::APPLIED)).await;
+    events.send(observed(&node, &[("node-a", Some(5)), ("node-b", Some(250))])).unwrap();
+    let status =
+        status_until(&api, "node-r", "PeersDown", |s| ready_is(s, "False", reasons::PEERS_DOWN)).await;
+    assert_eq!(ready(&status).unwrap().message, "node-b (last handshake 4m ago)");
+    assert_eq!(status.peers_up, Some(1));
+
+    // The daemon goes away: Disconnected, at once.
+    events.send(observed(&node, &[("node-a", Some(5)), ("node-b", Some(5))])).unwrap();
+    status_until(&api, "node-r", "Ready=True with both peers", |s| ready_is(s, "True", reasons::APPLIED))
+        .await;
+    events.send(StreamEvent::Closed(node.clone())).unwrap();
+    let status =
+        status_until(&api, "node-r", "Disconnected", |s| ready_is(s, "False", reasons::DISCONNECTED)).await;
+    assert!(ready(&status).unwrap().message.contains("since"), "{:?}", ready(&status));
+
+    writer.stop(None);
+    done.await.expect("status writer joins");
+    informer.stop(None);
+    informer_done.await.expect("informer joins");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_leader_ends_connected_true_for_streams_it_does_not_serve() {
+    let cluster = TestCluster::start().await;
+    cluster.install_crds().await;
+    let api: Api<VpbluNode> = Api::all(cluster.client());
+    for name in ["node-old", "node-here", "node-never"] {
+        api.create(&PostParams::default(), &VpbluNode::new(name, VpbluNodeSpec::default()))
+            .await
+            .expect("create the VpbluNode");
+    }
+    // What an old leader left: Connected=True on node-old.
+    let stale = serde_json::json!({
+        "apiVersion": "vpblu.dev/v1alpha1", "kind": "VpbluNode",
+        "status": { "conditions": [{
+            "type": CONNECTED, "status": "True", "reason": reasons::STREAM_OPEN,
+            "message": "the daemon's stream to the controller is open",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }]},
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status("node-old", &params, &Patch::Apply(&stale))
+        .await
+        .expect("write the old leader's status");
+    let (cache, informer, informer_done) = vpblu_node_cache(&api).await;
+    let (events, _) = broadcast::channel(16);
+    let grace = Duration::from_secs(2);
+    let (writer, done) = start_writer_with_grace(&cluster, &events, &cache, &KeyHandoff::new(), grace).await;
+    let here = NodeName::new("node-here").unwrap();
+    events.send(hello(&here, PublicKey::from_bytes([8; 32]), 1)).expect("a subscriber listens");
+
+    for name in ["node-old", "node-never"] {
+        let status = status_within(&api, name, Duration::from_secs(20), "Connected=False/NoStream", |s| {
+            connected(s).is_some_and(|c| c.status == "False" && c.reason == reasons::NO_STREAM)
+        })
+        .await;
+        assert!(ready_is(&status, "False", reasons::DISCONNECTED), "{name}: {:?}", ready(&status));
+    }
+    let status = api.get("node-here").await.unwrap().status.expect("node-here has a status");
+    assert!(is_connected(&status, true), "the node streaming to this leader stays connected: {status:?}");
 
     writer.stop(None);
     done.await.expect("status writer joins");

@@ -49,9 +49,18 @@ async fn connect_sends_the_full_state_and_acks_are_tracked() {
         assert!(status.unacked.is_empty() && status.last_error.is_none(), "{status:?}");
         assert_eq!(daemon.status().await.applied, commands[0].generation);
     }
-    let (mut hellos, mut acks) = (Vec::new(), Vec::new());
+    let (mut hellos, mut acks, mut sent) = (Vec::new(), Vec::new(), Vec::new());
     while let Ok(event) = controller.events.try_recv() {
-        let StreamEvent::Message(node, message) = event else { panic!("no stream closed: {event:?}") };
+        let message = match event {
+            StreamEvent::Message(node, message) => (node, message),
+            // The status writer shows each node's desired generation.
+            StreamEvent::Sent(node, generation) => {
+                sent.push((node, generation));
+                continue;
+            }
+            StreamEvent::Closed(_) => panic!("no stream closed: {event:?}"),
+        };
+        let (node, message) = message;
         match message {
             Upstream::Hello(ref h) if h.node == node => hellos.push(node),
             // The status writer shows each node's applied generation.
@@ -63,6 +72,9 @@ async fn connect_sends_the_full_state_and_acks_are_tracked() {
     acks.sort();
     assert_eq!(hellos, nodes.map(name).to_vec(), "one Hello event per daemon");
     assert_eq!(acks, nodes.map(name).to_vec(), "one Ack event per daemon (its SyncState)");
+    sent.sort();
+    let want: Vec<_> = daemons.iter().map(|d| (d.node.clone(), last_generation(d))).collect();
+    assert_eq!(sent, want, "one Sent event per daemon, naming its SyncState's generation");
     teardown(controller, daemons).await;
 }
 
@@ -342,7 +354,8 @@ async fn observations_reach_the_events_channel() {
                     _,
                     Upstream::Hello(_) | Upstream::Ack { .. } | Upstream::RotationReport(_),
                 )
-                | StreamEvent::Closed(_) => {}
+                | StreamEvent::Closed(_)
+                | StreamEvent::Sent(..) => {}
             }
         }
     })

@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use vpblu_e2e::lab::capture::{Expect, Seen};
 use vpblu_e2e::lab::pair_traffic::PairTraffic;
 use vpblu_e2e::lab::{Lab, LabOptions, leftovers, rotation, traffic};
+use vpblu_k8s::conditions::READY;
 
 #[derive(Debug, Parser)]
 #[command(name = "vpblu-lab", about = "vpblu's lab: the whole mesh on one machine")]
@@ -145,23 +146,29 @@ fn up(options: LabOptions, once: bool) -> ExitCode {
 
 async fn print_status(lab: &Lab) {
     println!(
-        "{:<8} {:<10} {:>10} {:>15} {:<10} {:>5} {:>10}",
-        "NODE", "KEY", "PEERS UP", "LAST HANDSHAKE", "BACKEND", "MTU", "APPLIED"
+        "{:<8} {:<6} {:<10} {:>10} {:>15} {:<10} {:>5} {:>14}",
+        "NODE", "READY", "KEY", "PEERS UP", "LAST HANDSHAKE", "BACKEND", "MTU", "APPLIED/WANT"
     );
     for (name, status) in lab.statuses().await {
         let peers = format!("{}/{}", status.peers_up.unwrap_or(0), status.peers.unwrap_or(0));
         let handshake = status.last_handshake_seconds.map_or("-".to_owned(), |s| format!("{s} s ago"));
         let backend = status.backend.map_or("-".to_owned(), |b| format!("{b:?}").to_lowercase());
+        let generation = |g: Option<i64>| g.map_or("-".to_owned(), |g| g.to_string());
+        let ready = status.conditions.iter().find(|c| c.type_ == READY);
         println!(
-            "{:<8} {:<10} {:>10} {:>15} {:<10} {:>5} {:>10}",
+            "{:<8} {:<6} {:<10} {:>10} {:>15} {:<10} {:>5} {:>14}",
             name,
-            status.short_key.unwrap_or_else(|| "-".to_owned()),
+            ready.map_or("-", |c| c.status.as_str()),
+            status.short_key.as_deref().unwrap_or("-"),
             peers,
             handshake,
             backend,
             status.mtu.map_or("-".to_owned(), |m| m.to_string()),
-            status.applied_generation.map_or("-".to_owned(), |g| g.to_string()),
+            format!("{}/{}", generation(status.applied_generation), generation(status.desired_generation)),
         );
+        if let Some(ready) = ready.filter(|c| c.status != "True") {
+            println!("         {}: {}", ready.reason, ready.message);
+        }
     }
 }
 

@@ -8,12 +8,18 @@ use std::collections::BTreeSet;
 use vpblu_messages::{BlockRule, Cidr};
 
 use super::findings::{FindingReason, Findings, SubjectKind};
+use super::guards::Protected;
 use super::inputs::{BlockPolicyInput, NodeAction};
 use super::nodes::NodeTable;
 
 /// Every directional rule of every BlockPolicy, sorted and unique. A block
-/// whose ends are of different families matches nothing and is skipped.
-pub(super) fn rules(policies: &[BlockPolicyInput], findings: &mut Findings) -> Vec<BlockRule> {
+/// whose ends are of different families matches nothing and is skipped; a
+/// block `protected` forbids is refused.
+pub(super) fn rules(
+    policies: &[BlockPolicyInput],
+    protected: &Protected<'_>,
+    findings: &mut Findings,
+) -> Vec<BlockRule> {
     let mut rules = BTreeSet::new();
     for policy in policies {
         for block in &policy.blocks {
@@ -28,6 +34,10 @@ pub(super) fn rules(policies: &[BlockPolicyInput], findings: &mut Findings) -> V
                         block.from, block.to
                     ),
                 );
+                continue;
+            }
+            if let Some((reason, message)) = protected.block_hazard(&block.from, &block.to) {
+                findings.push(SubjectKind::BlockPolicy, &policy.name, reason, message);
                 continue;
             }
             rules.insert(BlockRule { from: block.from, to: block.to });

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use vpblu_messages::{Cidr, UnreachableReason};
 
 use super::findings::{FindingReason, Findings, SubjectKind};
+use super::guards::Protected;
 use super::inputs::RoutePolicyInput;
 use super::nodes::{Node, NodeTable, Standing};
 
@@ -55,11 +56,12 @@ impl<'a> Claims<'a> {
     pub(super) fn resolve(
         nodes: &NodeTable<'a>,
         policies: &[RoutePolicyInput],
+        protected: &Protected<'_>,
         findings: &mut Findings,
     ) -> Self {
         let (owned, by_cidr) = pod_ownership(&nodes.nodes, findings);
 
-        let (routes, route_policy) = resolve_routes(nodes, policies, findings);
+        let (routes, route_policy) = resolve_routes(nodes, policies, protected, findings);
         let mut via = vec![Vec::new(); nodes.nodes.len()];
         let mut overrides = vec![Vec::new(); nodes.nodes.len()];
         for (index, route) in routes.iter().enumerate() {
@@ -208,11 +210,13 @@ fn pod_ownership<'a>(
     (owned, by_cidr)
 }
 
-/// Picks one route per CIDR. Returns the routes sorted by CIDR and, beside
-/// them, the name of the policy each came from.
+/// Picks one route per CIDR, refusing the ones `protected` forbids.
+/// Returns the routes sorted by CIDR and, beside them, the name of the
+/// policy each came from.
 fn resolve_routes<'p>(
     nodes: &NodeTable<'_>,
     policies: &'p [RoutePolicyInput],
+    protected: &Protected<'_>,
     findings: &mut Findings,
 ) -> (Vec<Route>, Vec<&'p str>) {
     // Ranked on normalised copies, so that even two policies alike in age
@@ -231,6 +235,12 @@ fn resolve_routes<'p>(
     let mut candidates: Vec<(Cidr, usize, usize, &RoutePolicyInput)> = Vec::new();
     for (rank, (normalised, policy)) in sorted.iter().enumerate() {
         for route in &normalised.routes {
+            if let Some((reason, message)) =
+                protected.route_hazard(&route.cidr, &route.via, policy.allow_egress_via_node)
+            {
+                findings.push(SubjectKind::RoutePolicy, &policy.name, reason, message);
+                continue;
+            }
             match nodes.find(route.via.as_str()) {
                 Some(via) => candidates.push((route.cidr, rank, via, policy)),
                 None => findings.push(

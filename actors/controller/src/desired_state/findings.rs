@@ -80,6 +80,16 @@ pub enum FindingReason {
     /// A field the API server let through does not parse; the item is
     /// skipped, the rest of the object applies.
     Invalid,
+    /// A route for `0.0.0.0/0` or `::/0` without the egress opt-in; refused.
+    DefaultRoute,
+    /// A route covering a node's own address without the egress opt-in;
+    /// refused.
+    CoversNodeAddress,
+    /// A route overlapping a Service CIDR without the egress opt-in; refused.
+    CoversServiceCidr,
+    /// A block covering a node's address (the underlay, and the daemons'
+    /// streams to the controller); refused.
+    CoversUnderlay,
 }
 
 impl FindingReason {
@@ -98,6 +108,10 @@ impl FindingReason {
             FindingReason::NoInternalIp => "NoInternalIp",
             FindingReason::NoPodCidrs => "NoPodCidrs",
             FindingReason::Invalid => "Invalid",
+            FindingReason::DefaultRoute => "DefaultRoute",
+            FindingReason::CoversNodeAddress => "CoversNodeAddress",
+            FindingReason::CoversServiceCidr => "CoversServiceCIDR",
+            FindingReason::CoversUnderlay => "CoversUnderlay",
         }
     }
 }

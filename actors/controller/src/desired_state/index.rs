@@ -8,6 +8,7 @@ use vpblu_messages::BlockRule;
 use super::blocks;
 use super::claims::{Claims, Route};
 use super::findings::{Finding, Findings};
+use super::guards::Protected;
 use super::inputs::Inputs;
 use super::nodes::{NodeTable, Standing};
 use super::peering::Tunnel;
@@ -38,8 +39,9 @@ impl<'a> Index<'a> {
         blocks::apply_node_actions(&inputs.block_policies, &mut nodes, &mut findings);
         nodes.settle(&mut findings);
         let tunnel = Tunnel::resolve(&inputs.tunnel_policies, &nodes, &mut findings);
-        let claims = Claims::resolve(&nodes, &inputs.route_policies, &mut findings);
-        let blocks = blocks::rules(&inputs.block_policies, &mut findings);
+        let protected = Protected::new(&nodes, &inputs.service_cidrs);
+        let claims = Claims::resolve(&nodes, &inputs.route_policies, &protected, &mut findings);
+        let blocks = blocks::rules(&inputs.block_policies, &protected, &mut findings);
         let mut eligible = Vec::new();
         let mut ineligible = Vec::new();
         for (index, node) in nodes.nodes.iter().enumerate() {

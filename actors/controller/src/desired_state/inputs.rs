@@ -21,6 +21,9 @@ pub struct Inputs {
     /// should run; of several, the first by node name is in effect and the
     /// others are reported.
     pub rotations: Vec<RotationInput>,
+    /// The cluster's Service CIDRs: a route into them is refused unless
+    /// its policy opts in to egress via a node.
+    pub service_cidrs: Vec<Cidr>,
 }
 
 /// One node as the controller knows it.
@@ -75,6 +78,10 @@ pub struct RoutePolicyInput {
     pub created: i64,
     /// Its routes.
     pub routes: Vec<RouteInput>,
+    /// The policy opts in to routes that would otherwise be refused: a
+    /// default route, or one covering node addresses or a Service CIDR
+    /// (egress of pod traffic through a node).
+    pub allow_egress_via_node: bool,
 }
 
 /// `cidr` is reached through the tunnel to `via`.

@@ -33,6 +33,10 @@
 //!   the pod CIDRs inside it too. A node that does not peer a usable V
 //!   lists the CIDR as NotPeered and keeps the pod CIDRs inside it with
 //!   their owners.
+//! - **Guards.** A route that is a default route, covers a node's internal
+//!   IP or overlaps a Service CIDR is refused unless its RoutePolicy opts
+//!   in to egress via a node; a block covering a node's internal IP is
+//!   always refused (see `guards.rs`).
 //! - **BlockPolicy.** Each block (both ways if bidirectional) is enforced
 //!   by every node with a local CIDR (its pod CIDRs and routes via it)
 //!   overlapping either end; blocks never make anything unreachable.
@@ -63,6 +67,7 @@
 mod blocks;
 mod claims;
 mod findings;
+mod guards;
 mod index;
 mod inputs;
 mod nodes;

@@ -257,7 +257,9 @@ impl Actor for RotationScheduler {
             }
             // Hello, acks, observations and closed streams are the status
             // writer's business.
-            RotationSchedulerMsg::Event(StreamEvent::Message(..) | StreamEvent::Closed(_)) => {}
+            RotationSchedulerMsg::Event(
+                StreamEvent::Message(..) | StreamEvent::Closed(_) | StreamEvent::Sent(..),
+            ) => {}
             RotationSchedulerMsg::Lagged(lost) => {
                 tracing::warn!(
                     lost,

@@ -6,7 +6,20 @@
 //!
 //! It also keeps the `Connected` condition: `True` (`StreamOpen`) from a
 //! daemon's Hello, `False` (`StreamClosed`, with the time) when the stream
-//! server says the node's stream closed and no newer one replaced it.
+//! server says the node's stream closed and no newer one replaced it. Only
+//! the leader's writer owns it: every [`connection_grace`] (one Lease
+//! period) it marks `False` (`NoStream`) every VpbluNode whose daemon has
+//! no stream to it, so a `True` left by an old leader does not outlive the
+//! failover.
+//!
+//! And the `Ready` condition (see `readiness.rs`): connected, the desired
+//! generation applied (`desiredGeneration`, the last one sent, is written
+//! too), every peer with a recent handshake; otherwise `False` with
+//! `Disconnected`, `Lagging` or `PeersDown` and a message naming what is
+//! not so. A daemon gets a few seconds to apply a change and a new peer
+//! some more to handshake before either counts against it (`watch.rs`).
+//!
+//! [`connection_grace`]: StatusWriterArgs::connection_grace
 //!
 //! It runs only on the leader (behind a gate), writes with server-side
 //! apply under [`vpblu_k8s::FIELD_MANAGER`] to the status subresource, and
@@ -33,12 +46,10 @@
 //! a failed write is retried after [`RETRY_FIRST`], doubling up to
 //! [`RETRY_MAX`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
@@ -46,10 +57,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
-use vpblu_k8s::conditions::{CONNECTED, reasons};
-use vpblu_k8s::vpblu_node::short_key;
-use vpblu_k8s::{FIELD_MANAGER, VpbluNode, VpbluNodeStatus, WireGuardBackend};
-use vpblu_messages::{Backend, NodeName, PeerObservation, Upstream};
+use vpblu_k8s::{FIELD_MANAGER, VpbluNode};
+use vpblu_messages::{Backend, NodeName, Upstream};
 use vpblu_runtime::{Forward, broadcast_messages, forward};
 
 use crate::informers::Cache;
@@ -58,14 +67,18 @@ use crate::stream::StreamEvent;
 
 mod metrics;
 mod queue;
+mod readiness;
+mod report;
+mod watch;
 
 use metrics::Outcome;
 pub use metrics::StatusMetrics;
 use queue::{Tier, WriteQueue};
+use report::{Connection, NodeReport, Ready};
+use watch::Watch;
 
-/// A peer counts as up when its last handshake is at most this old
-/// (WireGuard re-handshakes every 2 minutes on an active session).
-const PEER_UP_WITHIN: Duration = Duration::from_secs(180);
+/// How often the graces above are looked at.
+const GRACE_TICK: Duration = Duration::from_secs(2);
 
 /// How long one status write may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,6 +115,10 @@ pub struct StatusWriterArgs {
     pub handoff: KeyHandoff,
     /// Metrics, registered once by the caller.
     pub metrics: StatusMetrics,
+    /// How long daemons get to connect to a new leader before the
+    /// VpbluNodes of those that did not are marked `Connected=False`, and
+    /// how often that is checked again: one Lease period.
+    pub connection_grace: Duration,
 }
 
 impl std::fmt::Debug for StatusWriterArgs {
@@ -127,130 +144,17 @@ pub enum StatusWriterMsg {
     KeysHanded,
     /// A write ended (sent by its task).
     Written(Written),
+    /// Mark the VpbluNodes whose daemons have no stream to this leader
+    /// (sent to itself every connection grace).
+    Sweep,
+    /// Look at lag and handshake graces that may have run out (sent to
+    /// itself every [`GRACE_TICK`]).
+    Tick,
 }
 
 /// Writes VpbluNode status. Empty: everything lives in its state.
 #[derive(Debug, Default)]
 pub struct StatusWriter;
-
-/// Whether a node's daemon has its stream open, and since when.
-#[derive(Clone, Debug, PartialEq)]
-struct Connection {
-    open: bool,
-    since: Time,
-}
-
-impl Connection {
-    fn condition(&self) -> serde_json::Value {
-        let (status, reason, message) = if self.open {
-            ("True", reasons::STREAM_OPEN, "the daemon's stream to the controller is open".to_owned())
-        } else {
-            (
-                "False",
-                reasons::STREAM_CLOSED,
-                format!(
-                    "the daemon's stream closed at {}; the node keeps its last applied state until it \
-                     reconnects",
-                    self.since.0
-                ),
-            )
-        };
-        json!({
-            "type": CONNECTED,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": self.since,
-        })
-    }
-
-    /// Moves to `open` now, or stays (keeping its time) when already there.
-    fn set(connection: &mut Option<Connection>, open: bool) {
-        if connection.as_ref().is_none_or(|c| c.open != open) {
-            // Whole seconds, as the API server stores it: a writer that
-            // reads it back then sees exactly what it would write.
-            let now =
-                Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now());
-            *connection = Some(Connection { open, since: Time(now) });
-        }
-    }
-}
-
-/// What one node has reported, in the shape its status takes.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct NodeReport {
-    public_key: Option<String>,
-    backend: Option<&'static str>,
-    mtu: Option<u32>,
-    applied_generation: Option<u64>,
-    peers: Option<usize>,
-    peers_up: Option<usize>,
-    oldest_handshake_seconds: Option<u64>,
-    connection: Option<Connection>,
-}
-
-impl NodeReport {
-    /// The fields this writer owns, as `status` holds them now.
-    fn from_status(status: &VpbluNodeStatus) -> Self {
-        let count = |n: Option<i32>| n.and_then(|n| usize::try_from(n).ok());
-        NodeReport {
-            public_key: status.public_key.clone(),
-            backend: status.backend.map(|b| match b {
-                WireGuardBackend::Kernel => "kernel",
-                WireGuardBackend::Userspace => "userspace",
-            }),
-            mtu: status.mtu.and_then(|m| u32::try_from(m).ok()),
-            applied_generation: status.applied_generation.and_then(|g| u64::try_from(g).ok()),
-            peers: count(status.peers),
-            peers_up: count(status.peers_up),
-            oldest_handshake_seconds: status.last_handshake_seconds.and_then(|s| u64::try_from(s).ok()),
-            connection: status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == CONNECTED)
-                .map(|c| Connection { open: c.status == "True", since: c.last_transition_time.clone() }),
-        }
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let mut status = serde_json::Map::new();
-        if let Some(key) = &self.public_key {
-            status.insert("publicKey".into(), json!(key));
-            status.insert("shortKey".into(), json!(short_key(key)));
-        }
-        if let Some(backend) = self.backend {
-            status.insert("backend".into(), json!(backend));
-        }
-        if let Some(mtu) = self.mtu {
-            status.insert("mtu".into(), json!(mtu));
-        }
-        if let Some(generation) = self.applied_generation {
-            status.insert("appliedGeneration".into(), json!(generation));
-        }
-        if let Some(peers) = self.peers {
-            status.insert("peers".into(), json!(peers));
-        }
-        if let Some(up) = self.peers_up {
-            status.insert("peersUp".into(), json!(up));
-        }
-        if let Some(age) = self.oldest_handshake_seconds {
-            status.insert("lastHandshakeSeconds".into(), json!(age));
-        }
-        if let Some(connection) = &self.connection {
-            status.insert("conditions".into(), json!([connection.condition()]));
-        }
-        serde_json::Value::Object(status)
-    }
-
-    fn observe(&mut self, peers: &[PeerObservation]) {
-        self.peers = Some(peers.len());
-        self.peers_up = Some(
-            peers.iter().filter(|p| p.last_handshake_age.is_some_and(|age| age <= PEER_UP_WITHIN)).count(),
-        );
-        self.oldest_handshake_seconds =
-            peers.iter().filter_map(|p| p.last_handshake_age).max().map(|d| d.as_secs());
-    }
-}
 
 /// A write finished (sent by its task to the writer).
 #[derive(Debug)]
@@ -279,8 +183,13 @@ pub struct StatusWriterState {
     /// taken once, so a later Hello with another key still wins.
     handed: BTreeMap<NodeName, String>,
     metrics: StatusMetrics,
+    /// Nodes whose daemon has a stream open to this controller.
+    connected_here: BTreeSet<NodeName>,
+    /// What `Ready` is judged from beyond the report: lag and peers down.
+    watch: Watch,
     _events: Forward,
     _handoffs: Forward,
+    timers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// `node`'s status as the VpbluNode informer's cache holds it.
@@ -297,10 +206,70 @@ impl StatusWriterState {
         self.reports.entry(node.clone()).or_insert_with(|| cached_report(cache, node))
     }
 
+    /// Judges `node`'s `Ready` condition anew.
+    fn judge_ready(&mut self, node: &NodeName) {
+        if let Some(report) = self.reports.get_mut(node) {
+            let verdict = self.watch.verdict(node, report, Instant::now());
+            Ready::update(&mut report.ready, verdict);
+        }
+    }
+
+    /// Marks every cached VpbluNode whose daemon has no stream to this
+    /// controller: a `Connected=True` written by an old leader ends here.
+    fn sweep(&mut self) {
+        let nodes: Vec<NodeName> = self
+            .vpblu_nodes
+            .store()
+            .state()
+            .iter()
+            .filter_map(|v| NodeName::new(kube::ResourceExt::name_any(v.as_ref())).ok())
+            .filter(|n| !self.connected_here.contains(n))
+            .collect();
+        for node in nodes {
+            if Connection::absent(&mut self.report(&node).connection) {
+                tracing::info!(node = %node, "no stream from this node's daemon to the leader; marking it disconnected");
+            }
+            self.changed(&node);
+        }
+    }
+
+    /// Takes what `node`'s daemon said into its report; false when that
+    /// cannot change its status.
+    fn take(&mut self, node: &NodeName, upstream: Upstream) -> bool {
+        match upstream {
+            Upstream::Hello(hello) => {
+                self.connected_here.insert(node.clone());
+                let report = self.report(node);
+                Connection::set(&mut report.connection, true);
+                report.public_key = Some(hello.public_key.to_base64());
+                report.backend = Some(match hello.backend {
+                    Backend::Kernel => "kernel",
+                    Backend::Userspace => "userspace",
+                });
+                report.mtu = Some(hello.mtu);
+                report.applied_generation = Some(hello.applied_generation.0);
+            }
+            Upstream::Ack { generation, result: Ok(()) } => {
+                self.report(node).applied_generation = Some(generation.0);
+            }
+            // A failed apply changes nothing the daemon runs; the stream's
+            // ack tracking keeps the error (and the node turns Lagging).
+            Upstream::Ack { result: Err(_), .. } => return false,
+            Upstream::Observed(peers) => {
+                self.watch.observe(node, &peers, Instant::now());
+                self.report(node).observe(&peers);
+            }
+            // Rotation progress is written by the rotation scheduler.
+            Upstream::RotationReport(_) => return false,
+        }
+        true
+    }
+
     /// Queues a write of `node`'s report if it differs from what the API
     /// holds (what this writer last wrote, or else the cache), unless one
     /// is under way (its end looks again).
     fn changed(&mut self, node: &NodeName) {
+        self.judge_ready(node);
         if self.writing.contains_key(node) {
             return;
         }
@@ -317,13 +286,7 @@ impl StatusWriterState {
             self.queue.remove(node);
             return;
         }
-        let lazy_only = NodeReport {
-            applied_generation: report.applied_generation,
-            peers: report.peers,
-            peers_up: report.peers_up,
-            oldest_handshake_seconds: report.oldest_handshake_seconds,
-            ..current.clone()
-        };
+        let lazy_only = report.lazy_part_over(current);
         let now = Instant::now();
         if lazy_only == *report {
             self.queue.schedule(node, Tier::Lazy, now + LAZY_DELAY);
@@ -417,6 +380,10 @@ impl Actor for StatusWriter {
         let handoffs = forward(args.handoff.changes().map(|()| StatusWriterMsg::KeysHanded), myself.clone());
         // Keys handed over before this writer (re)started count too.
         myself.cast(StatusWriterMsg::KeysHanded)?;
+        let timers = vec![
+            myself.send_interval(args.connection_grace, || StatusWriterMsg::Sweep),
+            myself.send_interval(GRACE_TICK, || StatusWriterMsg::Tick),
+        ];
         Ok(StatusWriterState {
             api: Api::all(args.client),
             vpblu_nodes: args.vpblu_nodes,
@@ -429,8 +396,11 @@ impl Actor for StatusWriter {
             handoff: args.handoff,
             handed: BTreeMap::new(),
             metrics: args.metrics,
+            connected_here: BTreeSet::new(),
+            watch: Watch::default(),
             _events: forward(events, myself),
             _handoffs: handoffs,
+            timers,
         })
     }
 
@@ -442,6 +412,9 @@ impl Actor for StatusWriter {
         // A writer that stopped (lost the lead) writes nothing more.
         for task in state.writing.values() {
             task.abort();
+        }
+        for timer in &state.timers {
+            timer.abort();
         }
         Ok(())
     }
@@ -456,6 +429,12 @@ impl Actor for StatusWriter {
             StatusWriterMsg::Flush => state.flush_at = None,
             StatusWriterMsg::KeysHanded => state.take_handed_keys(),
             StatusWriterMsg::Written(done) => state.written(done),
+            StatusWriterMsg::Sweep => state.sweep(),
+            StatusWriterMsg::Tick => {
+                for node in state.watch.due(Instant::now()) {
+                    state.changed(&node);
+                }
+            }
             StatusWriterMsg::Lagged(lost) => {
                 tracing::warn!(
                     lost,
@@ -465,31 +444,17 @@ impl Actor for StatusWriter {
                 return Ok(());
             }
             StatusWriterMsg::Event(StreamEvent::Closed(node)) => {
+                state.connected_here.remove(&node);
                 Connection::set(&mut state.report(&node).connection, false);
                 state.changed(&node);
             }
+            StatusWriterMsg::Event(StreamEvent::Sent(node, generation)) => {
+                state.report(&node).desired_generation = Some(generation.0);
+                state.changed(&node);
+            }
             StatusWriterMsg::Event(StreamEvent::Message(node, upstream)) => {
-                let report = state.report(&node);
-                match upstream {
-                    Upstream::Hello(hello) => {
-                        Connection::set(&mut report.connection, true);
-                        report.public_key = Some(hello.public_key.to_base64());
-                        report.backend = Some(match hello.backend {
-                            Backend::Kernel => "kernel",
-                            Backend::Userspace => "userspace",
-                        });
-                        report.mtu = Some(hello.mtu);
-                        report.applied_generation = Some(hello.applied_generation.0);
-                    }
-                    Upstream::Ack { generation, result: Ok(()) } => {
-                        report.applied_generation = Some(generation.0);
-                    }
-                    // A failed apply changes nothing the daemon runs; the
-                    // stream's ack tracking keeps the error.
-                    Upstream::Ack { result: Err(_), .. } => return Ok(()),
-                    Upstream::Observed(peers) => report.observe(&peers),
-                    // Rotation progress is written by the rotation scheduler.
-                    Upstream::RotationReport(_) => return Ok(()),
+                if !state.take(&node, upstream) {
+                    return Ok(());
                 }
                 state.changed(&node);
             }

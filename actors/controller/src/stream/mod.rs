@@ -26,7 +26,7 @@ mod tls;
 
 use std::time::Duration;
 
-use vpblu_messages::{NodeName, Upstream};
+use vpblu_messages::{Generation, NodeName, Upstream};
 
 pub use desired::Desired;
 pub use identity::{IdentityError, NodeAuth, ServiceAccountName, TokenReviewAuth};
@@ -47,6 +47,9 @@ pub enum StreamEvent {
     /// stream's own tracking, [`NodeStreamStatus`]), Observed and
     /// RotationReport messages.
     Message(NodeName, Upstream),
+    /// The node's stream sent it commands up to this generation: the
+    /// desired generation the node should reach.
+    Sent(NodeName, Generation),
     /// The node's stream closed and no newer stream of the node replaced
     /// it: the node has no stream to this controller now.
     Closed(NodeName),

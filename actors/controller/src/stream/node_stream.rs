@@ -193,6 +193,10 @@ impl NodeStreamState {
         for command in commands {
             self.send(command)?;
         }
+        if let Some(generation) = self.last_sent_generation {
+            // The status writer shows how far behind the node is.
+            let _no_subscriber = self.events.send(StreamEvent::Sent(self.node.clone(), generation));
+        }
         Ok(())
     }
 
