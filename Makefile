@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vpblu/target
 CARGO ?= cargo
 
-.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down kind-e2e
+.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down kind-e2e prometheus
 
 help:
 	@echo "make lab       bring the vpblu mesh up on this machine (see README)"
@@ -20,6 +20,7 @@ help:
 	@echo "make helm-install  helm install chart/vpblu into the current kubectl context"
 	@echo "make images    build the controller and daemon OCI images (no registry, no engine)"
 	@echo "make wireguard-go  build the userspace WireGuard from the Go module proxy (cached)"
+	@echo "make prometheus  build Prometheus and promtool from the Go module proxy (cached), for the metrics tests"
 	@echo "make lab-down  remove what a killed lab left behind"
 	@echo "make kind-e2e  the acceptance checks on a real kind cluster (needs docker + kind)"
 
@@ -42,6 +43,11 @@ testbed: deps
 # The userspace WireGuard the data-plane tests (and the lab) run here.
 wireguard-go: deps
 	@tools/wireguard-go/build.sh >/dev/null
+
+# Prometheus and promtool for the metrics tests: the lab scraped for real,
+# the alert rules' unit tests, `promtool check metrics` on every page.
+prometheus: deps
+	@tools/prometheus/build.sh >/dev/null
 
 # helm renders, lints and installs chart/vpblu (and k8s/deploy from it).
 helm: deps
@@ -67,7 +73,7 @@ testbed-up: testbed
 	@command -v kubectl >/dev/null || tools/testbed/build.sh kubectl >/dev/null
 	$(CARGO) run -q -p vpblu-e2e --bin testbed --locked
 
-test: deps fmt-check clippy build testbed wireguard-go helm
+test: deps fmt-check clippy build testbed wireguard-go helm prometheus
 	$(CARGO) test --workspace --locked
 
 bench: deps wireguard-go testbed

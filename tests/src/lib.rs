@@ -7,6 +7,8 @@ pub mod chart;
 pub mod cluster;
 pub mod cpu;
 pub mod lab;
+pub mod metrics_reference;
 pub mod netns;
 pub mod process;
+pub mod prometheus;
 pub mod stream_pki;
