@@ -6,12 +6,13 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vpblu/target
 CARGO ?= cargo
 
-.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down kind-e2e prometheus
+.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down kind-e2e prometheus soak
 
 help:
 	@echo "make lab       bring the vpblu mesh up on this machine (see README)"
 	@echo "make test      everything CI runs: fmt, clippy -D warnings, all tests"
 	@echo "make bench     print the speed and memory figures"
+	@echo "make soak      50 back-to-back 3-node key rotations under traffic (VPBLU_SOAK_RUNS, VPBLU_SOAK_STRESS)"
 	@echo "make testbed   build kube-apiserver + etcd from the Go module proxy (cached)"
 	@echo "make testbed-up  run them on loopback with vpblu's CRDs, for kubectl, until Ctrl-C"
 	@echo "make crds      regenerate k8s/crds/*.yaml and chart/vpblu/crds/ from the Rust types"
@@ -85,6 +86,13 @@ bench: deps wireguard-go testbed
 	$(CARGO) bench -p vpblu-daemon --bench daemon_rss --locked
 	$(CARGO) bench -p vpblu-e2e --bench lab --locked
 	$(CARGO) bench -p vpblu-e2e --bench rotation --locked
+
+# Key rotation soak: VPBLU_SOAK_RUNS (default 50) 3-node rotations under
+# traffic on the lab; per-run figures, a summary, and on any loss the
+# capture and logs in the directory it prints. Needs root.
+soak: lab-root deps wireguard-go testbed
+	$(CARGO) build --release --workspace --bins --locked
+	$(CARGO) bench -p vpblu-e2e --bench soak --locked
 
 crds:
 	$(CARGO) run -p vpblu-k8s --bin crdgen --locked

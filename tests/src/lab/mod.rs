@@ -15,6 +15,7 @@ pub mod capture;
 pub mod leftovers;
 pub mod pair_traffic;
 pub mod processes;
+pub mod ring_capture;
 pub mod rotation;
 pub mod steady_tcp;
 pub mod topology;

@@ -3,7 +3,7 @@
 //! change to the mesh (a key rotation, a controller failover) loses
 //! nothing.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::Topology;
 use super::steady_tcp::{SteadyTcp, SteadyTcpResult};
@@ -18,6 +18,8 @@ const FIRST_PORT: u16 = 46000;
 pub struct PairTraffic {
     pings: Vec<(String, ContinuousPing)>,
     streams: Vec<SteadyTcp>,
+    started: SystemTime,
+    ping_every: Duration,
 }
 
 /// What [`PairTraffic`] counted.
@@ -27,6 +29,11 @@ pub struct PairTrafficResult {
     pub pings: Vec<(String, PingResult)>,
     /// Per pair: its TCP stream.
     pub streams: Vec<SteadyTcpResult>,
+    /// When the pings started (request `n` left about `n - 1` intervals
+    /// later), to line losses up with logs.
+    pub started: SystemTime,
+    /// The ping interval.
+    pub ping_every: Duration,
 }
 
 impl PairTraffic {
@@ -36,6 +43,7 @@ impl PairTraffic {
         let mut pings = Vec::new();
         let mut streams = Vec::new();
         let mut port = FIRST_PORT;
+        let started = SystemTime::now();
         for (from, to) in topology.cross_node_pairs() {
             if from.name > to.name {
                 continue; // one per unordered pair
@@ -45,7 +53,7 @@ impl PairTraffic {
             streams.push(SteadyTcp::start(&from.ns, &to.ns, &to.v4, port, tcp_every));
             port += 1;
         }
-        PairTraffic { pings, streams }
+        PairTraffic { pings, streams, started, ping_every }
     }
 
     /// Stops everything (after a second for the last replies) and collects
@@ -55,6 +63,8 @@ impl PairTraffic {
         PairTrafficResult {
             pings: self.pings.into_iter().map(|(what, ping)| (what, ping.finish_now())).collect(),
             streams: self.streams.into_iter().map(SteadyTcp::finish).collect(),
+            started: self.started,
+            ping_every: self.ping_every,
         }
     }
 }
@@ -75,16 +85,54 @@ impl PairTrafficResult {
         self.streams.iter().map(|s| s.max_gap).max().unwrap_or_default()
     }
 
-    /// One line per pair, for a failing assertion or a bench.
+    /// Per pair with losses: each run of consecutive lost requests as
+    /// (first, last) send time, estimated from the start and the interval.
+    pub fn loss_windows(&self) -> Vec<(&str, Vec<(SystemTime, SystemTime)>)> {
+        let at = |seq: u32| self.started + self.ping_every * seq.saturating_sub(1);
+        self.pings
+            .iter()
+            .filter(|(_, p)| !p.lost_seqs.is_empty())
+            .map(|(what, p)| {
+                let mut runs: Vec<(u32, u32)> = Vec::new();
+                for &seq in &p.lost_seqs {
+                    match runs.last_mut() {
+                        Some((_, last)) if *last + 1 == seq => *last = seq,
+                        _ => runs.push((seq, seq)),
+                    }
+                }
+                (what.as_str(), runs.into_iter().map(|(a, b)| (at(a), at(b))).collect())
+            })
+            .collect()
+    }
+
+    /// One line per pair, for a failing assertion or a bench; lost
+    /// requests with their send times (UTC, to match the processes' logs).
     pub fn summary(&self) -> String {
         let mut out = String::new();
+        let windows = self.loss_windows();
         for (what, ping) in &self.pings {
-            out.push_str(&format!("ping {what}: {} sent, {} lost\n", ping.sent, ping.lost()));
+            out.push_str(&format!("ping {what}: {} sent, {} lost", ping.sent, ping.lost()));
+            if let Some((_, runs)) = windows.iter().find(|(w, _)| w == what) {
+                let shown: Vec<String> = runs
+                    .iter()
+                    .map(|(a, b)| {
+                        let ms = b.duration_since(*a).unwrap_or_default().as_millis()
+                            + self.ping_every.as_millis();
+                        format!("{} for ~{ms} ms", utc_millis(*a))
+                    })
+                    .collect();
+                out.push_str(&format!(" (lost from {})", shown.join(", ")));
+            }
+            out.push('\n');
         }
         for s in &self.streams {
             out.push_str(&format!(
-                "{}: {} of {} bytes, longest gap {:?} at {:?}\n",
-                s.what, s.received, s.sent, s.max_gap, s.max_gap_at
+                "{}: {} of {} bytes, longest gap {:?} ending ~{}\n",
+                s.what,
+                s.received,
+                s.sent,
+                s.max_gap,
+                utc_millis(self.started + s.max_gap_at)
             ));
         }
         out
@@ -105,4 +153,9 @@ impl PairTrafficResult {
         }
         assert!(self.max_tcp_gap() <= max_gap, "{during}: a TCP stream stalled over {max_gap:?}\n{summary}");
     }
+}
+
+/// `t` as RFC 3339 UTC with milliseconds.
+pub fn utc_millis(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

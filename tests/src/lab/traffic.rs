@@ -19,6 +19,9 @@ pub struct PingResult {
     pub received: u32,
     /// Everything ping printed.
     pub text: String,
+    /// The sequence numbers of the requests lost (continuous pings only;
+    /// empty for a one-shot ping, which only has the counts).
+    pub lost_seqs: Vec<u32>,
 }
 
 impl PingResult {
@@ -35,7 +38,10 @@ impl PingResult {
         let summary = PingResult::parse(text);
         let last = replies.last().copied().unwrap_or(0);
         let in_flight = summary.sent.saturating_sub(last).min(IN_FLIGHT_AT_STOP);
-        PingResult { sent: summary.sent - in_flight, received: replies.len() as u32, text: summary.text }
+        let sent = summary.sent - in_flight;
+        // ping numbers its requests from 1.
+        let lost_seqs = (1..=sent).filter(|seq| !replies.contains(seq)).collect();
+        PingResult { sent, received: replies.len() as u32, text: summary.text, lost_seqs }
     }
 
     fn parse(text: String) -> PingResult {
@@ -48,7 +54,7 @@ impl PingResult {
                 (nums.first().copied().unwrap_or(0), nums.get(1).copied().unwrap_or(0))
             })
             .unwrap_or((0, 0));
-        PingResult { sent, received, text }
+        PingResult { sent, received, text, lost_seqs: Vec::new() }
     }
 }
 
