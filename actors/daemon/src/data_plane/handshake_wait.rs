@@ -1,16 +1,25 @@
-//! Waiting for WireGuard handshakes a rotation phase needs, kicking them.
+//! Waiting for WireGuard handshakes a rotation phase needs, starting them.
 //!
 //! WireGuard only handshakes when there is traffic, and a rotation phase
-//! must not report done before its sessions are warm. So each peer still
-//! waited for is kicked ([`WireGuardDevice::kick`]: an immediate keepalive,
-//! which starts a handshake when there is no session), and every
-//! [`KICK_EVERY`] after renewed and kicked again
-//! ([`WireGuardDevice::renew`]: an initiation sent before the other end
-//! knew this peer's new key is dropped, and WireGuard itself would retry
-//! only after 5 s, which made one rotation in a few take 5 s longer),
-//! until every peer shows a handshake newer than the moment it was
-//! configured, or [`LIMIT`] has passed. Runs as a task: the stream client keeps
-//! applying commands meanwhile.
+//! must not report done before its sessions are warm. Both ends of each
+//! pair wait for it, but only one of them, the [`Role::Initiator`] (the
+//! rotating node), starts it: when both ends sent an initiation at once,
+//! each consumed the other's and dropped the response to its own (the
+//! handshake state an initiation creates is overwritten by the one a
+//! received initiation creates), and neither ever completed; WireGuard
+//! retries only after its 5 s `REKEY_TIMEOUT`, which is where the rotations
+//! that took 5 s longer came from. The initiator kicks each peer it still
+//! waits for ([`WireGuardDevice::kick`]: an immediate keepalive, which
+//! starts a handshake when there is no session), and if no handshake shows
+//! within [`FIRST_RETRY`] renews it ([`WireGuardDevice::renew`]: its
+//! initiation may have reached the peer before the peer knew the new key,
+//! and a fresh peer is not held back by the 5 s timer), backing off to
+//! [`KICK_EVERY`]. A [`Role::Responder`] only answers, and starts
+//! handshakes itself only after [`RESPONDER_PATIENCE`] (the initiator may
+//! have given up: restarted, or satisfied by a handshake whose last packet
+//! this end never got). Until every peer shows a handshake newer than the
+//! moment it was configured, or [`LIMIT`] has passed. Runs as a task: the
+//! stream client keeps applying commands meanwhile.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -23,10 +32,41 @@ use crate::wireguard::WireGuardDevice;
 
 /// How long a phase waits for its handshakes.
 pub const LIMIT: Duration = Duration::from_secs(20);
-/// How often a peer without a handshake is kicked again.
+/// The initiator's first retry; each next one waits twice as long, up to
+/// [`KICK_EVERY`] (a loaded machine may need longer than this for one
+/// handshake, which a retry would cut short).
+pub const FIRST_RETRY: Duration = Duration::from_millis(250);
+/// The longest time between two attempts at one peer.
 pub const KICK_EVERY: Duration = Duration::from_secs(1);
+/// How long a responder waits for the initiator before it starts
+/// handshakes too.
+pub const RESPONDER_PATIENCE: Duration = Duration::from_secs(2);
 /// How often the device is read back meanwhile.
-const POLL: Duration = Duration::from_millis(100);
+const POLL: Duration = Duration::from_millis(50);
+
+/// Which end of the pairs this node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// It starts the handshakes (the rotating node).
+    Initiator,
+    /// It answers them (every other node), and starts them only after
+    /// [`RESPONDER_PATIENCE`].
+    Responder,
+}
+
+/// When the next attempt at the missing peers is due, `attempts` having
+/// been made, the last one at `last`.
+fn next_attempt(role: Role, started: Instant, attempts: u32, last: Option<Instant>) -> Instant {
+    match (role, last) {
+        (Role::Initiator, None) => started,
+        (Role::Responder, None) => started + RESPONDER_PATIENCE,
+        (Role::Initiator, Some(at)) => {
+            let backoff = FIRST_RETRY.saturating_mul(1 << attempts.saturating_sub(1).min(8));
+            at + backoff.min(KICK_EVERY)
+        }
+        (Role::Responder, Some(at)) => at + KICK_EVERY,
+    }
+}
 
 /// One peer to wait for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,17 +79,19 @@ pub struct Awaiting {
     pub after: SystemTime,
 }
 
-/// Kicks and waits until every peer in `peers` shows a handshake on
-/// `device` newer than its `after`; `Err` naming the peers still without
-/// one after `limit`, e.g. "lane handshake with node-b not seen within 20s".
+/// Waits, starting handshakes as `role` says, until every peer in `peers`
+/// shows a handshake on `device` newer than its `after`; `Err` naming the
+/// peers still without one after `limit`, e.g. "lane handshake with node-b
+/// not seen within 20s".
 pub async fn wait(
     device: Arc<Mutex<WireGuardDevice>>,
     which: Device,
     peers: Vec<Awaiting>,
+    role: Role,
     limit: Duration,
 ) -> Result<(), String> {
     let started = Instant::now();
-    let mut kicked: Option<Instant> = None;
+    let (mut attempts, mut last): (u32, Option<Instant>) = (0, None);
     loop {
         let state = {
             let device = Arc::clone(&device);
@@ -81,19 +123,22 @@ pub async fn wait(
                 limit.as_secs()
             ));
         }
-        if kicked.is_none_or(|at| at.elapsed() >= KICK_EVERY) {
-            let first = kicked.is_none();
-            kicked = Some(Instant::now());
-            let kicks: Vec<(NodeName, PublicKey, Option<u16>)> =
-                missing.iter().map(|(p, keepalive)| (p.node.clone(), p.key, *keepalive)).collect();
+        if Instant::now() >= next_attempt(role, started, attempts, last) {
+            // A first attempt only kicks: nothing has failed yet. Later
+            // ones renew, unless the handshake came meanwhile.
+            let first = last.is_none();
+            attempts += 1;
+            last = Some(Instant::now());
+            let tries: Vec<(NodeName, PublicKey, Option<u16>, SystemTime)> =
+                missing.iter().map(|(p, keepalive)| (p.node.clone(), p.key, *keepalive, p.after)).collect();
             let device = Arc::clone(&device);
             let outcome = tokio::task::spawn_blocking(move || {
                 let mut device = lock(&device);
-                for (node, key, keepalive) in &kicks {
+                for (node, key, keepalive, after) in &tries {
                     if first {
                         device.kick(node, key, *keepalive)?;
-                    } else {
-                        device.renew(node, key)?;
+                    } else if device.renew(node, key, *after)? {
+                        tracing::debug!(%node, "no handshake yet: peer renewed");
                     }
                 }
                 Ok::<(), crate::wireguard::WireGuardError>(())
@@ -104,11 +149,29 @@ pub async fn wait(
                 // A peer removed meanwhile, or a device restarting: the next
                 // read-back shows it, and the limit still holds.
                 Ok(Err(e)) => {
-                    tracing::warn!(device = which.as_str(), error = %e, "could not kick a handshake")
+                    tracing::warn!(device = which.as_str(), error = %e, "could not start a handshake")
                 }
-                Err(e) => tracing::warn!(device = which.as_str(), error = %e, "the kick task failed"),
+                Err(e) => tracing::warn!(device = which.as_str(), error = %e, "the handshake task failed"),
             }
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_initiator_starts_at_once_and_backs_off_the_responder_only_answers_at_first() {
+        let t = Instant::now();
+        assert_eq!(next_attempt(Role::Initiator, t, 0, None), t);
+        assert_eq!(next_attempt(Role::Responder, t, 0, None), t + RESPONDER_PATIENCE);
+        let at = t + Duration::from_millis(10);
+        assert_eq!(next_attempt(Role::Initiator, t, 1, Some(at)), at + FIRST_RETRY);
+        assert_eq!(next_attempt(Role::Initiator, t, 2, Some(at)), at + FIRST_RETRY * 2);
+        assert_eq!(next_attempt(Role::Initiator, t, 3, Some(at)), at + KICK_EVERY);
+        assert_eq!(next_attempt(Role::Initiator, t, 40, Some(at)), at + KICK_EVERY);
+        assert_eq!(next_attempt(Role::Responder, t, 1, Some(at)), at + KICK_EVERY);
     }
 }

@@ -15,7 +15,7 @@ use vpblu_messages::{
 };
 
 use super::applied_generation::GenerationFile;
-use super::handshake_wait::{self, Awaiting};
+use super::handshake_wait::{self, Awaiting, Role};
 use super::lane::Lane;
 use super::mesh_link::MeshLink;
 use super::plan::{self, Plan};
@@ -506,9 +506,12 @@ impl NodeDataPlane {
                 Awaiting { node, key, after }
             })
             .collect();
+        // One end starts each handshake, or crossed initiations can leave
+        // both ends waiting for WireGuard's 5 s retry (see handshake_wait).
+        let role = if rotation.rotates(&self.node) { Role::Initiator } else { Role::Responder };
         let reports = self.reports.clone();
         self.rotation.wait = Some(tokio::spawn(async move {
-            let result = handshake_wait::wait(device, which, awaiting, handshake_wait::LIMIT).await;
+            let result = handshake_wait::wait(device, which, awaiting, role, handshake_wait::LIMIT).await;
             reports.publish(RotationReport { result, ..template });
         }));
     }

@@ -333,18 +333,28 @@ impl WireGuardDevice {
     }
 
     /// Drops one peer and creates it again with the configuration it has,
-    /// then [`kick`](Self::kick)s it. A kick alone cannot hurry a handshake
-    /// that already failed: WireGuard sends the next initiation only after
-    /// its 5 s retry timer, and an initiation sent before the other end
-    /// knew the new key is simply lost. A fresh peer has no such timer.
-    /// Only for a peer that carries no traffic (a lane that does not carry
-    /// yet, a main device whose pairs ride the lane): it has no allowed IPs
-    /// for an instant. A peer that is gone, or has no endpoint, is left
-    /// alone.
-    pub fn renew(&mut self, node: &NodeName, key: &PublicKey) -> Result<(), WireGuardError> {
+    /// then [`kick`](Self::kick)s it, unless it has completed a handshake
+    /// since `unless_since` (a session that came up while the caller was
+    /// deciding is kept: the other end may already use it). A kick alone
+    /// cannot hurry a handshake that already failed: WireGuard sends the
+    /// next initiation only after its 5 s retry timer, and an initiation
+    /// sent before the other end knew the new key is simply lost. A fresh
+    /// peer has no such timer. Only for a peer that carries no traffic (a
+    /// lane that does not carry yet, a main device whose pairs ride the
+    /// lane): it has no allowed IPs for an instant. A peer that is gone, or
+    /// has no endpoint, is left alone. Returns whether it renewed.
+    pub fn renew(
+        &mut self,
+        node: &NodeName,
+        key: &PublicKey,
+        unless_since: SystemTime,
+    ) -> Result<bool, WireGuardError> {
         let state = self.read_back()?;
-        let Some(peer) = state.peers.iter().find(|p| p.public_key == *key) else { return Ok(()) };
-        let Some(endpoint) = peer.endpoint else { return Ok(()) };
+        let Some(peer) = state.peers.iter().find(|p| p.public_key == *key) else { return Ok(false) };
+        if peer.last_handshake.is_some_and(|at| at > unless_since) {
+            return Ok(false);
+        }
+        let Some(endpoint) = peer.endpoint else { return Ok(false) };
         let fresh = Arc::new(Peer {
             node: node.clone(),
             public_key: *key,
@@ -357,7 +367,8 @@ impl WireGuardDevice {
         self.set(&SetRequest { peers: Some(&remove), ..SetRequest::default() })?;
         let add = PeerDiff { add: vec![fresh], ..PeerDiff::default() };
         self.set(&SetRequest { peers: Some(&add), ..SetRequest::default() })?;
-        self.kick(node, key, keepalive)
+        self.kick(node, key, keepalive)?;
+        Ok(true)
     }
 
     /// Sets the listen port; nothing is written when it already has it.
