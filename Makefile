@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vpblu/target
 CARGO ?= cargo
 
-.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down kind-e2e prometheus soak
+.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down kind-e2e prometheus soak docs docs-serve mdbook
 
 help:
 	@echo "make lab       bring the vpblu mesh up on this machine (see README)"
@@ -22,6 +22,7 @@ help:
 	@echo "make images    build the controller and daemon OCI images (no registry, no engine)"
 	@echo "make wireguard-go  build the userspace WireGuard from the Go module proxy (cached)"
 	@echo "make prometheus  build Prometheus and promtool from the Go module proxy (cached), for the metrics tests"
+	@echo "make docs      build the docs site (docs/ -> docs/book) with mdBook; make docs-serve serves it"
 	@echo "make lab-down  remove what a killed lab left behind"
 	@echo "make kind-e2e  the acceptance checks on a real kind cluster (needs docker + kind)"
 
@@ -74,7 +75,7 @@ testbed-up: testbed
 	@command -v kubectl >/dev/null || tools/testbed/build.sh kubectl >/dev/null
 	$(CARGO) run -q -p vpblu-e2e --bin testbed --locked
 
-test: deps fmt-check clippy build testbed wireguard-go helm prometheus
+test: deps fmt-check clippy build testbed wireguard-go helm prometheus mdbook
 	$(CARGO) test --workspace --locked
 
 bench: deps wireguard-go testbed
@@ -119,3 +120,17 @@ lab-down:
 # cannot run on machines without a container engine).
 kind-e2e:
 	tools/kind/e2e.sh
+
+# The docs site: docs/ (guide, generated reference) built by the pinned
+# mdBook (tools/mdbook, from crates.io, cached) into docs/book.
+mdbook: deps
+	@tools/mdbook/build.sh >/dev/null
+
+docs: mdbook
+	"$$(tools/mdbook/build.sh | tail -1)/mdbook" build docs
+	@echo "docs: the site is in docs/book (open docs/book/index.html, or make docs-serve)"
+
+# Serves the built site on loopback until Ctrl-C.
+docs-serve: docs
+	@echo "docs: http://127.0.0.1:3000/ (Ctrl-C stops)"
+	cd docs/book && python3 -m http.server 3000 --bind 127.0.0.1

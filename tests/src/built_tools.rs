@@ -46,6 +46,13 @@ pub fn wireguard_go() -> &'static Path {
     BIN.get_or_init(|| bin_dir("wireguard-go", &["wireguard-go"]).join("wireguard-go"))
 }
 
+/// The pinned mdBook (tools/mdbook), built (or found up to date) once per
+/// process.
+pub fn mdbook() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| bin_dir("mdbook", &["mdbook"]).join("mdbook"))
+}
+
 /// The pinned helm (tools/helm), built (or found up to date) once per process.
 pub fn helm() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

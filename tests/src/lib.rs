@@ -6,6 +6,7 @@ pub mod built_tools;
 pub mod chart;
 pub mod cluster;
 pub mod cpu;
+pub mod docs_reference;
 pub mod lab;
 pub mod metrics_reference;
 pub mod netns;
