@@ -6,6 +6,7 @@
 //! supervision tree around them.
 
 mod args;
+pub mod dashboard;
 pub mod decided;
 pub mod desired_state;
 pub mod from_k8s;

@@ -118,6 +118,7 @@ pub async fn run_until(
         }),
     ];
     children.extend(caches.informers(&client, &args.lease_namespace, &recompute, &metrics.informers));
+    children.push(crate::dashboard::Dashboard::child(&args, &client, &caches, &events, &desired, &leading));
     let stream_config = StreamConfig { resync_interval: args.resync_interval, ..StreamConfig::default() };
     let stream_metrics = metrics.stream;
     let grpc_addr = args.grpc_addr;
