@@ -138,6 +138,20 @@ pub enum WireGuardError {
         /// What was wrong.
         detail: String,
     },
+    /// The kernel refused a link of kind wireguard: it has no WireGuard.
+    #[error(
+        "cannot create WireGuard device {name}: this kernel has no WireGuard (module `wireguard` \
+         not loaded and not loadable: {source}); run `modprobe wireguard` (the module ships with \
+         Linux >= 5.6, e.g. Debian's linux-image-amd64), or start the daemon with \
+         --backend userspace (or --backend auto, which falls back to it)"
+    )]
+    KernelModuleMissing {
+        /// The device.
+        name: String,
+        /// What the kernel said (EOPNOTSUPP).
+        #[source]
+        source: io::Error,
+    },
     /// A netlink request to the kernel WireGuard failed.
     #[error(
         "netlink {op} on WireGuard device {name} failed: {source}; check that the wireguard kernel \

@@ -16,6 +16,9 @@ use zeroize::Zeroize as _;
 use super::uapi::SetRequest;
 use super::{DeviceState, PeerState, WireGuardError};
 
+/// Linux's errno when RTM_NEWLINK names a link kind the kernel lacks.
+const EOPNOTSUPP: i32 = 95;
+
 /// One kernel WireGuard link.
 #[derive(Debug)]
 pub(crate) struct KernelDevice {
@@ -28,9 +31,13 @@ impl KernelDevice {
         let device = KernelDevice { name: name.to_owned() };
         // An empty update only creates the link (wireguard-control sends the
         // RTM_NEWLINK, then no genetlink message for an empty payload).
-        DeviceUpdate::new()
-            .apply(&device.iface()?, Backend::Kernel)
-            .map_err(|source| device.netlink_err("create", source))?;
+        DeviceUpdate::new().apply(&device.iface()?, Backend::Kernel).map_err(|source| {
+            match source.raw_os_error() {
+                // The kernel does not know the link kind: no wireguard module.
+                Some(EOPNOTSUPP) => WireGuardError::KernelModuleMissing { name: name.to_owned(), source },
+                _ => device.netlink_err("create", source),
+            }
+        })?;
         Ok(device)
     }
 
