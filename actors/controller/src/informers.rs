@@ -430,6 +430,12 @@ impl InformerMetrics {
     /// `vpblu_controller_informer_watch_errors_total{kind}`.
     pub fn register(health: &Health) -> Self {
         let metrics = InformerMetrics::default();
+        // Every kind's series from the start, at 0: a series born at 1
+        // would hide its first increase from rate() and increase().
+        for kind in Kind::ALL {
+            metrics.changes.get_or_create(&KindLabels { kind }).inc_by(0);
+            metrics.errors.get_or_create(&KindLabels { kind }).inc_by(0);
+        }
         health.register_component("controller_informer", |registry| {
             registry.register(
                 "changes",
@@ -443,13 +449,6 @@ impl InformerMetrics {
             );
         });
         metrics
-    }
-
-    /// One series of each family, for the metrics reference.
-    pub(crate) fn touch_examples(&self) {
-        let labels = KindLabels { kind: Kind::Node };
-        self.changes.get_or_create(&labels).inc_by(0);
-        self.errors.get_or_create(&labels).inc_by(0);
     }
 
     /// Watch errors seen for `kind` so far.

@@ -53,9 +53,7 @@ impl ControllerMetrics {
         ControllerMetrics::register(&fresh);
         let every = Health::new();
         let metrics = ControllerMetrics::register(&every);
-        metrics.informers.touch_examples();
         metrics.stream.touch_examples();
-        metrics.status.touch_examples();
         metrics.rotation.touch_examples();
         vec![("fresh or standby", fresh.render()), ("every family", every.render())]
     }

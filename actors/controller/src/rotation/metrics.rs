@@ -70,6 +70,11 @@ impl RotationMetrics {
             in_progress: Gauge::default(),
             phase_started: Gauge::default(),
         };
+        // Every result from the start, at 0: the first rollback counted
+        // into a new series would not show in increase() (nor alert).
+        for result in [RotationResult::Succeeded, RotationResult::RolledBack, RotationResult::Skipped] {
+            metrics.ended_by(result, 0);
+        }
         health.register_component("controller", |registry| {
             registry.register(
                 "rotations",
@@ -111,7 +116,6 @@ impl RotationMetrics {
 
     /// One series of each family, for the metrics reference.
     pub(crate) fn touch_examples(&self) {
-        self.ended_by(RotationResult::Succeeded, 0);
         drop(self.phase_duration.get_or_create(&PhaseLabels { phase: RotationPhase::Prepare.as_str() }));
     }
 

@@ -48,6 +48,11 @@ impl StatusMetrics {
     /// VpbluNode status lags).
     pub fn register(health: &Health) -> Self {
         let metrics = StatusMetrics { writes: Family::default(), pending: Gauge::default() };
+        // Both results from the start, at 0: a failure counted into a new
+        // series would be invisible to rate() and increase().
+        for result in [Outcome::Ok, Outcome::Failed] {
+            metrics.writes.get_or_create(&OutcomeLabels { result }).inc_by(0);
+        }
         health.register_component("controller_status", |registry| {
             registry.register(
                 "writes",
@@ -61,11 +66,6 @@ impl StatusMetrics {
             );
         });
         metrics
-    }
-
-    /// One series of each family, for the metrics reference.
-    pub(crate) fn touch_examples(&self) {
-        self.writes.get_or_create(&OutcomeLabels { result: Outcome::Ok }).inc_by(0);
     }
 
     pub(super) fn written(&self, result: Outcome) {

@@ -55,6 +55,19 @@ pub enum CommandKind {
     SetRotation,
 }
 
+impl CommandKind {
+    /// Every kind.
+    pub const ALL: [CommandKind; 7] = [
+        CommandKind::SyncState,
+        CommandKind::SetSettings,
+        CommandKind::PeerUpsert,
+        CommandKind::PeerRemove,
+        CommandKind::SetBlocks,
+        CommandKind::SetUnreachable,
+        CommandKind::SetRotation,
+    ];
+}
+
 impl From<&Command> for CommandKind {
     fn from(command: &Command) -> Self {
         match command {
@@ -235,6 +248,11 @@ impl DaemonMetrics {
             applied_generation: Gauge::default(),
             observation: Arc::default(),
         };
+        // Every kind's error count from the start, at 0: the first failure
+        // counted into a new series would not show in increase() (nor alert).
+        for command in CommandKind::ALL {
+            metrics.apply_errors.get_or_create(&CommandLabels { command }).inc_by(0);
+        }
         health.register_component("daemon", |registry| {
             registry.register(
                 "apply_duration_seconds",
@@ -432,7 +450,10 @@ mod tests {
         ] {
             assert!(lines.contains(&want), "missing {want:?} in:\n{text}");
         }
-        assert!(!text.contains("vpblu_daemon_apply_errors_total{command=\"SyncState\"}"), "{text}");
+        // Every kind's error series exists from the start, at 0.
+        assert!(lines.contains(&"vpblu_daemon_apply_errors_total{command=\"SyncState\"} 0"), "{text}");
+        let errors = lines.iter().filter(|l| l.starts_with("vpblu_daemon_apply_errors_total{")).count();
+        assert_eq!(errors, CommandKind::ALL.len(), "{text}");
     }
 
     #[test]
