@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vpblu/target
 CARGO ?= cargo
 
-.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down kind-e2e prometheus soak docs docs-serve mdbook
+.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down build-meshtop install-cli kind-e2e prometheus soak docs docs-serve mdbook
 
 help:
 	@echo "make lab       bring the vpblu mesh up on this machine (see README)"
@@ -25,6 +25,8 @@ help:
 	@echo "make docs      build the docs site (docs/ -> docs/book) with mdBook; make docs-serve serves it"
 	@echo "make lab-down  remove what a killed lab left behind"
 	@echo "make kind-e2e  the acceptance checks on a real kind cluster (needs docker + kind)"
+	@echo "make build-meshtop  build meshtop, the terminal view of the mesh"
+	@echo "make install-cli    install vpblu (and kubectl-vpblu, for kubectl vpblu status) in $$(PREFIX)/bin"
 
 # Installs what the build and tests need, idempotently.
 deps:
@@ -134,3 +136,18 @@ docs: mdbook
 docs-serve: docs
 	@echo "docs: http://127.0.0.1:3000/ (Ctrl-C stops)"
 	cd docs/book && python3 -m http.server 3000 --bind 127.0.0.1
+
+# meshtop: the terminal view; it polls a controller's dashboard
+# (meshtop --url http://127.0.0.1:8082 after a kubectl port-forward).
+build-meshtop:
+	$(CARGO) build -p meshtop --locked
+	@echo "built $(CARGO_TARGET_DIR)/debug/meshtop"
+
+# `vpblu status`, also as the kubectl plugin `kubectl vpblu status`
+# (kubectl runs any kubectl-NAME on PATH).
+PREFIX ?= /usr/local
+install-cli:
+	$(CARGO) build --release -p vpblu-cli --locked
+	install -D -m 0755 "$(CARGO_TARGET_DIR)/release/vpblu" "$(PREFIX)/bin/vpblu"
+	ln -sf vpblu "$(PREFIX)/bin/kubectl-vpblu"
+	@echo "installed $(PREFIX)/bin/vpblu and $(PREFIX)/bin/kubectl-vpblu"

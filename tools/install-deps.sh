@@ -21,6 +21,9 @@ want ping iputils-ping
 want tcpdump tcpdump
 want nft nftables
 want iperf3 iperf3
+# The dashboard's end-to-end test (headless) and meshtop's (through tmux).
+want chromium chromium
+want tmux tmux
 [[ -f /usr/include/bpf/bpf_helpers.h ]] || missing_pkgs+=(libbpf-dev)
 
 for p in "${missing_pkgs[@]}"; do

@@ -124,6 +124,15 @@ fn up(options: LabOptions, once: bool) -> ExitCode {
             lab.cluster.kubeconfig_path().display()
         );
         println!("  kubectl get vpblunodes");
+        // The three views of the mesh (issue #18), next to the binaries.
+        let bin = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.display().to_string()));
+        let bin = bin.unwrap_or_else(|| "target/debug".to_owned());
+        let leader = lab.leader().await.map_or(0, |i| i);
+        for c in &lab.controllers {
+            println!("Dashboard of {}: http://{}/ (JSON: /api/v1/mesh)", c.identity, c.dashboard);
+        }
+        println!("The mesh at a glance from the API server (same KUBECONFIG):\n  {bin}/vpblu status");
+        println!("Live in the terminal:\n  {bin}/meshtop --url http://{}", lab.controllers[leader].dashboard);
         println!("Try a block next:\n  kubectl apply -f k8s/deploy/samples/blockpolicy.yaml");
         println!("Or rotate every key again:\n  kubectl annotate rotationpolicy lab-demo vpblu.dev/rotate-now=$(date +%s) --overwrite");
         println!("Logs: {}", lab.dir().display());

@@ -125,6 +125,8 @@ pub struct Controller {
     pub grpc: SocketAddr,
     /// Its `/metrics`, `/healthz`, `/readyz` (loopback).
     pub metrics: SocketAddr,
+    /// Its web dashboard and JSON API (loopback).
+    pub dashboard: SocketAddr,
     args: Vec<String>,
     kubeconfig: PathBuf,
     log: PathBuf,
@@ -150,13 +152,14 @@ impl Controller {
             .parse()
             .expect("a socket address");
         let metrics = free_addr();
+        let dashboard = free_addr();
         let args: Vec<String> = [
             "--grpc-addr",
             &grpc.to_string(),
             "--metrics-addr",
             &metrics.to_string(),
             "--dashboard-addr",
-            &free_addr().to_string(),
+            &dashboard.to_string(),
             "--identity",
             &identity,
             "--lease-namespace",
@@ -176,7 +179,8 @@ impl Controller {
         .map(|s| (*s).to_owned())
         .collect();
         let log = dir.join(format!("{identity}.log"));
-        let mut controller = Controller { process: None, identity, grpc, metrics, args, kubeconfig, log };
+        let mut controller =
+            Controller { process: None, identity, grpc, metrics, dashboard, args, kubeconfig, log };
         controller.spawn(binaries);
         wait_http_ok(controller.metrics, "/readyz", Duration::from_secs(60));
         controller
