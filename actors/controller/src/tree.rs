@@ -112,7 +112,10 @@ pub async fn run_until(
             client: client.clone(),
             leading: leading.clone(),
             handle: recompute.clone(),
-            config: RecomputeConfig { service_cidrs: args.service_cidrs.clone(), ..RecomputeConfig::default() },
+            config: RecomputeConfig {
+                service_cidrs: args.service_cidrs.clone(),
+                ..RecomputeConfig::default()
+            },
             metrics: metrics.recompute,
             health: health.clone(),
         }),
