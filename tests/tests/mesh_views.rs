@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use kube::Api;
 use kube::api::PostParams;
-use vpblu_e2e::lab::{Lab, LabBinaries};
+use vpblu_e2e::lab::{Lab, LabBinaries, rotation};
 use vpblu_e2e::process::http_get;
 use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule};
 use vpblu_view::{API_PATH, LinkState, MeshView, STREAM_PATH};
@@ -35,6 +35,7 @@ fn the_mesh_at_a_glance_on_the_lab() {
         let artifacts = artifacts_dir();
         dashboard_page_shows_the_mesh(&chromium, leader, standby, &artifacts);
         block_policy_appears_on_the_page(lab, &chromium, leader, &artifacts).await;
+        rotation_shows_its_phases(lab, &chromium, leader, &artifacts).await;
         println!(
             "dashboard checked in Chromium in {:.1} s; screenshots in {}",
             started.elapsed().as_secs_f64(),
@@ -263,6 +264,32 @@ async fn block_policy_appears_on_the_page(
     assert!(page.contains(&format!("{from} -&gt; {to}")), "and what it blocks:\n{page}");
     screenshot(chromium_bin, leader, &artifacts.join("blockpolicy.png"));
     println!("dashboard: BlockPolicy dashboard-block shown as {shown}");
+}
+
+/// A key rotation of node-3: its phases land in the leader's timeline and
+/// on the page, ending Idle with its result.
+async fn rotation_shows_its_phases(lab: &Lab, chromium_bin: &Path, leader: SocketAddr, artifacts: &Path) {
+    let since = rotation::now_rfc3339();
+    rotation::rotate_now(lab, "dashboard-rotation", 1, Some("node-3"), "mesh-views").await;
+    rotation::wait_rotated(lab, &["node-3".to_owned()], &since).await;
+    let view = wait_view(leader, "node-3's rotation in the timeline, ended", Duration::from_secs(10), |v| {
+        let steps: Vec<_> = v.rotation_history.iter().filter(|s| s.node == "node-3").collect();
+        steps.iter().any(|s| s.phase != "Idle") && steps.last().is_some_and(|s| s.phase == "Idle")
+    });
+    let steps: Vec<String> = view
+        .rotation_history
+        .iter()
+        .filter(|s| s.node == "node-3")
+        .map(|s| format!("{}{}", s.phase, s.result.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()))
+        .collect();
+    assert!(steps.last().is_some_and(|s| s.contains("Succeeded")), "the rotation succeeded: {steps:?}");
+    let page = dom(chromium_bin, leader);
+    for step in view.rotation_history.iter().filter(|s| s.node == "node-3") {
+        let marker = format!("data-step=\"node-3:{}\"", step.phase);
+        assert!(page.contains(&marker), "the page's timeline shows {marker}:\n{page}");
+    }
+    screenshot(chromium_bin, leader, &artifacts.join("rotation.png"));
+    println!("dashboard: node-3's rotation seen as {}", steps.join(" -> "));
 }
 
 fn workspace_binary(name: &str) -> PathBuf {
