@@ -514,6 +514,8 @@ async fn controller_service_account_can_do_its_job_and_no_more() {
         ("create", "", "events", "", Some("vpblu-system")),
         ("create", "", "events", "", Some("default")),
         ("create", "events.k8s.io", "events", "", Some("vpblu-system")),
+        // The dashboard lists the recent Events about vpblu objects.
+        ("list", "", "events", "", None),
         ("create", "authentication.k8s.io", "tokenreviews", "", None),
         ("create", "vpblu.dev", "vpblunodes", "", None),
     ];
