@@ -4,6 +4,7 @@
 pub mod binary_lifecycle;
 pub mod built_tools;
 pub mod chart;
+pub mod chromium;
 pub mod cluster;
 pub mod cpu;
 pub mod docs_reference;

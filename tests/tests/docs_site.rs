@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 
 use clap::CommandFactory;
 use vpblu_e2e::built_tools::{mdbook, repo_root};
+use vpblu_e2e::chromium;
 use vpblu_e2e::docs_reference::{REGENERATE, pages};
 
 fn docs() -> PathBuf {
@@ -87,44 +88,15 @@ fn the_site_builds_and_every_internal_link_resolves() {
 
 #[test]
 fn chromium_renders_the_landing_page() {
-    assert!(
-        vpblu_e2e::netns::which("chromium").is_some(),
-        "this test needs `chromium` on PATH (it does not skip): apt-get install chromium, or run tools/install-deps.sh"
-    );
+    let chromium = chromium::require();
     let (site, _) = build();
-    let profile = tempfile::tempdir().expect("a profile directory");
-    let shot = Path::new(
-        &std::env::var("CARGO_TARGET_DIR")
-            .unwrap_or_else(|_| repo_root().join("target").display().to_string()),
-    )
-    .join("docs-landing.png");
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| repo_root().join("target"), PathBuf::from);
+    std::fs::create_dir_all(&target).expect("create the target directory");
+    let shot = target.join("docs-landing.png");
     let _ = std::fs::remove_file(&shot);
-    std::fs::create_dir_all(shot.parent().expect("a parent")).expect("create the screenshot's directory");
     let url = format!("file://{}", site.path().join("index.html").display());
-    let result = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=1280,900",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(&url)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run chromium");
-    assert!(result.status.success(), "chromium failed: {}", String::from_utf8_lossy(&result.stderr));
-    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", shot.display()));
-    assert!(png.starts_with(b"\x89PNG"), "{} is not a PNG", shot.display());
-    // A blank 1280x900 page compresses to a few KB; text and the diagram do not.
-    assert!(png.len() > 40_000, "the screenshot looks empty ({} bytes): {}", png.len(), shot.display());
+    // Text and the architecture diagram; a blank page is a few KB.
+    chromium::screenshot(&chromium, &url, &shot, (1280, 900), 40_000);
     println!("landing page screenshot: {}", shot.display());
 }
 

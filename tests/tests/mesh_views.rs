@@ -10,11 +10,12 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube::Api;
 use kube::api::PostParams;
+use vpblu_e2e::chromium;
 use vpblu_e2e::lab::{Lab, LabBinaries, rotation};
 use vpblu_e2e::process::http_get;
 use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule};
@@ -22,7 +23,7 @@ use vpblu_view::{API_PATH, LinkState, MeshView, STREAM_PATH};
 
 #[test]
 fn the_mesh_at_a_glance_on_the_lab() {
-    let chromium = require_tool("chromium");
+    let chromium = chromium::require();
     let tmux = require_tool("tmux");
     vpblu_e2e::lab::with_lab(5, async |lab| {
         let (leader, standby) = leader_and_standby(lab).await;
@@ -176,42 +177,12 @@ fn event_stream_carries_views(leader: SocketAddr) {
     println!("event stream: 2 views in {:.1} s", started.elapsed().as_secs_f64());
 }
 
-fn chromium(chromium: &Path, args: &[&str], url: &str) -> Output {
-    let profile = tempfile::tempdir().expect("a fresh Chromium profile");
-    // A page that never finishes loading must fail the test, not hang it.
-    let output = Command::new("timeout")
-        .arg("60")
-        .arg(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", chromium.display()));
-    assert!(output.status.success(), "chromium {args:?} {url}: {}", String::from_utf8_lossy(&output.stderr));
-    output
-}
-
 fn dom(chromium_bin: &Path, dashboard: SocketAddr) -> String {
-    let output = chromium(chromium_bin, &["--dump-dom"], &format!("http://{dashboard}/"));
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    chromium::dom(chromium_bin, &format!("http://{dashboard}/"))
 }
 
 fn screenshot(chromium_bin: &Path, dashboard: SocketAddr, file: &Path) {
-    let shot = format!("--screenshot={}", file.display());
-    chromium(chromium_bin, &[&shot, "--window-size=1400,1400"], &format!("http://{dashboard}/"));
-    let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-    assert!(size > 10_000, "{} is a real screenshot ({size} bytes)", file.display());
+    chromium::screenshot(chromium_bin, &format!("http://{dashboard}/"), file, (1400, 1400), 10_000);
 }
 
 fn dashboard_page_shows_the_mesh(
