@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vpblu/target
 CARGO ?= cargo
 
-.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down build-meshtop install-cli kind-e2e prometheus soak docs docs-serve mdbook
+.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down build-meshtop install-cli kind-e2e prometheus soak docs docs-serve mdbook kvm-validate kvm-down
 
 help:
 	@echo "make lab       bring the vpblu mesh up on this machine (see README)"
@@ -24,6 +24,8 @@ help:
 	@echo "make prometheus  build Prometheus and promtool from the Go module proxy (cached), for the metrics tests"
 	@echo "make docs      build the docs site (docs/ -> docs/book) with mdBook; make docs-serve serves it"
 	@echo "make lab-down  remove what a killed lab left behind"
+	@echo "make kvm-validate  the kernel WireGuard backend in QEMU guests (Debian kernel): the §12 table"
+	@echo "make kvm-down  remove what a killed kvm-validate left behind (like lab-down: every lab's)"
 	@echo "make kind-e2e  the acceptance checks on a real kind cluster (needs docker + kind)"
 	@echo "make build-meshtop  build meshtop, the terminal view of the mesh"
 	@echo "make install-cli    install vpblu (and kubectl-vpblu, for kubectl vpblu status) in $$(PREFIX)/bin"
@@ -151,3 +153,19 @@ install-cli:
 	install -D -m 0755 "$(CARGO_TARGET_DIR)/release/vpblu" "$(PREFIX)/bin/vpblu"
 	ln -sf vpblu "$(PREFIX)/bin/kubectl-vpblu"
 	@echo "installed $(PREFIX)/bin/vpblu and $(PREFIX)/bin/kubectl-vpblu"
+
+# The kernel WireGuard backend, proven in QEMU guests whose (Debian) kernel
+# has the module: the guest image is built and cached by tools/kvm/image.sh
+# (~4 min once), then tests/tests/kvm_kernel.rs boots one guest per node and
+# prints the §12 table for the kernel backend. Not part of `make test`.
+kvm-validate: lab-root deps build testbed wireguard-go
+	@tools/kvm/install-deps.sh
+	@tools/kvm/image.sh >/dev/null
+	VPBLU_KVM_REPORT=$${VPBLU_KVM_REPORT:-$(CARGO_TARGET_DIR)/kvm-validate.txt} \
+		$(CARGO) test -p vpblu-e2e --test kvm_kernel --locked -- --nocapture
+	@cat "$${VPBLU_KVM_REPORT:-$(CARGO_TARGET_DIR)/kvm-validate.txt}"
+
+# Removes what a killed kvm-validate left: its QEMU guests, control plane and
+# controller are recorded by PID and its namespaces carry the lab's prefix,
+# so the lab's cleanup finds them (and, as lab-down does, any lab's).
+kvm-down: lab-down

@@ -121,12 +121,7 @@ impl Lab {
             .prefix(&format!("{}{}-", topology::PREFIX, options.id))
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create the lab directory: {e}"));
-        let cluster = TestCluster::start().await;
-        cluster.install_crds().await;
-        let deploy = cluster.repo_root().join("k8s/deploy");
-        for file in ["namespace.yaml", "controller-rbac.yaml", "daemon-rbac.yaml", "daemon-daemonset.yaml"] {
-            cluster.apply_manifest(deploy.join(file)).await;
-        }
+        let cluster = start_control_plane().await;
         let topology = Topology::build(options.id, options.nodes, options.pods_per_node);
         let mut lab =
             Lab { daemons: Vec::new(), controllers: Vec::new(), topology, cluster, options, binaries, dir };
@@ -188,14 +183,8 @@ impl Lab {
 
     /// Every VpbluNode's status, by node name.
     pub async fn statuses(&self) -> Vec<(String, VpbluNodeStatus)> {
-        let api: Api<VpbluNode> = Api::all(self.cluster.client());
-        let mut out = Vec::new();
-        for node in &self.topology.nodes {
-            let status =
-                api.get_opt(&node.name).await.ok().flatten().and_then(|n| n.status).unwrap_or_default();
-            out.push((node.name.clone(), status));
-        }
-        out
+        let names: Vec<&str> = self.topology.nodes.iter().map(|n| n.name.as_str()).collect();
+        statuses_of(&self.cluster, &names).await
     }
 
     /// Waits until every node reports every other node as a peer with a
@@ -292,16 +281,50 @@ impl Drop for Lab {
     }
 }
 
+/// A control plane with vpblu's CRDs and k8s/deploy's namespace, RBAC and
+/// daemon DaemonSet, as every lab starts.
+pub async fn start_control_plane() -> TestCluster {
+    let cluster = TestCluster::start().await;
+    cluster.install_crds().await;
+    let deploy = cluster.repo_root().join("k8s/deploy");
+    for file in ["namespace.yaml", "controller-rbac.yaml", "daemon-rbac.yaml", "daemon-daemonset.yaml"] {
+        cluster.apply_manifest(deploy.join(file)).await;
+    }
+    cluster
+}
+
+/// The VpbluNode status of each of `names` (empty where there is none yet),
+/// in that order.
+pub async fn statuses_of(cluster: &TestCluster, names: &[&str]) -> Vec<(String, VpbluNodeStatus)> {
+    let api: Api<VpbluNode> = Api::all(cluster.client());
+    let mut out = Vec::new();
+    for name in names {
+        let status = api.get_opt(name).await.ok().flatten().and_then(|n| n.status).unwrap_or_default();
+        out.push(((*name).to_owned(), status));
+    }
+    out
+}
+
 /// Creates the daemon Pod object for `node` owned by the DaemonSet;
 /// returns (name, uid) to bind the daemon's token to.
 pub(crate) async fn register_daemon_pod(cluster: &TestCluster, node: &LabNode) -> (String, String) {
-    let name = format!("vpblu-daemon-{}", node.name);
+    register_daemon_pod_on(cluster, &node.name, &node.underlay_v4).await
+}
+
+/// [`register_daemon_pod`] for a node known by name and underlay address
+/// (a guest of `crate::kvm`).
+pub(crate) async fn register_daemon_pod_on(
+    cluster: &TestCluster,
+    node: &str,
+    node_v4: &str,
+) -> (String, String) {
+    let name = format!("vpblu-daemon-{node}");
     let pod = cluster
         .register_pod(
             SYSTEM_NAMESPACE,
             &name,
-            &node.name,
-            &node.underlay_v4,
+            node,
+            node_v4,
             Some("vpblu-daemon"),
             &[("app.kubernetes.io/name", "vpblu-daemon"), ("app.kubernetes.io/part-of", "vpblu")],
         )

@@ -10,6 +10,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use vpblu_k8s::{RotationPolicy, RotationPolicySpec, VpbluNodeStatus};
 
 use super::Lab;
+use crate::cluster::TestCluster;
 
 /// How long a whole run of a few nodes may take.
 pub const RUN_LIMIT: Duration = Duration::from_secs(180);
@@ -18,7 +19,18 @@ const ROTATE_NOW: &str = "vpblu.dev/rotate-now";
 /// Creates (or updates) RotationPolicy `name` (Sundays at 03:00, the given
 /// overlap, all nodes or only `only`) and runs it now with `token`.
 pub async fn rotate_now(lab: &Lab, name: &str, overlap_seconds: i32, only: Option<&str>, token: &str) {
-    let api: Api<RotationPolicy> = Api::all(lab.cluster.client());
+    rotate_now_in(&lab.cluster, name, overlap_seconds, only, token).await;
+}
+
+/// [`rotate_now`] on any cluster (the guests of `crate::kvm`).
+pub async fn rotate_now_in(
+    cluster: &TestCluster,
+    name: &str,
+    overlap_seconds: i32,
+    only: Option<&str>,
+    token: &str,
+) {
+    let api: Api<RotationPolicy> = Api::all(cluster.client());
     let selector = only.map(|node| LabelSelector {
         match_labels: Some(BTreeMap::from([("kubernetes.io/hostname".to_owned(), node.to_owned())])),
         ..LabelSelector::default()

@@ -90,11 +90,29 @@ impl Topology {
     pub fn build(id: u8, nodes: u8, pods_per_node: u8) -> Topology {
         assert!(id < 250, "lab id {id} is out of range: use 0..=249");
         assert!((1..=9).contains(&nodes), "a lab has 1 to 9 nodes, not {nodes}");
+        let mut topology = Topology::underlay_only(id);
+        for n in 1..=nodes {
+            topology.nodes.push(build_node(id, n, pods_per_node, &topology.underlay));
+        }
+        // Host-gw: every other node's pod CIDRs via its underlay address.
+        for node in &topology.nodes {
+            for other in topology.nodes.iter().filter(|o| o.index != node.index) {
+                node.ns.ip(&["route", "add", &other.pod_cidrs[0], "via", &other.underlay_v4]);
+                node.ns.ip(&["-6", "route", "add", &other.pod_cidrs[1], "via", &other.underlay_v6]);
+            }
+        }
+        topology
+    }
+
+    /// The underlay bridge and the host's leg on it (`.254`), no nodes yet:
+    /// for nodes that are not namespaces (the guests of `crate::kvm`).
+    pub fn underlay_only(id: u8) -> Topology {
+        assert!(id < 250, "lab id {id} is out of range: use 0..=249");
         let net = underlay_prefix(id);
         let underlay = Bridge::new(&format!("{PREFIX}{id}-ul"));
         let host_link = format!("{PREFIX}{id}-host");
         let host_v4 = format!("{net}.254");
-        let mut topology = Topology {
+        let topology = Topology {
             id,
             nodes: Vec::new(),
             underlay,
@@ -121,17 +139,6 @@ impl Topology {
         ip(&["addr", "add", &format!("{host_v4}/24"), "dev", &host_link]);
         ip(&["link", "set", &host_link, "up"]);
         topology.underlay.netns().ip(&["link", "set", &port, "master", Bridge::NAME, "up"]);
-
-        for n in 1..=nodes {
-            topology.nodes.push(build_node(id, n, pods_per_node, &topology.underlay));
-        }
-        // Host-gw: every other node's pod CIDRs via its underlay address.
-        for node in &topology.nodes {
-            for other in topology.nodes.iter().filter(|o| o.index != node.index) {
-                node.ns.ip(&["route", "add", &other.pod_cidrs[0], "via", &other.underlay_v4]);
-                node.ns.ip(&["-6", "route", "add", &other.pod_cidrs[1], "via", &other.underlay_v6]);
-            }
-        }
         topology
     }
 

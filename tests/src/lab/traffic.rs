@@ -44,7 +44,8 @@ impl PingResult {
         PingResult { sent, received: replies.len() as u32, text: summary.text, lost_seqs }
     }
 
-    fn parse(text: String) -> PingResult {
+    /// From ping's output (its summary line).
+    pub fn parse(text: String) -> PingResult {
         let (sent, received) = text
             .lines()
             .find(|l| l.contains("packets transmitted"))
