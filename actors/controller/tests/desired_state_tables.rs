@@ -691,8 +691,10 @@ fn default_route_is_refused_unless_the_policy_opts_in(f: Fam) {
     assert_eq!(found(&out), vec![finding(K::RoutePolicy, "egress", R::DefaultRoute)]);
     message_names(&out, R::DefaultRoute, &[f.any().to_string(), "n2".into(), "allowEgressViaNode".into()]);
 
+    // Opted in, it is a route like any other: it also takes the pod CIDRs
+    // inside it (RoutePolicy beats derived), n3's included.
     let out = Case::nodes(f, 3).routes("egress", 1, &[(f.any(), "n2")]).egress_opt_in().run();
-    assert_eq!(peers(&out, "n1"), vec![p("n2", &sorted(&[f.any(), f.pod(2)])), p("n3", &[f.pod(3)])]);
+    assert_eq!(peers(&out, "n1"), vec![p("n2", &sorted(&[f.any(), f.pod(2)])), p("n3", &[])]);
     assert!(!found(&out).iter().any(|(_, _, r)| *r == R::DefaultRoute), "{:?}", found(&out));
 }
 
