@@ -14,11 +14,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, PostParams};
 use vpblu_e2e::chromium;
 use vpblu_e2e::lab::{Lab, LabBinaries, rotation};
 use vpblu_e2e::process::http_get;
-use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule};
+use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule, VpbluNode};
 use vpblu_view::{API_PATH, LinkState, MeshView, STREAM_PATH};
 
 #[test]
@@ -50,7 +50,36 @@ fn the_mesh_at_a_glance_on_the_lab() {
         let started = Instant::now();
         meshtop_shows_the_matrix(&tmux, leader);
         println!("meshtop checked through tmux in {:.1} s", started.elapsed().as_secs_f64());
+
+        // Last: it takes a node out of the lab.
+        deleted_node_disappears(lab, &chromium, leader, &artifacts).await;
     });
+}
+
+/// A node leaves the cluster: its Node is deleted and, with it, its
+/// VpbluNode (whose owner reference is the Node; the lab runs no garbage
+/// collector, so the test deletes it as the collector would). The view and
+/// the page drop the node.
+async fn deleted_node_disappears(lab: &Lab, chromium_bin: &Path, leader: SocketAddr, artifacts: &Path) {
+    let gone = lab.topology.node(3).name.clone();
+    lab.delete_node_object(3).await;
+    let api: Api<VpbluNode> = Api::all(lab.cluster.client());
+    api.delete(&gone, &DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("delete {gone}'s VpbluNode as the garbage collector would: {e}"));
+    let view = wait_view(leader, "the deleted node gone from the view", Duration::from_secs(30), |v| {
+        v.nodes.iter().all(|n| n.name != gone) && v.links.iter().all(|l| l.from != gone && l.to != gone)
+    });
+    assert_eq!(
+        view.nodes.len(),
+        2,
+        "two nodes left: {:?}",
+        view.nodes.iter().map(|n| &n.name).collect::<Vec<_>>()
+    );
+    let page = dom(chromium_bin, leader);
+    assert!(!page.contains(&format!("data-node=\"{gone}\"")), "{gone} is still on the page:\n{page}");
+    assert!(page.contains("data-node=\"node-1\""), "node-1 is still on the page:\n{page}");
+    screenshot(chromium_bin, leader, &artifacts.join("node-deleted.png"));
 }
 
 /// The dashboards of the leading and the standing-by controller.

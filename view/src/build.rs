@@ -73,6 +73,11 @@ pub fn build(inputs: Inputs<'_>) -> MeshView {
         leader.standby.push(me.clone());
     }
     let mut links = inputs.links;
+    // A node that left the cluster (its VpbluNode is gone) may still have a
+    // daemon reporting, or peers that still hold it until they converge:
+    // the matrix shows the cluster's nodes only.
+    let known = |name: &str| nodes.iter().any(|n| n.name == name);
+    links.retain(|l| known(&l.from) && known(&l.to));
     links.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
     // A daemon reports keys and counters; where the peer is comes from its VpbluNode.
     for link in links.iter_mut().filter(|l| l.endpoint.is_none()) {

@@ -179,3 +179,23 @@ fn only_vpblu_events_are_kept_newest_first() {
     assert_eq!(view.events[0].age_seconds, Some(5));
     assert!(view.verdict.problems.iter().any(|p| p.contains("no VpbluNodes")));
 }
+
+#[test]
+fn links_of_a_node_that_left_are_not_shown() {
+    let link = |from: &str, to: &str| vpblu_view::LinkView {
+        from: from.into(),
+        to: to.into(),
+        state: vpblu_view::LinkState::Up,
+        ..vpblu_view::LinkView::default()
+    };
+    let nodes = [node("node-1", true), node("node-2", true)];
+    let view = build(Inputs {
+        now: now(),
+        vpblu_nodes: nodes.iter().collect(),
+        // node-3's Node and VpbluNode are gone; its daemon still reports.
+        links: vec![link("node-1", "node-2"), link("node-3", "node-1"), link("node-2", "node-3")],
+        ..Inputs::default()
+    });
+    let shown: Vec<(&str, &str)> = view.links.iter().map(|l| (l.from.as_str(), l.to.as_str())).collect();
+    assert_eq!(shown, [("node-1", "node-2")]);
+}
