@@ -20,9 +20,9 @@ use vpblu_e2e::lab::{CONTROLLER_PORTS, LANE_PORT, MESH_PORT};
 use vpblu_e2e::process::http_get;
 use vpblu_k8s::{BlockPolicy, WireGuardBackend};
 
-/// Nodes (guests): `VPBLU_KVM_NODES`, default 2 (each is a TCG guest here).
+/// Nodes (guests): `VPBLU_KVM_NODES`, default 3 (each a TCG guest here).
 fn nodes() -> u8 {
-    std::env::var("VPBLU_KVM_NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(2)
+    std::env::var("VPBLU_KVM_NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(3)
 }
 
 /// What the run measured, one row per item.
@@ -53,7 +53,7 @@ fn kernel_backend_in_guest_kernels() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     runtime.block_on(async {
         let id = 240 + (std::process::id() % 9) as u8;
-        let lab = GuestLab::up(id, nodes(), "kernel").await;
+        let mut lab = GuestLab::up(id, nodes(), "kernel").await;
         let mut table = Table::default();
         let mesh = lab.wait_mesh(Duration::from_secs(180)).await;
         let boot_to_tunnel = lab.launched.elapsed();
@@ -64,7 +64,9 @@ fn kernel_backend_in_guest_kernels() {
         rotation_loses_nothing(&lab, &mut table).await;
         daemon_sigkill_adopts_the_device(&lab, &mut table).await;
         large_packets_and_mtu(&lab, &mut table).await;
+        controller_down_30s(&mut lab, &mut table).await;
         auto_backend_both_ways(&lab, &mut table).await;
+        node_delete(&lab, &mut table).await;
         let kernel = lab.image.versions.lines().next().unwrap_or_default().to_owned();
         let title = format!(
             "§12 on kernel WireGuard: {n} guests ({kernel}, {:?}, {} MiB each)",
@@ -304,6 +306,76 @@ async fn large_packets_and_mtu(lab: &GuestLab, table: &mut Table) {
         format!(
             "wg-mesh MTU {mtu}; DF -s {largest} 3/3; DF -s {} refused (frag needed, mtu = 1420)",
             largest + 1
+        ),
+    );
+}
+
+/// §12.7: with the controller down for 30 s, pods keep talking (10 pings/s,
+/// 0 lost); it comes back and the daemons reconnect.
+async fn controller_down_30s(lab: &mut GuestLab, table: &mut Table) {
+    lab.guests[0].exec_ok(
+        "ip netns exec pod-1-2 ping -n -c 320 -i 0.1 -W 2 10.244.2.2 >/vpblu/down-ping.txt 2>&1 &",
+        Duration::from_secs(10),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    lab.controller.kill();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let binaries = lab.binaries.clone();
+    lab.controller.restart(&binaries);
+    lab.record_processes();
+    let ping = wait_ping_file(&lab.guests[0], "/vpblu/down-ping.txt", Duration::from_secs(60)).await;
+    assert_eq!(ping.lost(), 0, "pings lost with the controller down:\n{}", ping.text);
+    let back = Instant::now();
+    let connected = |text: &str| {
+        text.lines().filter(|l| l.starts_with("vpblu_controller_stream_connections ")).any(|l| {
+            l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == Some(lab.guests.len() as f64)
+        })
+    };
+    while !connected(&lab.controller.metrics_text()) {
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "the daemons did not reconnect to the restarted controller"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    table.pass(
+        ".7 controller down 30 s",
+        format!(
+            "0 of {} pings lost (10/s) while it was down; every daemon reconnected {} ms after its restart",
+            ping.sent,
+            back.elapsed().as_millis()
+        ),
+    );
+}
+
+/// §12.5: deleting the last node's Node object removes it from every other
+/// node's kernel device.
+async fn node_delete(lab: &GuestLab, table: &mut Table) {
+    let last = lab.guests.last().expect("a guest");
+    let key = lab.statuses().await.pop().and_then(|(_, s)| s.public_key).expect("the last node's key");
+    let started = Instant::now();
+    lab.cluster.delete_node(&last.name).await;
+    for guest in lab.guests.iter().filter(|g| g.index != last.index) {
+        loop {
+            let peers = guest.exec_ok("wg show wg-mesh peers", Duration::from_secs(10));
+            if !peers.contains(&key) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{} still has {}'s peer",
+                guest.name,
+                last.name
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    table.pass(
+        ".5 node delete",
+        format!(
+            "{}'s peer gone from every other kernel device {} ms after the delete",
+            last.name,
+            started.elapsed().as_millis()
         ),
     );
 }

@@ -38,6 +38,8 @@ pub struct GuestLab {
     pub launched: Instant,
     /// The lab's directory (serial logs, shares, TLS, tokens).
     pub dir: tempfile::TempDir,
+    /// The binaries the controller runs (to restart it).
+    pub binaries: LabBinaries,
     id: u8,
 }
 
@@ -95,7 +97,8 @@ impl GuestLab {
         };
         let guests: Vec<Guest> = (1..=nodes).map(|n| Guest::boot(&spec, n, &format!("{net}.{n}"))).collect();
         let launched = Instant::now();
-        let mut lab = GuestLab { guests, controller, topology, cluster, image, accel, launched, dir, id };
+        let mut lab =
+            GuestLab { guests, controller, topology, cluster, image, accel, launched, dir, binaries, id };
         lab.record_processes();
         for i in 0..lab.guests.len() {
             lab.guests[i].wait_ready(Duration::from_secs(120));
@@ -108,7 +111,7 @@ impl GuestLab {
                 .expect("write the daemon's token into its share");
             std::fs::copy(&tls.ca, guest.share.join("ca.crt")).expect("copy the stream CA into the share");
             // For --backend userspace/auto without the module.
-            std::fs::copy(&binaries.wireguard_go, guest.share.join("wireguard-go"))
+            std::fs::copy(&lab.binaries.wireguard_go, guest.share.join("wireguard-go"))
                 .expect("copy wireguard-go into the share");
             let others: Vec<String> = lab
                 .guests
