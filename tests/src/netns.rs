@@ -41,6 +41,8 @@ pub fn require_root_and(tools: &[&str]) {
                 "tcpdump" => Some("tcpdump"),
                 "bpftool" => Some("bpftool"),
                 "wg" => Some("wireguard-tools"),
+                "qemu-system-x86_64" => Some("qemu-system-x86"),
+                "debootstrap" => Some("debootstrap"),
                 _ => None,
             };
             missing.push(match package {

@@ -64,11 +64,15 @@ impl Accel {
     /// TCG when /dev/kvm is PVM (`/sys/module/kvm_pvm`) or absent, KVM
     /// otherwise.
     pub fn detect() -> Accel {
-        if Path::new("/sys/module/kvm_pvm").exists() || !Path::new("/dev/kvm").exists() {
-            Accel::Tcg
+        let (accel, why) = if Path::new("/sys/module/kvm_pvm").exists() {
+            (Accel::Tcg, "/dev/kvm is PVM, which stock Debian kernels do not boot under")
+        } else if !Path::new("/dev/kvm").exists() {
+            (Accel::Tcg, "no /dev/kvm (load kvm_intel or kvm_amd for speed)")
         } else {
-            Accel::Kvm
-        }
+            (Accel::Kvm, "/dev/kvm")
+        };
+        println!("kvm: QEMU accelerator {accel:?}: {why}");
+        accel
     }
 
     /// QEMU's flags for it.
