@@ -209,11 +209,15 @@ fn prometheus_scrapes_the_lab_and_alerts() {
         assert_eq!(prometheus.query(&held)[0].value, 0.0, "the standby says it does not lead");
         println!("promtool check metrics: clean on both controllers (one standby) and {nodes} daemons");
 
-        // A BlockPolicy node-1 -> node-2: only node-1 (whose classify
-        // program sees the blocked packets) counts drops; node-2 and
-        // node-3 carry other traffic meanwhile.
-        let blocked =
-            "sum by (node) (increase(vpblu_daemon_packets_dropped_total{reason=\"blocked\"}[1m])) > 0";
+        // A BlockPolicy node-1 -> node-2: only node-1's classify program
+        // (which sees the blocked packets leave) counts them; node-2's
+        // deliver program enforces the block too, so while the policy
+        // reaches node-2 before node-1 it may count some, and no other
+        // node ever does. node-2 and node-3 carry other traffic meanwhile.
+        let blocked = "sum by (node) (increase(vpblu_daemon_packets_dropped_total\
+                       {program=\"classify\",reason=\"blocked\"}[1m])) > 0";
+        let delivered_blocked = "sum by (node) (increase(vpblu_daemon_packets_dropped_total\
+                                 {program=\"deliver\",reason=\"blocked\"}[1m])) > 0";
         assert!(
             prometheus.query(blocked).is_empty(),
             "no drops before the policy: {:?}",
@@ -244,8 +248,14 @@ fn prometheus_scrapes_the_lab_and_alerts() {
             nodes.contains("node-1").then_some(nodes)
         });
         assert_eq!(dropping, BTreeSet::from(["node-1".to_owned()]), "exactly the node the policy drops on");
-        println!("BlockPolicy node-1 -> node-2, drops by node:");
+        let receivers: BTreeSet<String> = by_node(&prometheus.query(delivered_blocked)).into_keys().collect();
+        assert!(
+            receivers.iter().all(|n| n == "node-2"),
+            "only the blocked destination's deliver program may drop: {receivers:?}"
+        );
+        println!("BlockPolicy node-1 -> node-2, drops by node (classify, then deliver):");
         answer(&prometheus, blocked);
+        answer(&prometheus, delivered_blocked);
         api.delete("prometheus-block", &DeleteParams::default()).await.expect("delete the BlockPolicy");
 
         // A rotation of node-2's key, counted as succeeded; convergence
