@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use vpblu_daemon::keys::{ACTIVE_FILE, KeyStore, PrivateKey};
 use vpblu_daemon::wireguard::{
-    DeviceState, PeerState, UserspaceOptions, WireGuard, WireGuardDevice, WireGuardError, WireGuardGo,
-    detect_backend,
+    BackendReason, DeviceState, PeerState, UserspaceOptions, WireGuard, WireGuardDevice, WireGuardError,
+    WireGuardGo, detect_backend,
 };
 use vpblu_e2e::netns::{Netns, require_root_and, veth};
 use vpblu_messages::{Backend, Cidr, NodeName, Peer};
@@ -357,11 +357,15 @@ fn the_backend_here_is_detected_and_the_probe_leaves_nothing() {
     let expected =
         if Path::new("/sys/module/wireguard").exists() { Backend::Kernel } else { Backend::Userspace };
     // Probing when the module is not loaded may load it; ask the kernel after.
-    let detected = ns.enter(detect_backend);
+    let (detected, reason) = ns.enter(detect_backend);
     if Path::new("/sys/module/wireguard").exists() {
         assert_eq!(detected, Backend::Kernel);
+        assert!(matches!(reason, BackendReason::ModuleLoaded | BackendReason::LinkCreated), "{reason:?}");
     } else {
         assert_eq!(detected, expected);
+        // Root in a namespace of our own: only a kernel without the
+        // module refuses the link, and it says so with EOPNOTSUPP.
+        assert_eq!(reason, BackendReason::ModuleMissing);
     }
     let links = ns.run_ok("ip", &["-o", "link"]);
     assert!(!links.contains("vpbluprobe"), "the probe link was left behind: {links}");

@@ -28,7 +28,7 @@ use crate::keys::KeyStore;
 use crate::pod_interfaces::PodInterfaces;
 use crate::routing::{RouteDevice, Routing};
 use crate::stream::{DataPlane, HelloFacts};
-use crate::wireguard::{DeviceState, WireGuard, WireGuardDevice};
+use crate::wireguard::{BackendReason, DeviceState, WireGuard, WireGuardDevice};
 
 /// The node's WireGuard device, routing and BPF programs, driven as one
 /// data plane. See the module docs for the order of the steps.
@@ -37,6 +37,8 @@ pub struct NodeDataPlane {
     config: Config,
     keys: Arc<Mutex<KeyStore>>,
     backend: Backend,
+    /// Why that backend (`--backend`, or what `auto` found).
+    backend_reason: BackendReason,
     device: Arc<Mutex<WireGuardDevice>>,
     link: MeshLink,
     /// The lane device; `None` when the configuration has none.
@@ -156,7 +158,7 @@ impl NodeDataPlane {
             Some(backend) => WireGuard::new(backend, config.userspace.clone()),
             None => WireGuard::detect(config.userspace.clone()),
         };
-        let backend = wireguard.backend();
+        let (backend, backend_reason) = (wireguard.backend(), wireguard.reason());
         // The key store moves to the blocking thread and back: the private
         // key is lent to the device by reference, never copied.
         let (device, keys) = {
@@ -227,6 +229,7 @@ impl NodeDataPlane {
             config,
             keys,
             backend,
+            backend_reason,
             device,
             link,
             lane,
@@ -251,6 +254,11 @@ impl NodeDataPlane {
     /// The node.
     pub fn node(&self) -> &NodeName {
         &self.node
+    }
+
+    /// The WireGuard backend it drives, and why that one.
+    pub fn backend(&self) -> (Backend, BackendReason) {
+        (self.backend, self.backend_reason)
     }
 
     /// The desired state in force (`None` before the first full state).

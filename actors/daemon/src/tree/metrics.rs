@@ -5,7 +5,8 @@
 //!
 //! - **Events the daemon counts itself** (registered metrics): how long
 //!   each apply took and which failed, by command kind; whether the stream
-//!   is connected and how often it reconnected; the applied generation.
+//!   is connected and how often it reconnected; the applied generation;
+//!   which WireGuard backend runs and why (fixed for the process).
 //! - **What the data plane holds** (a [`Collector`] over the last
 //!   [`Observation`]): the peers the WireGuard device has, each one's
 //!   handshake age and byte counters, and the BPF programs' packet counters
@@ -31,10 +32,11 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use vpblu_messages::{Command, Generation, NodeName};
+use vpblu_messages::{Backend, Command, Generation, NodeName};
 use vpblu_runtime::Health;
 
 use crate::bpf::Verdict;
+use crate::wireguard::BackendReason;
 
 /// The kind of a state command, as a label.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -85,6 +87,13 @@ impl From<&Command> for CommandKind {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CommandLabels {
     command: CommandKind,
+}
+
+/// The one series of `wireguard_backend`: an info-style gauge at 1.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: &'static str,
+    reason: &'static str,
 }
 
 type ApplyHistogram = Family<CommandLabels, Histogram, fn() -> Histogram>;
@@ -238,8 +247,10 @@ pub struct DaemonMetrics {
 }
 
 impl DaemonMetrics {
-    /// Creates the metrics and registers them in `health`.
-    pub fn register(health: &Health) -> Self {
+    /// Creates the metrics and registers them in `health`; `backend` and
+    /// `reason` say which WireGuard backend the data plane drives and why
+    /// (known before anything can be scraped: the data plane starts first).
+    pub fn register(health: &Health, backend: Backend, reason: BackendReason) -> Self {
         let metrics = DaemonMetrics {
             apply_duration: Family::new_with_constructor(apply_histogram as fn() -> Histogram),
             apply_errors: Family::default(),
@@ -253,7 +264,19 @@ impl DaemonMetrics {
         for command in CommandKind::ALL {
             metrics.apply_errors.get_or_create(&CommandLabels { command }).inc_by(0);
         }
+        let wireguard_backend = Family::<BackendLabels, Gauge>::default();
+        wireguard_backend
+            .get_or_create(&BackendLabels { backend: backend.as_str(), reason: reason.as_str() })
+            .set(1);
         health.register_component("daemon", |registry| {
+            registry.register(
+                "wireguard_backend",
+                "The WireGuard backend this daemon drives (kernel or userspace; the one series is 1) and why: \
+                 requested (--backend), module_loaded or link_created (auto found the kernel's WireGuard), \
+                 module_missing or link_create_failed (auto fell back to userspace; the log has the kernel's \
+                 answer)",
+                wireguard_backend,
+            );
             registry.register(
                 "apply_duration_seconds",
                 "Time to apply one command from the controller to the data plane, by command kind",
@@ -324,7 +347,7 @@ impl DaemonMetrics {
 pub fn examples() -> Vec<(&'static str, String)> {
     let page = |observation: Option<Observation>, applied: bool| {
         let health = Health::new();
-        let metrics = DaemonMetrics::register(&health);
+        let metrics = DaemonMetrics::register(&health, Backend::Kernel, BackendReason::ModuleLoaded);
         if applied {
             metrics.applied(CommandKind::SyncState, Duration::from_millis(3), false);
         }
@@ -362,7 +385,7 @@ mod tests {
     #[test]
     fn nothing_observed_yet_renders_only_the_counted_metrics() {
         let health = Health::new();
-        let metrics = DaemonMetrics::register(&health);
+        let metrics = DaemonMetrics::register(&health, Backend::Userspace, BackendReason::Requested);
         metrics.set_applied_generation(Generation(7));
         metrics.set_stream_connected(true);
         let text = health.render();
@@ -376,7 +399,7 @@ mod tests {
     #[test]
     fn an_observation_renders_peers_by_node_and_packets_by_verdict_and_reason() {
         let health = Health::new();
-        let metrics = DaemonMetrics::register(&health);
+        let metrics = DaemonMetrics::register(&health, Backend::Userspace, BackendReason::Requested);
         let mut packets: BTreeMap<Verdict, u64> = Verdict::ALL.iter().map(|v| (*v, 0)).collect();
         packets.insert(Verdict::ToMesh, 120);
         packets.insert(Verdict::DropUnreachableNoKey, 4);
@@ -432,7 +455,7 @@ mod tests {
     #[test]
     fn applies_are_timed_and_failures_counted_by_kind() {
         let health = Health::new();
-        let metrics = DaemonMetrics::register(&health);
+        let metrics = DaemonMetrics::register(&health, Backend::Userspace, BackendReason::Requested);
         metrics.applied(CommandKind::SyncState, Duration::from_millis(30), true);
         metrics.applied(CommandKind::PeerUpsert, Duration::from_millis(2), false);
         metrics.reconnected(0);
@@ -454,6 +477,43 @@ mod tests {
         assert!(lines.contains(&"vpblu_daemon_apply_errors_total{command=\"SyncState\"} 0"), "{text}");
         let errors = lines.iter().filter(|l| l.starts_with("vpblu_daemon_apply_errors_total{")).count();
         assert_eq!(errors, CommandKind::ALL.len(), "{text}");
+    }
+
+    #[test]
+    fn the_backend_is_one_series_at_1_naming_it_and_why() {
+        let (kernel, userspace) = (Backend::Kernel, Backend::Userspace);
+        for (backend, reason, want) in [
+            (kernel, BackendReason::Requested, r#"{backend="kernel",reason="requested"} 1"#),
+            (kernel, BackendReason::ModuleLoaded, r#"{backend="kernel",reason="module_loaded"} 1"#),
+            (kernel, BackendReason::LinkCreated, r#"{backend="kernel",reason="link_created"} 1"#),
+            (userspace, BackendReason::Requested, r#"{backend="userspace",reason="requested"} 1"#),
+            (userspace, BackendReason::ModuleMissing, r#"{backend="userspace",reason="module_missing"} 1"#),
+            (
+                userspace,
+                BackendReason::LinkCreateFailed,
+                r#"{backend="userspace",reason="link_create_failed"} 1"#,
+            ),
+        ] {
+            let health = Health::new();
+            let _metrics = DaemonMetrics::register(&health, backend, reason);
+            let text = health.render();
+            let series: Vec<&str> = lines(&text)
+                .into_iter()
+                .filter(|l| l.starts_with("vpblu_daemon_wireguard_backend"))
+                .collect();
+            assert_eq!(series, [format!("vpblu_daemon_wireguard_backend{want}")], "{text}");
+            assert!(text.contains("# TYPE vpblu_daemon_wireguard_backend gauge"), "{text}");
+        }
+    }
+
+    #[test]
+    fn backend_reasons_are_distinct_snake_case_label_values() {
+        let values: std::collections::BTreeSet<&str> =
+            BackendReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(values.len(), BackendReason::ALL.len(), "{values:?}");
+        for value in values {
+            assert!(value.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{value:?}");
+        }
     }
 
     #[test]

@@ -99,9 +99,10 @@ pub async fn run(args: Args) -> RootExit {
         }
     };
     let restored = data_plane.applied_generation();
+    let (backend, backend_reason) = data_plane.backend();
 
     let health = Health::new();
-    let metrics = DaemonMetrics::register(&health);
+    let metrics = DaemonMetrics::register(&health, backend, backend_reason);
     let readiness = Readiness::new(health.clone(), restored);
     let shared = SharedDataPlane::new(data_plane, metrics.clone(), readiness.clone());
 

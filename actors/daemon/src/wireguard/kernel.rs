@@ -14,7 +14,7 @@ use wireguard_control::{Backend, Device, DeviceUpdate, InterfaceName, Key, PeerC
 use zeroize::Zeroize as _;
 
 use super::uapi::SetRequest;
-use super::{DeviceState, PeerState, WireGuardError};
+use super::{BackendReason, DeviceState, PeerState, WireGuardError};
 
 /// Linux's errno when RTM_NEWLINK names a link kind the kernel lacks.
 const EOPNOTSUPP: i32 = 95;
@@ -157,19 +157,47 @@ fn scrub(device: &mut Device) {
 }
 
 /// Whether the kernel has WireGuard: the module is loaded, or creating a
-/// throwaway link of type wireguard works (which loads it on demand).
-pub(crate) fn available() -> Result<(), String> {
+/// throwaway link of type wireguard works (which loads it on demand). On
+/// `Err`, why not and the kernel's answer.
+pub(crate) fn available() -> Result<BackendReason, (BackendReason, String)> {
     if std::path::Path::new("/sys/module/wireguard").exists() {
-        return Ok(());
+        return Ok(BackendReason::ModuleLoaded);
     }
     let probe: InterfaceName = format!("vpbluprobe{}", std::process::id() % 100_000)
         .parse()
-        .map_err(|_| "probe interface name refused".to_owned())?;
-    match DeviceUpdate::new().apply(&probe, Backend::Kernel) {
-        Ok(()) => {
-            let _ = wireguard_control::backends::kernel::delete_interface(&probe);
-            Ok(())
+        .map_err(|_| (BackendReason::LinkCreateFailed, "probe interface name refused".to_owned()))?;
+    let created = DeviceUpdate::new().apply(&probe, Backend::Kernel);
+    if created.is_ok() {
+        let _ = wireguard_control::backends::kernel::delete_interface(&probe);
+    }
+    probe_outcome(created)
+}
+
+/// What creating the probe link said about the kernel's WireGuard.
+fn probe_outcome(created: io::Result<()>) -> Result<BackendReason, (BackendReason, String)> {
+    match created {
+        Ok(()) => Ok(BackendReason::LinkCreated),
+        // As in `KernelDevice::open`: the kernel does not know the link kind.
+        Err(e) if e.raw_os_error() == Some(EOPNOTSUPP) => {
+            Err((BackendReason::ModuleMissing, format!("creating a wireguard link failed: {e}")))
         }
-        Err(e) => Err(format!("creating a wireguard link failed: {e}")),
+        Err(e) => Err((BackendReason::LinkCreateFailed, format!("creating a wireguard link failed: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_says_module_missing_only_for_an_unknown_link_kind() {
+        assert_eq!(probe_outcome(Ok(())), Ok(BackendReason::LinkCreated));
+        let (reason, detail) = probe_outcome(Err(io::Error::from_raw_os_error(EOPNOTSUPP))).unwrap_err();
+        assert_eq!(reason, BackendReason::ModuleMissing);
+        assert!(detail.contains("creating a wireguard link failed"), "{detail}");
+        // EPERM: no CAP_NET_ADMIN here; the module may well be there.
+        let (reason, detail) = probe_outcome(Err(io::Error::from_raw_os_error(1))).unwrap_err();
+        assert_eq!(reason, BackendReason::LinkCreateFailed);
+        assert!(detail.contains("not permitted"), "{detail}");
     }
 }

@@ -12,7 +12,8 @@
 //!   it execs `wireguard-go` (daemonized, unsupervised) when the socket is
 //!   missing.
 //!
-//! [`detect_backend`] picks the kernel when the module is there.
+//! [`detect_backend`] picks the kernel when the module is there, and says
+//! why ([`BackendReason`]).
 //!
 //! # The userspace process outlives the daemon
 //!
@@ -119,16 +120,63 @@ pub struct OperationCounts {
     pub writes: u64,
 }
 
-/// The kernel backend when the kernel has WireGuard, else userspace.
-pub fn detect_backend() -> Backend {
-    match kernel::available() {
-        Ok(()) => {
-            tracing::info!("WireGuard backend: kernel");
-            Backend::Kernel
+/// Why a daemon drives the WireGuard backend it drives: the `reason` of
+/// `vpblu_daemon_wireguard_backend`, a handful of values an operator can
+/// act on (never the kernel's error text, which goes to the log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendReason {
+    /// `--backend kernel` or `--backend userspace`: nothing was probed.
+    Requested,
+    /// `auto` chose the kernel: the `wireguard` module was already loaded.
+    ModuleLoaded,
+    /// `auto` chose the kernel: a throwaway link of type wireguard could be
+    /// created (which loads the module on demand).
+    LinkCreated,
+    /// `auto` fell back to userspace: the kernel knows no link of type
+    /// wireguard (EOPNOTSUPP: no module, or it may not be loaded).
+    ModuleMissing,
+    /// `auto` fell back to userspace: creating the probe link failed for
+    /// another reason (EPERM without CAP_NET_ADMIN, for one).
+    LinkCreateFailed,
+}
+
+impl BackendReason {
+    /// Every reason.
+    pub const ALL: [BackendReason; 5] = [
+        BackendReason::Requested,
+        BackendReason::ModuleLoaded,
+        BackendReason::LinkCreated,
+        BackendReason::ModuleMissing,
+        BackendReason::LinkCreateFailed,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendReason::Requested => "requested",
+            BackendReason::ModuleLoaded => "module_loaded",
+            BackendReason::LinkCreated => "link_created",
+            BackendReason::ModuleMissing => "module_missing",
+            BackendReason::LinkCreateFailed => "link_create_failed",
         }
-        Err(why) => {
-            tracing::info!(reason = %why, "WireGuard backend: userspace (no kernel WireGuard)");
-            Backend::Userspace
+    }
+}
+
+/// The kernel backend when the kernel has WireGuard, else userspace, and
+/// why; one log line says both (with the kernel's answer on a fallback).
+pub fn detect_backend() -> (Backend, BackendReason) {
+    match kernel::available() {
+        Ok(reason) => {
+            tracing::info!(reason = reason.as_str(), "WireGuard backend: kernel");
+            (Backend::Kernel, reason)
+        }
+        Err((reason, why)) => {
+            tracing::info!(
+                reason = reason.as_str(),
+                detail = %why,
+                "WireGuard backend: userspace (no kernel WireGuard)"
+            );
+            (Backend::Userspace, reason)
         }
     }
 }
@@ -137,23 +185,30 @@ pub fn detect_backend() -> Backend {
 #[derive(Clone, Debug)]
 pub struct WireGuard {
     backend: Backend,
+    reason: BackendReason,
     userspace: UserspaceOptions,
 }
 
 impl WireGuard {
     /// A fixed backend.
     pub fn new(backend: Backend, userspace: UserspaceOptions) -> Self {
-        WireGuard { backend, userspace }
+        WireGuard { backend, reason: BackendReason::Requested, userspace }
     }
 
     /// The backend [`detect_backend`] picks.
     pub fn detect(userspace: UserspaceOptions) -> Self {
-        WireGuard { backend: detect_backend(), userspace }
+        let (backend, reason) = detect_backend();
+        WireGuard { backend, reason, userspace }
     }
 
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Why this backend.
+    pub fn reason(&self) -> BackendReason {
+        self.reason
     }
 
     /// The userspace options.
