@@ -32,9 +32,11 @@ need debootstrap debootstrap
 need mkfs.ext4 e2fsprogs
 need cpio cpio
 need apt-cache apt
-[[ -x /bin/busybox ]] && /bin/busybox --list | grep -qx switch_root ||
+# grep reads all of its input (no -q): with pipefail, a grep that quits at
+# the first match can SIGPIPE the writer and fail the pipeline at random.
+[[ -x /bin/busybox ]] && /bin/busybox --list | grep -x switch_root >/dev/null ||
   die "a static busybox is missing; install it with: apt-get install busybox-static"
-file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' ||
+file -L /bin/busybox 2>/dev/null | grep 'statically linked' >/dev/null ||
   die "/bin/busybox is not static; install it with: apt-get install busybox-static"
 
 # The key: the recipe, this script and the candidate versions of the
