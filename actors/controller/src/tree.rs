@@ -37,7 +37,7 @@ use crate::leader::{Leader, LeaderArgs, LeaderConfig};
 use crate::metrics::ControllerMetrics;
 use crate::policy_status::{PolicyStatus, PolicyStatusArgs};
 use crate::recompute::{Recompute, RecomputeArgs, RecomputeConfig, RecomputeHandle};
-use crate::rotation::{KeyHandoff, RotationScheduler, RotationSchedulerArgs, SchedulerConfig};
+use crate::rotation::{KeyHandoff, ReportBook, RotationScheduler, RotationSchedulerArgs, SchedulerConfig};
 use crate::status_writer::{StatusWriter, StatusWriterArgs};
 use crate::stream::{
     Desired, RefusalEvents, StreamConfig, StreamSecurity, StreamServer, StreamServerArgs,
@@ -134,11 +134,14 @@ pub async fn run_until(
         metrics: metrics.status,
         connection_grace: args.lease_duration,
     });
+    // Recorded for the life of the process, not of one scheduler.
+    let reports = ReportBook::new();
+    let _recorder = reports.record_from(&events);
     let rotation_scheduler = RotationScheduler::child(RotationSchedulerArgs {
         client: client.clone(),
         caches: caches.clone(),
         desired: desired.clone(),
-        events: events.clone(),
+        reports,
         handoff,
         metrics: metrics.rotation,
         config: SchedulerConfig::default(),

@@ -13,12 +13,14 @@
 //! - `runs`: when a run starts and which node goes next;
 //! - `progress`: what one rotation does next, from the reports;
 //! - `handoff`: the new key, handed to the status writer at the end;
+//! - `reports`: the daemons' reports, kept across scheduler restarts;
 //! - `writes`, `metrics`, and the actor, `scheduler`.
 
 mod handoff;
 mod metrics;
 mod policies;
 mod progress;
+mod reports;
 mod runs;
 mod schedule;
 mod scheduler;
@@ -27,6 +29,7 @@ mod writes;
 
 pub use handoff::KeyHandoff;
 pub use metrics::{RotationMetrics, RotationResult};
+pub use reports::ReportBook;
 pub use schedule::{EXPECTED_FORM, Schedule, ScheduleError};
 pub use scheduler::{RotationScheduler, RotationSchedulerArgs, RotationSchedulerMsg, SchedulerConfig};
 pub use selector::{Selector, SelectorError};

@@ -27,31 +27,30 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use futures::StreamExt;
 
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 use vpblu_k8s::rotation_policy::{DEFAULT_OVERLAP_SECONDS, DEFAULT_PHASE_TIMEOUT_SECONDS};
 use vpblu_k8s::vpblu_node::short_key;
 use vpblu_k8s::{IDLE_PHASE, ROTATE_NOW_ANNOTATION, RotationPolicy, VpbluNode};
-use vpblu_messages::{NodeName, RotationPhase, RotationReport, Upstream};
-use vpblu_runtime::{ChildSpec, Forward, broadcast_messages, forward};
+use vpblu_messages::{NodeName, RotationPhase};
+use vpblu_runtime::ChildSpec;
 
 use super::handoff::KeyHandoff;
 use super::metrics::{RotationMetrics, RotationResult};
 use super::policies::{Decided, Judged, NodeLabels, conditions, is_warning, judge, owner_of};
 use super::progress::{Outcome, Running, Seen, Step, next_step};
+use super::reports::ReportBook;
 use super::runs::{Member, RunFacts, RunStep, Trigger};
 use super::writes::{apply_policy_status, patch_vpblu_node, record};
 use crate::decided::{all_in_place, is_news, to_conditions};
 use crate::desired_state::RotationInput;
 use crate::from_k8s::rotation_of;
 use crate::informers::{Cache, Caches, Watched};
-use crate::stream::{Desired, StreamEvent};
+use crate::stream::Desired;
 
 /// A write the cache has not shown within this long no longer holds the
 /// scheduler back (the next step then reads whatever the cache has).
@@ -83,8 +82,9 @@ pub struct RotationSchedulerArgs {
     pub caches: Caches,
     /// The published desired states: which nodes hold the rotation.
     pub desired: Desired,
-    /// The streams' events: the daemons' RotationReports.
-    pub events: broadcast::Sender<StreamEvent>,
+    /// The daemons' RotationReports, recorded outside the scheduler so a
+    /// restarted one finds those of the phase under way.
+    pub reports: ReportBook,
     /// Where new keys go to the status writer.
     pub handoff: KeyHandoff,
     /// Metrics, registered once by the caller.
@@ -104,10 +104,6 @@ impl std::fmt::Debug for RotationSchedulerArgs {
 pub enum RotationSchedulerMsg {
     /// Look at the world and take the next step (sent to itself).
     Tick,
-    /// A daemon said something on its stream (sent by the event task).
-    Event(StreamEvent),
-    /// Stream events were lost because the scheduler fell behind.
-    Lagged(u64),
 }
 
 /// Runs rotations. Empty: everything lives in its state.
@@ -165,8 +161,8 @@ pub struct SchedulerState {
     desired: Desired,
     handoff: KeyHandoff,
     metrics: RotationMetrics,
-    /// Reports of the rotation under way, by (id, phase) and node.
-    reports: BTreeMap<(u64, RotationPhase), BTreeMap<NodeName, RotationReport>>,
+    /// Reports of the rotation under way (shared: they outlive a restart).
+    reports: ReportBook,
     /// The phase under way and when this scheduler first saw it.
     taken_over: Option<((u64, RotationPhase), DateTime<Utc>)>,
     /// The rotation whose Activate every node reported, and since when.
@@ -176,7 +172,6 @@ pub struct SchedulerState {
     /// it read and when. Until they change (or [`IDLE_RESCAN`] passes, for
     /// a schedule coming due) a tick does nothing.
     quiet: Option<(CacheStamp, Instant)>,
-    _events: Forward,
 }
 
 /// The event counts of the caches a pass reads.
@@ -203,10 +198,6 @@ impl Actor for RotationScheduler {
         myself: ActorRef<Self::Msg>,
         args: RotationSchedulerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let events = broadcast_messages(args.events.subscribe()).map(|event| match event {
-            Ok(event) => RotationSchedulerMsg::Event(event),
-            Err(lost) => RotationSchedulerMsg::Lagged(lost),
-        });
         // The interval task ends by itself once the actor is gone.
         let _ticks = myself.send_interval(args.config.tick, || RotationSchedulerMsg::Tick);
         let reporter = Reporter { controller: vpblu_k8s::FIELD_MANAGER.into(), instance: None };
@@ -218,12 +209,11 @@ impl Actor for RotationScheduler {
             desired: args.desired,
             handoff: args.handoff,
             metrics: args.metrics,
-            reports: BTreeMap::new(),
+            reports: args.reports,
             taken_over: None,
             dwelling: None,
             expectations: Expectations::default(),
             quiet: None,
-            _events: forward(events, myself),
         })
     }
 
@@ -245,28 +235,6 @@ impl Actor for RotationScheduler {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RotationSchedulerMsg::Tick => state.tick().await,
-            RotationSchedulerMsg::Event(StreamEvent::Message(node, Upstream::RotationReport(report))) => {
-                tracing::debug!(
-                    %node,
-                    rotation = report.rotation_id,
-                    phase = %report.phase,
-                    ok = report.result.is_ok(),
-                    "rotation report"
-                );
-                state.reports.entry((report.rotation_id, report.phase)).or_default().insert(node, report);
-            }
-            // Hello, acks, observations and closed streams are the status
-            // writer's business.
-            RotationSchedulerMsg::Event(
-                StreamEvent::Message(..) | StreamEvent::Closed(_) | StreamEvent::Sent(..),
-            ) => {}
-            RotationSchedulerMsg::Lagged(lost) => {
-                tracing::warn!(
-                    lost,
-                    "rotation scheduler fell behind the streams; a lost rotation report makes its phase wait \
-                     for the timeout"
-                );
-            }
         }
         Ok(())
     }
@@ -535,18 +503,18 @@ impl SchedulerState {
                 now
             }
         };
-        self.reports.retain(|(id, _), _| *id == rotation.id);
+        self.reports.keep_only(rotation.id);
         let phase_started = parse_time(recorded.phase_started_at.as_deref()).unwrap_or(taken_over);
         self.metrics.in_phase(phase_started.timestamp_millis() as f64 / 1000.0);
         let deadline = phase_started.max(taken_over) + timeout;
         let (id, phase) = key;
         let holders =
             self.desired.nodes_where(|s| s.rotation.as_ref().is_some_and(|r| r.id == id && r.phase == phase));
-        let empty = BTreeMap::new();
-        let reports = self.reports.get(&key).unwrap_or(&empty);
+        let reports = self.reports.of(id, phase);
         let all_ok_since = self.dwelling.filter(|(dwelling, _)| *dwelling == id).map(|(_, since)| since);
         let running = Running { node: rotation.node.clone(), id, phase, overlap, timeout };
-        let step = next_step(&running, &Seen { now, deadline, holders: &holders, reports, all_ok_since });
+        let step =
+            next_step(&running, &Seen { now, deadline, holders: &holders, reports: &reports, all_ok_since });
         let took = (now - phase_started).as_seconds_f64();
         match step {
             Step::Wait(message) => {
