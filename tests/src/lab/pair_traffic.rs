@@ -86,9 +86,11 @@ impl PairTrafficResult {
     }
 
     /// Per pair with losses: each run of consecutive lost requests as
-    /// (first, last) send time, estimated from the start and the interval.
+    /// (first, last) send time: when ping found it unanswered, one interval
+    /// earlier; estimated from the start and the interval only when ping
+    /// printed no such line (under load requests leave later than
+    /// `start + seq × interval`, and the estimate drifts by seconds).
     pub fn loss_windows(&self) -> Vec<(&str, Vec<(SystemTime, SystemTime)>)> {
-        let at = |seq: u32| self.started + self.ping_every * seq.saturating_sub(1);
         self.pings
             .iter()
             .filter(|(_, p)| !p.lost_seqs.is_empty())
@@ -100,6 +102,10 @@ impl PairTrafficResult {
                         _ => runs.push((seq, seq)),
                     }
                 }
+                let at = |seq: u32| match p.unanswered_at.get(&seq) {
+                    Some(seen) => seen.checked_sub(self.ping_every).unwrap_or(*seen),
+                    None => self.started + self.ping_every * seq.saturating_sub(1),
+                };
                 (what.as_str(), runs.into_iter().map(|(a, b)| (at(a), at(b))).collect())
             })
             .collect()

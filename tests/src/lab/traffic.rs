@@ -1,12 +1,12 @@
 //! Real traffic between pods: ping (one-shot and continuous), a bulk TCP
 //! transfer, UDP datagrams. Each runs inside the sending pod's namespace.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::netns::Netns;
 
@@ -22,6 +22,10 @@ pub struct PingResult {
     /// The sequence numbers of the requests lost (continuous pings only;
     /// empty for a one-shot ping, which only has the counts).
     pub lost_seqs: Vec<u32>,
+    /// When ping found each request still unanswered as it sent the next
+    /// one (`-O`, stamped by `-D`): about one interval after that request
+    /// left, on the clock the logs use (continuous pings only).
+    pub unanswered_at: BTreeMap<u32, SystemTime>,
 }
 
 impl PingResult {
@@ -34,14 +38,18 @@ impl PingResult {
     /// unanswered requests after the last answer, up to
     /// [`IN_FLIGHT_AT_STOP`], were in flight when it stopped and are not
     /// counted as sent.
-    fn of_replies(text: String, replies: &BTreeSet<u32>) -> PingResult {
+    fn of_replies(
+        text: String,
+        replies: &BTreeSet<u32>,
+        unanswered_at: BTreeMap<u32, SystemTime>,
+    ) -> PingResult {
         let summary = PingResult::parse(text);
         let last = replies.last().copied().unwrap_or(0);
         let in_flight = summary.sent.saturating_sub(last).min(IN_FLIGHT_AT_STOP);
         let sent = summary.sent - in_flight;
         // ping numbers its requests from 1.
         let lost_seqs = (1..=sent).filter(|seq| !replies.contains(seq)).collect();
-        PingResult { sent, received: replies.len() as u32, text: summary.text, lost_seqs }
+        PingResult { sent, received: replies.len() as u32, text: summary.text, lost_seqs, unanswered_at }
     }
 
     /// From ping's output (its summary line).
@@ -55,7 +63,7 @@ impl PingResult {
                 (nums.first().copied().unwrap_or(0), nums.get(1).copied().unwrap_or(0))
             })
             .unwrap_or((0, 0));
-        PingResult { sent, received, text, lost_seqs: Vec::new() }
+        PingResult { sent, received, text, lost_seqs: Vec::new(), unanswered_at: BTreeMap::new() }
     }
 }
 
@@ -134,37 +142,28 @@ const IN_FLIGHT_AT_STOP: u32 = 3;
 #[derive(Debug)]
 pub struct ContinuousPing {
     child: Option<Child>,
-    reader: Option<std::thread::JoinHandle<(BTreeSet<u32>, String)>>,
+    reader: Option<std::thread::JoinHandle<PingLines>>,
     what: String,
 }
 
 impl ContinuousPing {
-    /// Starts `ping -i INTERVAL -W 1 TO` in `from`.
+    /// Starts `ping -D -O -i INTERVAL -W 1 TO` in `from`.
     pub fn start(from: &Netns, to: &str, interval: Duration) -> ContinuousPing {
         let interval = format!("{:.3}", interval.as_secs_f64());
         let mut child = from.spawn_in(
             Command::new("ping")
-                .args(["-n", "-W", "1", "-i", &interval, to])
+                .args(["-n", "-D", "-O", "-W", "1", "-i", &interval, to])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped()),
         );
         let stdout = child.stdout.take().expect("ping's stdout is piped");
         let reader = std::thread::spawn(move || {
-            let mut replies = BTreeSet::new();
-            let mut other = String::new();
+            let mut lines = PingLines::default();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                match reply_seq(&line) {
-                    Some(seq) => {
-                        replies.insert(seq);
-                    }
-                    None => {
-                        other.push_str(&line);
-                        other.push('\n');
-                    }
-                }
+                lines.read(&line);
             }
-            (replies, other)
+            lines
         });
         ContinuousPing { child: Some(child), reader: Some(reader), what: format!("{} -> {to}", from.name()) }
     }
@@ -183,14 +182,54 @@ impl ContinuousPing {
             .expect("a child's pid is positive");
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
         let out = child.wait_with_output().unwrap_or_else(|e| panic!("waiting for ping {}: {e}", self.what));
-        let (replies, text) = self
+        let lines = self
             .reader
             .take()
             .expect("finish is called once")
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        PingResult::of_replies(format!("{text}{}", String::from_utf8_lossy(&out.stderr)), &replies)
+        let text = format!("{}{}", lines.other, String::from_utf8_lossy(&out.stderr));
+        PingResult::of_replies(text, &lines.replies, lines.unanswered_at)
     }
+}
+
+/// What a continuous ping printed, read line by line.
+#[derive(Debug, Default)]
+struct PingLines {
+    /// Sequence numbers answered.
+    replies: BTreeSet<u32>,
+    /// `no answer yet for icmp_seq=N` lines, by N, with their `-D` stamp.
+    unanswered_at: BTreeMap<u32, SystemTime>,
+    /// Every other line.
+    other: String,
+}
+
+impl PingLines {
+    fn read(&mut self, line: &str) {
+        let (stamp, rest) = split_stamp(line);
+        if let Some(seq) = reply_seq(rest) {
+            self.replies.insert(seq);
+        } else if let (Some(at), Some(seq)) = (stamp, unanswered_seq(rest)) {
+            self.unanswered_at.insert(seq, at);
+        } else if unanswered_seq(rest).is_none() {
+            self.other.push_str(line);
+            self.other.push('\n');
+        }
+    }
+}
+
+/// `[1733330000.123456] rest` (ping -D) as its time and the rest.
+fn split_stamp(line: &str) -> (Option<SystemTime>, &str) {
+    let Some(inner) = line.strip_prefix('[') else { return (None, line) };
+    let Some((stamp, rest)) = inner.split_once("] ") else { return (None, line) };
+    let at = stamp.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0);
+    (at.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s)), rest)
+}
+
+/// The sequence number of a `no answer yet for icmp_seq=N` line (ping -O).
+fn unanswered_seq(line: &str) -> Option<u32> {
+    let rest = line.strip_prefix("no answer yet for icmp_seq=")?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 /// The sequence number of a reply line (`64 bytes from …: icmp_seq=7 …`).
@@ -316,15 +355,30 @@ mod tests {
         let summary = |sent: u32| format!("{sent} packets transmitted, 9 received, 10% packet loss\n");
         // 1..=10 sent, 1..=9 answered: the 10th was in flight.
         let all: BTreeSet<u32> = (1..=9).collect();
-        let r = PingResult::of_replies(summary(10), &all);
+        let r = PingResult::of_replies(summary(10), &all, BTreeMap::new());
         assert_eq!((r.sent, r.received, r.lost()), (9, 9, 0));
         // A gap is a loss even with the tail in flight.
         let gap: BTreeSet<u32> = (1..=9).filter(|s| *s != 5).collect();
-        assert_eq!(PingResult::of_replies(summary(10), &gap).lost(), 1);
+        assert_eq!(PingResult::of_replies(summary(10), &gap, BTreeMap::new()).lost(), 1);
         // Nothing answered for the last 20: only 3 are excused.
         let early: BTreeSet<u32> = (1..=9).collect();
-        assert_eq!(PingResult::of_replies(summary(29), &early).lost(), 17);
+        assert_eq!(PingResult::of_replies(summary(29), &early, BTreeMap::new()).lost(), 17);
         // Nothing answered at all: everything but 3 is lost.
-        assert_eq!(PingResult::of_replies(summary(10), &BTreeSet::new()).lost(), 7);
+        assert_eq!(PingResult::of_replies(summary(10), &BTreeSet::new(), BTreeMap::new()).lost(), 7);
+    }
+
+    #[test]
+    fn stamped_lines_give_replies_and_when_a_request_was_found_unanswered() {
+        let mut lines = PingLines::default();
+        lines.read("[1764866662.571234] 64 bytes from 10.244.3.2: icmp_seq=41 ttl=62 time=0.5 ms");
+        lines.read("[1764866662.581500] no answer yet for icmp_seq=42");
+        lines.read("PING 10.244.3.2 (10.244.3.2) 56(84) bytes of data.");
+        assert_eq!(lines.replies, BTreeSet::from([41]));
+        let at = lines.unanswered_at[&42].duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(at.as_millis(), 1_764_866_662_581);
+        assert_eq!(lines.other, "PING 10.244.3.2 (10.244.3.2) 56(84) bytes of data.\n");
+        // Unstamped lines still count replies.
+        lines.read("64 bytes from 10.244.3.2: icmp_seq=43 ttl=62 time=0.5 ms");
+        assert!(lines.replies.contains(&43));
     }
 }
