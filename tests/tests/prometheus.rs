@@ -195,6 +195,15 @@ fn prometheus_scrapes_the_lab_and_alerts() {
         answer(&prometheus, peers_up);
         answer(&prometheus, oldest);
 
+        // Every daemon shows its lane device, with no peers outside a rotation.
+        let lanes = "vpblu_daemon_lane_peers";
+        prometheus.wait_for("a lane device on every node", lanes, SEE, |a| {
+            let lane = by_node(a);
+            (lane.len() == usize::from(nodes) && lane.values().all(|v| *v == 0.0)).then_some(())
+        });
+        println!("lane devices (no peers outside a rotation):");
+        answer(&prometheus, lanes);
+
         // promtool on every endpoint: the leader, the standby, every daemon.
         let leader = lab.leader().await.expect("a leader");
         for (i, controller) in lab.controllers.iter().enumerate() {

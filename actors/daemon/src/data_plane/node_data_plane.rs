@@ -298,7 +298,11 @@ impl NodeDataPlane {
     /// A handle that reads the device and the counters without waiting
     /// for an apply in progress (which holds `&mut self`).
     pub fn reader(&self) -> DataPlaneReader {
-        DataPlaneReader { device: Arc::clone(&self.device), bpf: Arc::clone(&self.bpf) }
+        DataPlaneReader {
+            device: Arc::clone(&self.device),
+            lane: self.lane.as_ref().map(Lane::device),
+            bpf: Arc::clone(&self.bpf),
+        }
     }
 
     /// Applies one command; see [`DataPlane::apply`]. On error the desired
@@ -685,6 +689,7 @@ impl NodeDataPlane {
 #[derive(Clone)]
 pub struct DataPlaneReader {
     device: Arc<Mutex<WireGuardDevice>>,
+    lane: Option<Arc<Mutex<WireGuardDevice>>>,
     bpf: Arc<Mutex<Dataplane>>,
 }
 
@@ -699,6 +704,15 @@ impl DataPlaneReader {
     pub async fn device(&self) -> Result<DeviceState, DataPlaneError> {
         let device = Arc::clone(&self.device);
         blocking("wireguard", move || lock(&device).read_back().map_err(DataPlaneError::WireGuard)).await
+    }
+
+    /// The lane device read back, when the daemon has one.
+    pub async fn lane(&self) -> Result<Option<DeviceState>, DataPlaneError> {
+        let Some(lane) = self.lane.clone() else { return Ok(None) };
+        blocking("wireguard (lane)", move || {
+            lock(&lane).read_back().map(Some).map_err(DataPlaneError::WireGuard)
+        })
+        .await
     }
 
     /// Packets per verdict since the pinned maps were created.

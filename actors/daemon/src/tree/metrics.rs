@@ -10,7 +10,8 @@
 //! - **What the data plane holds** (a [`Collector`] over the last
 //!   [`Observation`]): the peers the WireGuard device has, each one's
 //!   handshake age and byte counters, and the BPF programs' packet counters
-//!   by verdict, with the drops also by reason. The device and the pinned
+//!   by verdict, with the drops also by reason; the same peer families for
+//!   the lane device under `lane_`. The devices and the pinned
 //!   maps own these numbers (they survive a daemon restart), so they are
 //!   read back and mirrored, not counted here; a peer that leaves the device
 //!   leaves the output.
@@ -112,8 +113,21 @@ pub struct Observation {
     pub configured_peers: usize,
     /// The peers the desired state names, by node.
     pub peers: BTreeMap<NodeName, ObservedPeer>,
+    /// The lane device (the second device that carries traffic while a key
+    /// rotates), when the daemon has one.
+    pub lane: Option<LaneObservation>,
     /// BPF packet counters since the pinned maps were created.
     pub packets: BTreeMap<Verdict, u64>,
+}
+
+/// The lane device read back: no peers outside a rotation; during one, the
+/// rotation's lane peers, named by node like the main device's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LaneObservation {
+    /// Peers the lane device holds.
+    pub configured_peers: usize,
+    /// The peers a node in the desired state owns, by node.
+    pub peers: BTreeMap<NodeName, ObservedPeer>,
 }
 
 /// One peer as the device reports it.
@@ -172,41 +186,21 @@ impl Collector for ObservationCollector {
 
 /// The Prometheus families of one observation.
 fn encode_observation(observation: &Observation, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-    let configured = ConstGauge::new(i64::try_from(observation.configured_peers).unwrap_or(i64::MAX));
-    configured.encode(encoder.encode_descriptor(
-        "peers",
-        "Peers the WireGuard device holds (including any under a key no node publishes).",
-        None,
-        configured.metric_type(),
-    )?)?;
-
-    let mut family = encoder.encode_descriptor(
-        "peer_last_handshake_timestamp_seconds",
-        "When the last WireGuard handshake with each peer completed, in seconds since the epoch; 0 when none \
-         has yet.",
-        None,
-        prometheus_client::metrics::MetricType::Gauge,
+    encode_device(
+        &mut encoder,
+        "",
+        "the WireGuard device",
+        observation.configured_peers,
+        &observation.peers,
     )?;
-    for (node, peer) in &observation.peers {
-        let at = peer.last_handshake.map_or(0.0, |at| {
-            at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs_f64()
-        });
-        ConstGauge::new(at).encode(family.encode_family(&[("peer", node.as_str())])?)?;
-    }
-
-    for (name, help, bytes) in [
-        (
-            "peer_received_bytes",
-            "Bytes received from each peer, as the WireGuard device counts them.",
-            (|p: &ObservedPeer| p.rx_bytes) as fn(&ObservedPeer) -> u64,
-        ),
-        ("peer_sent_bytes", "Bytes sent to each peer, as the WireGuard device counts them.", |p| p.tx_bytes),
-    ] {
-        let mut family =
-            encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;
-        for (node, peer) in &observation.peers {
-            ConstCounter::new(bytes(peer)).encode(family.encode_family(&[("peer", node.as_str())])?)?;
-        }
+    if let Some(lane) = &observation.lane {
+        encode_device(
+            &mut encoder,
+            "lane_",
+            "the lane WireGuard device",
+            lane.configured_peers,
+            &lane.peers,
+        )?;
     }
 
     let mut family = encoder.encode_descriptor(
@@ -229,6 +223,61 @@ fn encode_observation(observation: &Observation, mut encoder: DescriptorEncoder)
         if let Some((program, reason)) = drop_reason(*verdict) {
             ConstCounter::new(*count)
                 .encode(family.encode_family(&[("program", program), ("reason", reason)])?)?;
+        }
+    }
+    Ok(())
+}
+
+/// The peer families of one WireGuard device, their names after `prefix`.
+fn encode_device(
+    encoder: &mut DescriptorEncoder,
+    prefix: &str,
+    device: &str,
+    configured: usize,
+    peers: &BTreeMap<NodeName, ObservedPeer>,
+) -> Result<(), fmt::Error> {
+    let gauge = ConstGauge::new(i64::try_from(configured).unwrap_or(i64::MAX));
+    gauge.encode(encoder.encode_descriptor(
+        &format!("{prefix}peers"),
+        &format!("Peers {device} holds (including any under a key no node publishes)."),
+        None,
+        gauge.metric_type(),
+    )?)?;
+
+    let name = format!("{prefix}peer_last_handshake_timestamp_seconds");
+    let mut family = encoder.encode_descriptor(
+        &name,
+        &format!(
+            "When the last handshake of {device} with each peer completed, in seconds since the epoch; 0 when \
+             none has yet."
+        ),
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (node, peer) in peers {
+        let at = peer.last_handshake.map_or(0.0, |at| {
+            at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs_f64()
+        });
+        ConstGauge::new(at).encode(family.encode_family(&[("peer", node.as_str())])?)?;
+    }
+
+    for (name, help, bytes) in [
+        (
+            "peer_received_bytes",
+            "Bytes received from each peer",
+            (|p: &ObservedPeer| p.rx_bytes) as fn(&ObservedPeer) -> u64,
+        ),
+        ("peer_sent_bytes", "Bytes sent to each peer", |p| p.tx_bytes),
+    ] {
+        let name = format!("{prefix}{name}");
+        let mut family = encoder.encode_descriptor(
+            &name,
+            &format!("{help}, as {device} counts them."),
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (node, peer) in peers {
+            ConstCounter::new(bytes(peer)).encode(family.encode_family(&[("peer", node.as_str())])?)?;
         }
     }
     Ok(())
@@ -357,10 +406,17 @@ pub fn examples() -> Vec<(&'static str, String)> {
         health.render()
     };
     let packets: BTreeMap<Verdict, u64> = Verdict::ALL.iter().map(|v| (*v, 0)).collect();
-    let no_peers = Observation { configured_peers: 0, peers: BTreeMap::new(), packets: packets.clone() };
+    let no_peers = Observation {
+        configured_peers: 0,
+        peers: BTreeMap::new(),
+        lane: Some(LaneObservation::default()),
+        packets: packets.clone(),
+    };
     let peer = ObservedPeer { last_handshake: Some(SystemTime::UNIX_EPOCH), rx_bytes: 0, tx_bytes: 0 };
-    let peers = NodeName::new("node-2").map(|node| (node, peer)).into_iter().collect();
-    let one_peer = Observation { configured_peers: 1, peers, packets };
+    let peers: BTreeMap<NodeName, ObservedPeer> =
+        NodeName::new("node-2").map(|node| (node, peer)).into_iter().collect();
+    let lane = LaneObservation { configured_peers: 1, peers: peers.clone() };
+    let one_peer = Observation { configured_peers: 1, peers, lane: Some(lane), packets };
     vec![
         ("just started", page(None, false)),
         ("no peers", page(Some(no_peers), false)),
@@ -415,6 +471,7 @@ mod tests {
                 (node("node-3"), ObservedPeer { last_handshake: None, rx_bytes: 0, tx_bytes: 148 }),
             ]
             .into(),
+            lane: None,
             packets,
         });
         let text = health.render();
@@ -450,6 +507,47 @@ mod tests {
         metrics.observed(Observation { configured_peers: 0, ..Observation::default() });
         let text = health.render();
         assert!(text.contains("vpblu_daemon_peers 0") && !text.contains("node-2"), "{text}");
+    }
+
+    #[test]
+    fn the_lane_device_has_its_own_families_and_none_without_a_lane() {
+        let health = Health::new();
+        let metrics = DaemonMetrics::register(&health, Backend::Userspace, BackendReason::Requested);
+        let handshake = SystemTime::UNIX_EPOCH + Duration::from_secs(NOW_SECS);
+        let main = ObservedPeer { last_handshake: Some(handshake), rx_bytes: 10, tx_bytes: 20 };
+        let on_lane = ObservedPeer { last_handshake: Some(handshake), rx_bytes: 7, tx_bytes: 9 };
+        metrics.observed(Observation {
+            configured_peers: 2,
+            peers: [(node("node-2"), main), (node("node-3"), main)].into(),
+            lane: Some(LaneObservation { configured_peers: 1, peers: [(node("node-3"), on_lane)].into() }),
+            packets: BTreeMap::new(),
+        });
+        let text = health.render();
+        let lines = lines(&text);
+        for want in [
+            "vpblu_daemon_peers 2",
+            "vpblu_daemon_lane_peers 1",
+            "vpblu_daemon_lane_peer_last_handshake_timestamp_seconds{peer=\"node-3\"} 1800000000.0",
+            "vpblu_daemon_lane_peer_received_bytes_total{peer=\"node-3\"} 7",
+            "vpblu_daemon_lane_peer_sent_bytes_total{peer=\"node-3\"} 9",
+            "vpblu_daemon_peer_received_bytes_total{peer=\"node-3\"} 10",
+        ] {
+            assert!(lines.contains(&want), "missing {want:?} in:\n{text}");
+        }
+        assert!(
+            !lines.iter().any(|l| l.starts_with("vpblu_daemon_lane_peer_sent_bytes_total{peer=\"node-2\"}"))
+        );
+
+        // A rotation over: the lane is there with no peers.
+        metrics.observed(Observation { lane: Some(LaneObservation::default()), ..Observation::default() });
+        let text = health.render();
+        assert!(text.lines().any(|l| l == "vpblu_daemon_lane_peers 0"), "{text}");
+        assert!(!text.contains("node-3"), "{text}");
+
+        // A daemon without a lane device says nothing about one.
+        metrics.observed(Observation::default());
+        let text = health.render();
+        assert!(!text.contains("vpblu_daemon_lane_"), "{text}");
     }
 
     #[test]

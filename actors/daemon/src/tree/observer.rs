@@ -2,7 +2,8 @@
 //! controller and `/metrics`.
 //!
 //! Every observe interval it reads the WireGuard device (peers, last
-//! handshakes, byte counters) and the BPF packet counters, names each peer
+//! handshakes, byte counters), the lane device for the metrics only, and
+//! the BPF packet counters, names each peer
 //! by its node (a device peer under a key the desired state does not name
 //! is counted but not labelled), replaces the metrics' [`Observation`] and
 //! casts the per-peer facts to the stream client as `Observed` (which
@@ -26,7 +27,7 @@ use tokio::task::JoinHandle;
 use vpblu_messages::{NodeName, PeerObservation, PublicKey};
 use vpblu_runtime::SupervisorMsg;
 
-use super::metrics::{DaemonMetrics, Observation, ObservedPeer};
+use super::metrics::{DaemonMetrics, LaneObservation, Observation, ObservedPeer};
 use super::readiness::Readiness;
 use super::shared_data_plane::SharedDataPlane;
 use crate::bpf::Verdict;
@@ -69,7 +70,29 @@ pub fn observation(
             tx_bytes: peer.tx_bytes,
         });
     }
-    (Observation { configured_peers: device.peers.len(), peers, packets }, observed)
+    (Observation { configured_peers: device.peers.len(), peers, lane: None, packets }, observed)
+}
+
+/// The lane device as the metrics show it, each peer named by `node_of`
+/// its key (the controller hears only of the main device).
+pub fn lane_observation(
+    lane: &DeviceState,
+    node_of: impl Fn(&PublicKey) -> Option<NodeName>,
+) -> LaneObservation {
+    let peers = lane
+        .peers
+        .iter()
+        .filter_map(|peer| {
+            let node = node_of(&peer.public_key)?;
+            let seen = ObservedPeer {
+                last_handshake: peer.last_handshake,
+                rx_bytes: peer.rx_bytes,
+                tx_bytes: peer.tx_bytes,
+            };
+            Some((node, seen))
+        })
+        .collect();
+    LaneObservation { configured_peers: lane.peers.len(), peers }
 }
 
 /// Stream opens seen so far in this process, kept outside the observer so
@@ -151,16 +174,21 @@ impl ObserverState {
 
     async fn observe(&self, myself: &ActorRef<ObserverMsg>) {
         let reader = self.args.data_plane.reader();
-        let (device, packets) = match (reader.device().await, reader.counters().await) {
-            (Ok(device), Ok(packets)) => (device, packets),
-            (Err(e), _) | (_, Err(e)) => {
+        let (device, lane, packets) = match (
+            reader.device().await,
+            reader.lane().await,
+            reader.counters().await,
+        ) {
+            (Ok(device), Ok(lane), Ok(packets)) => (device, lane, packets),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 tracing::warn!(error = %e, "could not read the data plane back; trying again next interval");
                 return;
             }
         };
         let data_plane = &self.args.data_plane;
-        let (observation, peers) =
+        let (mut observation, peers) =
             observation(&device, packets, |key| data_plane.peer_node(key), SystemTime::now());
+        observation.lane = lane.map(|lane| lane_observation(&lane, |key| data_plane.peer_node(key)));
         self.args.metrics.observed(observation);
         if let Some(client) = self.stream_client(myself).await {
             let _stopping = client.cast(StreamClientMsg::Observed(peers));
@@ -252,6 +280,27 @@ mod tests {
             tx_bytes: tx,
             persistent_keepalive: None,
         }
+    }
+
+    #[test]
+    fn lane_peers_are_named_by_node_and_counted_whatever_their_key() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let lane = DeviceState {
+            public_key: Some(key(1)),
+            listen_port: 51821,
+            peers: vec![peer(4, Some(now), 3, 5), peer(9, None, 0, 0)],
+        };
+        // key 4: node-3 under the new key its rotation staged.
+        let names = BTreeMap::from([(key(4), node("node-3"))]);
+        let seen = lane_observation(&lane, |k| names.get(k).cloned());
+        assert_eq!(seen.configured_peers, 2);
+        assert_eq!(
+            seen.peers,
+            BTreeMap::from([(
+                node("node-3"),
+                ObservedPeer { last_handshake: Some(now), rx_bytes: 3, tx_bytes: 5 }
+            )])
+        );
     }
 
     #[test]

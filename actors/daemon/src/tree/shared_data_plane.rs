@@ -19,7 +19,8 @@ use crate::stream::{DataPlane, HelloFacts};
 struct View {
     facts: HelloFacts,
     applied: Generation,
-    /// The desired peers by key, to name device peers by node.
+    /// The desired peers by key, and the rotation's lane peers (a rotating
+    /// node under its new key), to name device peers by node.
     peers: BTreeMap<PublicKey, NodeName>,
 }
 
@@ -27,7 +28,10 @@ impl View {
     fn of(data_plane: &NodeDataPlane) -> View {
         let peers = data_plane
             .state()
-            .map(|state| state.peers.values().map(|peer| (peer.public_key, peer.node.clone())).collect())
+            .map(|state| {
+                let lane = state.rotation.iter().flat_map(|rotation| rotation.lane.values());
+                state.peers.values().chain(lane).map(|peer| (peer.public_key, peer.node.clone())).collect()
+            })
             .unwrap_or_default();
         View { facts: data_plane.hello_facts(), applied: data_plane.applied_generation(), peers }
     }
