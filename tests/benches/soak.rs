@@ -12,7 +12,11 @@
 //! prints. Clean runs leave nothing.
 //!
 //! `VPBLU_SOAK_RUNS` (default 50) runs; `VPBLU_SOAK_STRESS=N` runs
-//! `stress-ng --cpu N` throughout (competing load); `VPBLU_SOAK_DIR`
+//! `stress-ng --cpu N` throughout (competing load). Under that load a run
+//! fails only on a lost ping: with both cores saturated the longest TCP gap
+//! also measures how long the scheduler kept the lab's processes off the
+//! CPU (every node's devices fall silent at the same instant), so it is
+//! printed and its capture kept, but not counted as a loss. `VPBLU_SOAK_DIR`
 //! where to write (default a new `/tmp/vpblu-soak-*`). Each run is bounded
 //! by the lab's run limit; Ctrl-C stops after cleaning up. Exit status 1
 //! when anything was lost. `make soak`, or `cargo bench -p vpblu-e2e
@@ -61,7 +65,7 @@ fn main() {
         let mut figures = Vec::new();
         for n in 1..=runs {
             let run = tokio::select! {
-                run = soak_run(&lab, n, runs, &out) => run,
+                run = soak_run(&lab, n, runs, stress > 0, &out) => run,
                 _ = tokio::signal::ctrl_c() => {
                     println!("interrupted after {} runs; cleaning up", figures.len());
                     break;
@@ -80,7 +84,7 @@ fn main() {
 }
 
 /// One 3-node rotation under traffic, with its capture kept on a loss.
-async fn soak_run(lab: &Lab, n: u32, runs: u32, out: &Path) -> Run {
+async fn soak_run(lab: &Lab, n: u32, runs: u32, stressed: bool, out: &Path) -> Run {
     let dir = out.join(format!("run-{n:03}"));
     let ring = RingCapture::start(lab, &dir);
     let traffic = PairTraffic::start(&lab.topology, EVERY, EVERY);
@@ -95,15 +99,19 @@ async fn soak_run(lab: &Lab, n: u32, runs: u32, out: &Path) -> Run {
     let result = tokio::task::spawn_blocking(move || traffic.finish()).await.expect("the traffic task");
     let dir = ring.stop();
     let run = Run { took, lost: result.lost(), sent: result.sent(), gap: result.max_tcp_gap() };
+    let mark = match (failed(&run, stressed), run.gap >= GAP_LIMIT) {
+        (true, _) => "  <-- LOSS",
+        (false, true) => "  <-- stall under load (kept, not a loss)",
+        (false, false) => "",
+    };
     println!(
-        "run {n:>3}/{runs}: 3 nodes rotated in {:5.2} s; {} of {} pings lost; longest TCP gap {:4} ms{}",
+        "run {n:>3}/{runs}: 3 nodes rotated in {:5.2} s; {} of {} pings lost; longest TCP gap {:4} ms{mark}",
         took.as_secs_f64(),
         run.lost,
         run.sent,
         run.gap.as_millis(),
-        if failed(&run) { "  <-- LOSS" } else { "" }
     );
-    if failed(&run) {
+    if !mark.is_empty() {
         keep_evidence(lab, &dir, &result);
     } else {
         let _ = std::fs::remove_dir_all(&dir);
@@ -111,8 +119,10 @@ async fn soak_run(lab: &Lab, n: u32, runs: u32, out: &Path) -> Run {
     run
 }
 
-fn failed(run: &Run) -> bool {
-    run.lost > 0 || run.gap >= GAP_LIMIT
+/// A lost ping always fails a run; a long TCP gap only without a
+/// competing load.
+fn failed(run: &Run, stressed: bool) -> bool {
+    run.lost > 0 || (!stressed && run.gap >= GAP_LIMIT)
 }
 
 /// Prints the per-pair losses and copies every log next to the capture.
@@ -144,7 +154,7 @@ fn summarize(figures: &[Run], stress: u32) -> bool {
     let lost: u32 = figures.iter().map(|r| r.lost).sum();
     let sent: u32 = figures.iter().map(|r| r.sent).sum();
     let gap = figures.iter().map(|r| r.gap).max().unwrap_or_default();
-    let bad = figures.iter().filter(|r| failed(r)).count();
+    let bad = figures.iter().filter(|r| failed(r, stress > 0)).count();
     println!(
         "soak{}: {} runs ({} node rotations); {lost} of {sent} pings lost; longest TCP gap {} ms; runs with a \
          loss: {bad}; 3-node rotation p50 {:.2} s, p99 {:.2} s, max {:.2} s",
