@@ -121,20 +121,25 @@ fn parse_hex_key(text: &str) -> Option<Zeroizing<[u8; 32]>> {
 
 /// Parses a `get=1` reply (everything before the blank line). The device's
 /// private key is only used to derive its public key; it is not kept.
-pub(crate) fn parse_get(reply: &str) -> Result<DeviceState, String> {
+pub fn parse_get(reply: &str) -> Result<DeviceState, String> {
     let mut state = DeviceState { public_key: None, listen_port: 0, peers: Vec::new() };
     let mut errno = None;
     let mut handshake_sec: Option<u64> = None;
     let mut handshake_nsec: u32 = 0;
     // Handshake seconds and nanoseconds arrive as two lines; a peer's time
     // is settled when the next peer starts, or at the end.
+    // A time past what SystemTime holds is a broken reply, not a panic.
     let settle = |peer: Option<&mut PeerState>, sec: &mut Option<u64>, nsec: &mut u32| {
+        let n = std::mem::take(nsec);
         if let (Some(peer), Some(s)) = (peer, sec.take())
-            && (s != 0 || *nsec != 0)
+            && (s != 0 || n != 0)
         {
-            peer.last_handshake = Some(UNIX_EPOCH + Duration::new(s, *nsec));
+            let at = UNIX_EPOCH.checked_add(Duration::new(s, n)).ok_or_else(|| {
+                format!("bad last_handshake_time_sec value \"{s}\" (past the end of time for this system)")
+            })?;
+            peer.last_handshake = Some(at);
         }
-        *nsec = 0;
+        Ok::<(), String>(())
     };
     for line in reply.lines() {
         if line.is_empty() {
@@ -152,7 +157,7 @@ pub(crate) fn parse_get(reply: &str) -> Result<DeviceState, String> {
             }
             ("listen_port", None) => state.listen_port = value.parse().map_err(|_| bad("listen_port"))?,
             ("public_key", last) => {
-                settle(last, &mut handshake_sec, &mut handshake_nsec);
+                settle(last, &mut handshake_sec, &mut handshake_nsec)?;
                 let bytes = parse_hex_key(value).ok_or_else(|| bad("public_key"))?;
                 state.peers.push(PeerState {
                     public_key: PublicKey::from_bytes(*bytes),
@@ -177,7 +182,11 @@ pub(crate) fn parse_get(reply: &str) -> Result<DeviceState, String> {
                 handshake_sec = Some(value.parse().map_err(|_| bad("last_handshake_time_sec"))?);
             }
             ("last_handshake_time_nsec", Some(_)) => {
-                handshake_nsec = value.parse().map_err(|_| bad("last_handshake_time_nsec"))?;
+                handshake_nsec = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n < 1_000_000_000)
+                    .ok_or_else(|| bad("last_handshake_time_nsec"))?;
             }
             ("rx_bytes", Some(peer)) => peer.rx_bytes = value.parse().map_err(|_| bad("rx_bytes"))?,
             ("tx_bytes", Some(peer)) => peer.tx_bytes = value.parse().map_err(|_| bad("tx_bytes"))?,
@@ -190,7 +199,7 @@ pub(crate) fn parse_get(reply: &str) -> Result<DeviceState, String> {
             _ => {}
         }
     }
-    settle(state.peers.last_mut(), &mut handshake_sec, &mut handshake_nsec);
+    settle(state.peers.last_mut(), &mut handshake_sec, &mut handshake_nsec)?;
     match errno {
         Some(0) => {}
         Some(n) => return Err(format!("errno={n}")),
@@ -323,6 +332,25 @@ mod tests {
         assert_eq!(b.last_handshake, None, "0/0 means never");
         assert_eq!(b.persistent_keepalive, None);
         assert!(b.allowed_ips.is_empty());
+    }
+
+    /// Found by the uapi_get fuzz target: adding the time to the epoch
+    /// panicked. fuzz/regressions/uapi_get replays the original input.
+    #[test]
+    fn a_handshake_time_past_the_end_of_time_is_an_error_not_a_panic() {
+        let reply = |sec: &str, nsec: &str| {
+            format!(
+                "listen_port=51820\npublic_key={HEX_11}\nlast_handshake_time_sec={sec}\n\
+                 last_handshake_time_nsec={nsec}\nerrno=0\n\n"
+            )
+        };
+        let err = parse_get(&reply("17070707030764840000", "0")).unwrap_err();
+        assert!(err.contains("last_handshake_time_sec"), "{err}");
+        let err = parse_get(&reply(&u64::MAX.to_string(), "999999999")).unwrap_err();
+        assert!(err.contains("last_handshake_time_sec"), "{err}");
+        let err = parse_get(&reply("1700000000", "1000000000")).unwrap_err();
+        assert!(err.contains("last_handshake_time_nsec"), "{err}");
+        assert!(parse_get(&reply("1700000000", "999999999")).is_ok());
     }
 
     #[test]
