@@ -78,6 +78,13 @@ impl PrivateKey {
         text
     }
 
+    /// Parses a key file's content: one `wg genkey`-style base64 key,
+    /// surrounding whitespace allowed. The error says what is wrong without
+    /// repeating the content.
+    pub fn from_key_file(content: &[u8]) -> Result<Self, &'static str> {
+        PrivateKey::from_base64(content)
+    }
+
     /// Parses `wg genkey`-style base64 (surrounding whitespace allowed).
     /// The error says what is wrong without repeating the text.
     fn from_base64(text: &[u8]) -> Result<Self, &'static str> {
