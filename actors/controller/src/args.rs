@@ -95,6 +95,12 @@ pub struct Args {
     #[arg(long, env = "VPBLU_INSECURE_DEV")]
     pub insecure_dev: bool,
 
+    /// Chaos tests only: `POST /debug/panic/<child>` on the metrics port
+    /// makes that supervised actor panic (and be restarted). Never set it
+    /// in production; without it the route does not exist.
+    #[arg(long, env = "VPBLU_FAULT_INJECTION")]
+    pub fault_injection: bool,
+
     /// Log line format.
     #[arg(long, env = "VPBLU_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,

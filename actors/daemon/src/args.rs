@@ -50,6 +50,12 @@ pub struct Args {
     #[arg(long, env = "VPBLU_INSECURE_DEV")]
     pub insecure_dev: bool,
 
+    /// Chaos tests only: `POST /debug/panic/<child>` on the metrics port
+    /// makes that supervised actor panic (and be restarted). Never set it
+    /// in production; without it the route does not exist.
+    #[arg(long, env = "VPBLU_FAULT_INJECTION")]
+    pub fault_injection: bool,
+
     /// Directory for the private key (0700; the key file is 0600).
     #[arg(long, env = "VPBLU_KEY_DIR", default_value = "/var/lib/vpblu")]
     pub key_dir: PathBuf,

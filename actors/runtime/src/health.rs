@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
@@ -63,11 +63,17 @@ impl Health {
     }
 
     fn router(&self) -> Router {
-        Router::new()
+        let router = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics))
-            .with_state(self.clone())
+            .route("/metrics", get(metrics));
+        // Only with --fault-injection: chaos tests make one actor panic.
+        let router = if crate::fault::enabled() {
+            router.route("/debug/panic", get(panic_targets)).route("/debug/panic/{child}", post(inject_panic))
+        } else {
+            router
+        };
+        router.with_state(self.clone())
     }
 }
 
@@ -76,6 +82,18 @@ async fn readyz(State(health): State<Health>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// The children a panic can be injected into, one per line.
+async fn panic_targets() -> String {
+    crate::fault::children().iter().map(|name| format!("{name}\n")).collect()
+}
+
+async fn inject_panic(Path(child): Path<String>) -> impl IntoResponse {
+    match crate::fault::inject_panic(&child) {
+        Ok(count) => (StatusCode::OK, format!("injected a panic into {count} actor(s) named {child:?}\n")),
+        Err(e) => (StatusCode::NOT_FOUND, format!("{e}\n")),
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod duration;
 pub mod exposition;
+pub mod fault;
 mod forward;
 mod gate;
 mod health;

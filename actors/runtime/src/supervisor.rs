@@ -18,6 +18,8 @@ use ractor::{
 };
 use tokio::sync::oneshot;
 
+use crate::fault::Faultable;
+
 type StartFn = Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync>;
 
 /// How to start (and restart) one child.
@@ -37,17 +39,21 @@ impl ChildSpec {
     /// A child made by `make`, called again for every restart so each start
     /// gets fresh arguments. Actors are spawned unnamed (ractor names are
     /// process-global and tests run several trees in one process); `name`
-    /// is for logs and [`SupervisorMsg::Child`].
+    /// is for logs, [`SupervisorMsg::Child`] and
+    /// [`inject_panic`](crate::fault::inject_panic).
     pub fn new<A, F>(name: impl Into<String>, make: F) -> Self
     where
         A: Actor,
         F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
     {
         let make = Arc::new(make);
+        let name = name.into();
+        let child_name = name.clone();
         ChildSpec {
-            name: name.into(),
+            name,
             start: Arc::new(move |supervisor| {
                 let (actor, args) = make();
+                let actor = Faultable::new(child_name.clone(), actor);
                 Box::pin(async move {
                     let (child, _handle) = Actor::spawn_linked(None, actor, args, supervisor).await?;
                     Ok(child.get_cell())
