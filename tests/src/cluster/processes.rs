@@ -86,6 +86,29 @@ impl ControlPlaneProcess {
         }
     }
 
+    /// SIGKILL (a crash: no chance to clean up); reaps the child.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends `signal` (a kill(1) name: `STOP`, `CONT`) while it runs.
+    pub(crate) fn signal(&self, signal: &str) {
+        let Some(pid) = self.pid() else { return };
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        assert!(
+            sent.as_ref().is_ok_and(|s| s.success()),
+            "kill -{signal} {pid} ({}) failed: {sent:?}",
+            self.name
+        );
+    }
+
     /// SIGTERM, wait up to 5 s, then SIGKILL; reaps the child. Idempotent.
     pub(crate) fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };

@@ -1,11 +1,12 @@
-//! Taking the API server away and bringing it back, for tests of what
-//! clients do meanwhile. etcd keeps running, so every object survives.
+//! Taking the API server (or etcd) away and bringing it back, for tests of
+//! what clients do meanwhile. etcd's data directory survives its restarts,
+//! so every object does.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::certs::Pki;
-use super::processes::{Ports, spawn_apiserver};
+use super::processes::{Ports, spawn_apiserver, spawn_etcd};
 use super::{API_AUDIENCES, TestCluster};
 
 /// How a running kube-apiserver was started: what a restart needs again.
@@ -34,6 +35,54 @@ impl TestCluster {
         let stopped = self.stop_apiserver();
         tokio::time::sleep(down).await;
         self.start_apiserver(stopped).await
+    }
+
+    /// SIGKILLs kube-apiserver (a crash: its connections are cut, not
+    /// closed) and starts it again at once; how long there was no API.
+    pub async fn crash_apiserver(&mut self) -> Duration {
+        let launch = self.apiserver_launch();
+        let stopped = Instant::now();
+        self.apiserver.kill();
+        self.start_apiserver(ApiserverDown { launch, stopped }).await
+    }
+
+    /// SIGSTOPs kube-apiserver for `paused` (it holds every connection and
+    /// answers nothing, as a hung process would), then SIGCONTs it and
+    /// waits for `/readyz`; how long clients got no answer.
+    pub async fn pause_apiserver(&mut self, paused: Duration) -> Duration {
+        let stopped = Instant::now();
+        self.apiserver.signal("STOP");
+        tokio::time::sleep(paused).await;
+        self.apiserver.signal("CONT");
+        if let Err(why) = self.wait_ready().await {
+            let why = match why {
+                super::NotReady::PortTaken(why) | super::NotReady::Failed(why) => why,
+            };
+            panic!("kube-apiserver did not answer after SIGCONT: {why}");
+        }
+        stopped.elapsed()
+    }
+
+    /// SIGKILLs etcd and starts it again on the same ports with the same
+    /// data directory (kube-apiserver reconnects by itself); waits for the
+    /// API server's `/readyz`, and returns how long that took.
+    pub async fn crash_etcd(&mut self) -> Duration {
+        let launch = self.apiserver_launch();
+        let peer = self.etcd_peer_port();
+        let stopped = Instant::now();
+        self.etcd.kill();
+        let dir = self.dir().to_owned();
+        let log = dir.join("etcd.log");
+        let _ = std::fs::rename(&log, dir.join("etcd.1.log"));
+        let ports = Ports { etcd_peer: peer, ..launch.ports };
+        self.etcd = spawn_etcd(&launch.bin_dir, &dir, ports);
+        if let Err(why) = self.wait_ready().await {
+            let why = match why {
+                super::NotReady::PortTaken(why) | super::NotReady::Failed(why) => why,
+            };
+            panic!("the control plane did not come back after etcd restarted: {why}");
+        }
+        stopped.elapsed()
     }
 
     /// Stops kube-apiserver and keeps what starting it again needs, so a
@@ -92,6 +141,23 @@ impl TestCluster {
             .unwrap_or_else(|| panic!("{} has no port", self.api_url()));
         // The peer port only matters to etcd itself.
         ApiserverLaunch { bin_dir, ports: Ports { etcd_client, etcd_peer: 0, apiserver } }
+    }
+}
+
+impl TestCluster {
+    /// The running etcd's peer port (found by its `--data-dir`, unique to
+    /// this cluster).
+    fn etcd_peer_port(&self) -> u16 {
+        let data_dir = format!("--data-dir={}", self.dir().join("etcd").display());
+        running_command_lines()
+            .into_iter()
+            .find(|argv| argv.first().is_some_and(|exe| exe.ends_with("etcd")) && argv.contains(&data_dir))
+            .and_then(|argv| {
+                argv.iter()
+                    .find_map(|a| a.strip_prefix("--listen-peer-urls=http://127.0.0.1:"))
+                    .and_then(|port| port.parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no running etcd with {data_dir} and a loopback peer URL in /proc"))
     }
 }
 
