@@ -6,13 +6,15 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vpblu/target
 CARGO ?= cargo
 
-.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down build-meshtop install-cli kind-e2e prometheus soak docs docs-serve mdbook kvm-validate kvm-down
+.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down build-meshtop install-cli kind-e2e prometheus soak chaos fuzz docs docs-serve mdbook kvm-validate kvm-down
 
 help:
 	@echo "make lab       bring the vpblu mesh up on this machine (see README)"
 	@echo "make test      everything CI runs: fmt, clippy -D warnings, all tests"
 	@echo "make bench     print the speed and memory figures"
 	@echo "make soak      50 back-to-back 3-node key rotations under traffic (VPBLU_SOAK_RUNS, VPBLU_SOAK_STRESS)"
+	@echo "make chaos     faults under traffic for VPBLU_CHAOS_SECONDS (300): per-fault loss, convergence, invariants"
+	@echo "make fuzz      run every cargo-fuzz target FUZZ_SECONDS (600) each; corpora in fuzz/corpus (nightly, fuzzing only)"
 	@echo "make testbed   build kube-apiserver + etcd from the Go module proxy (cached)"
 	@echo "make testbed-up  run them on loopback with vpblu's CRDs, for kubectl, until Ctrl-C"
 	@echo "make crds      regenerate k8s/crds/*.yaml and chart/vpblu/crds/ from the Rust types"
@@ -98,6 +100,13 @@ bench: deps wireguard-go testbed
 soak: lab-root deps wireguard-go testbed
 	$(CARGO) build --release --workspace --bins --locked
 	$(CARGO) bench -p vpblu-e2e --bench soak --locked
+
+chaos: lab-root deps wireguard-go testbed
+	$(CARGO) build --release --workspace --bins --locked
+	$(CARGO) bench -p vpblu-e2e --bench chaos --locked
+
+fuzz:
+	@tools/fuzz/run.sh
 
 crds:
 	$(CARGO) run -p vpblu-k8s --bin crdgen --locked

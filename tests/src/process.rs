@@ -16,9 +16,22 @@ pub fn free_addr() -> SocketAddr {
 /// `GET path` over plain HTTP/1.1; the status code and body, or `None` when
 /// nothing answers.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_request("GET", addr, path)
+}
+
+/// `POST path` with an empty body; like [`http_get`].
+pub fn http_post(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_request("POST", addr, path)
+}
+
+fn http_request(method: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;

@@ -61,7 +61,9 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Cmd::Up { id: 1, nodes: 3, once: false }) {
-        Cmd::Up { id, nodes, once } => up(LabOptions { id, nodes, pods_per_node: 2, controllers: 2 }, once),
+        Cmd::Up { id, nodes, once } => {
+            up(LabOptions { id, nodes, pods_per_node: 2, controllers: 2, fault_injection: false }, once)
+        }
         Cmd::Down => {
             let removed = leftovers::down();
             println!(

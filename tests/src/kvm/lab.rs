@@ -84,7 +84,7 @@ impl GuestLab {
                 .await;
         }
         let tls = StreamTls::issue(dir.path());
-        let controller = Controller::start(&cluster, &binaries, &topology, &tls, dir.path(), 0).await;
+        let controller = Controller::start(&cluster, &binaries, &topology, &tls, dir.path(), 0, false).await;
         let bin_dir = binaries.daemon.parent().expect("the daemon lives in a directory").to_owned();
         let spec = GuestSpec {
             image: &image,

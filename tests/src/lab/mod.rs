@@ -62,13 +62,22 @@ pub struct LabOptions {
     pub pods_per_node: u8,
     /// Controller replicas (2: one leads, one stands by).
     pub controllers: u8,
+    /// Start controllers and daemons with `--fault-injection` (chaos runs:
+    /// `POST /debug/panic/<child>` makes one of their actors panic).
+    pub fault_injection: bool,
 }
 
 impl LabOptions {
     /// Three nodes, two pods each, two controllers; an id from the PID so
     /// test binaries running side by side do not collide.
     pub fn acceptance() -> LabOptions {
-        LabOptions { id: (std::process::id() % 200) as u8 + 20, nodes: 3, pods_per_node: 2, controllers: 2 }
+        LabOptions {
+            id: (std::process::id() % 200) as u8 + 20,
+            nodes: 3,
+            pods_per_node: 2,
+            controllers: 2,
+            fault_injection: false,
+        }
     }
 }
 
@@ -128,14 +137,29 @@ impl Lab {
         lab.register_objects().await;
         let tls = processes::StreamTls::issue(lab.dir.path());
         for replica in 0..lab.options.controllers {
-            let controller =
-                Controller::start(&lab.cluster, &lab.binaries, &lab.topology, &tls, lab.dir.path(), replica)
-                    .await;
+            let controller = Controller::start(
+                &lab.cluster,
+                &lab.binaries,
+                &lab.topology,
+                &tls,
+                lab.dir.path(),
+                replica,
+                lab.options.fault_injection,
+            )
+            .await;
             lab.controllers.push(controller);
         }
         for n in 1..=lab.options.nodes {
-            let daemon =
-                Daemon::start(&lab.cluster, &lab.binaries, &lab.topology, &tls, lab.dir.path(), n).await;
+            let daemon = Daemon::start(
+                &lab.cluster,
+                &lab.binaries,
+                &lab.topology,
+                &tls,
+                lab.dir.path(),
+                n,
+                lab.options.fault_injection,
+            )
+            .await;
             lab.daemons.push(daemon);
         }
         lab.record_processes();

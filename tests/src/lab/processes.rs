@@ -18,7 +18,7 @@ use rcgen::{
 use super::topology::{PREFIX, Topology};
 use super::{CONTROLLER_PORTS, LEASE_DURATION, LEASE_RENEW, SYSTEM_NAMESPACE};
 use crate::cluster::TestCluster;
-use crate::process::{Guarded, free_addr, http_get, wait_http_ok};
+use crate::process::{Guarded, free_addr, http_get, http_post, wait_http_ok};
 
 /// The server name daemons expect on the controller's certificate (the
 /// Service's DNS name; the lab dials an IP and names it explicitly).
@@ -143,6 +143,7 @@ impl Controller {
         tls: &StreamTls,
         dir: &Path,
         replica: u8,
+        fault_injection: bool,
     ) -> Controller {
         let identity = format!("controller-{replica}");
         let token = cluster.token_for(SYSTEM_NAMESPACE, "vpblu-controller", &[], None).await;
@@ -176,6 +177,7 @@ impl Controller {
             "text",
         ]
         .iter()
+        .chain(fault_injection.then_some(&"--fault-injection"))
         .map(|s| (*s).to_owned())
         .collect();
         let log = dir.join(format!("{identity}.log"));
@@ -234,6 +236,32 @@ impl Controller {
     pub fn metrics_text(&self) -> String {
         http_get(self.metrics, "/metrics").map(|(_, body)| body).unwrap_or_default()
     }
+
+    /// The actors a panic can be injected into (the lab was started with
+    /// `VPBLU_FAULT_INJECTION=true`); empty when it was not.
+    pub fn panic_targets(&self) -> Vec<String> {
+        panic_targets(http_get(self.metrics, "/debug/panic"))
+    }
+
+    /// Makes its supervised child `child` panic; the controller's answer.
+    pub fn inject_panic(&self, child: &str) -> Result<String, String> {
+        injected(child, http_post(self.metrics, &format!("/debug/panic/{child}")))
+    }
+}
+
+fn panic_targets(answer: Option<(u16, String)>) -> Vec<String> {
+    match answer {
+        Some((200, body)) => body.lines().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn injected(child: &str, answer: Option<(u16, String)>) -> Result<String, String> {
+    match answer {
+        Some((200, body)) => Ok(body.trim().to_owned()),
+        Some((status, body)) => Err(format!("POST /debug/panic/{child}: {status} {}", body.trim())),
+        None => Err(format!("POST /debug/panic/{child}: no answer")),
+    }
 }
 
 /// A node's daemon inside the node's namespace. Dropping it SIGKILLs it
@@ -273,6 +301,7 @@ impl Daemon {
         tls: &StreamTls,
         dir: &Path,
         n: u8,
+        fault_injection: bool,
     ) -> Daemon {
         let node = topology.node(n);
         let (pod, uid) = super::register_daemon_pod(cluster, node).await;
@@ -323,6 +352,7 @@ impl Daemon {
             "text",
         ]
         .iter()
+        .chain(fault_injection.then_some(&"--fault-injection"))
         .map(|s| (*s).to_owned())
         .collect();
         node.ns.remove_on_drop(format!("/var/run/wireguard/{interface}.sock"));
@@ -405,13 +435,26 @@ impl Daemon {
         self.restart_with(topology, &[]);
     }
 
+    /// The actors a panic can be injected into; see
+    /// [`Controller::panic_targets`].
+    pub fn panic_targets(&self, topology: &Topology) -> Vec<String> {
+        panic_targets(self.in_node(topology, |addr| http_get(addr, "/debug/panic")))
+    }
+
+    /// Makes its supervised child `child` panic; the daemon's answer.
+    pub fn inject_panic(&self, topology: &Topology, child: &str) -> Result<String, String> {
+        injected(child, self.in_node(topology, |addr| http_post(addr, &format!("/debug/panic/{child}"))))
+    }
+
+    /// Runs `f` with the daemon's metrics address inside its namespace.
+    fn in_node<T: Send>(&self, topology: &Topology, f: impl FnOnce(SocketAddr) -> T + Send) -> T {
+        let addr: SocketAddr = format!("127.0.0.1:{DAEMON_METRICS_PORT}").parse().expect("an address");
+        topology.node(self.node).ns.enter(|| f(addr))
+    }
+
     /// `GET /metrics` inside the node's namespace.
     pub fn metrics_text(&self, topology: &Topology) -> String {
-        let addr: SocketAddr = format!("127.0.0.1:{DAEMON_METRICS_PORT}").parse().expect("an address");
-        topology
-            .node(self.node)
-            .ns
-            .enter(|| http_get(addr, "/metrics").map(|(_, body)| body).unwrap_or_default())
+        self.in_node(topology, |addr| http_get(addr, "/metrics").map(|(_, body)| body).unwrap_or_default())
     }
 }
 

@@ -36,7 +36,13 @@ pub struct WgDevice {
 
 /// `get=1` on `/var/run/wireguard/INTERFACE.sock`.
 pub fn show(interface: &str) -> WgDevice {
-    parse(get(interface))
+    try_show(interface).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`show`], for watchers that must outlive a device that is away for a
+/// moment: the error names the socket and what failed.
+pub fn try_show(interface: &str) -> Result<WgDevice, String> {
+    try_get(interface).map(parse)
 }
 
 /// Whether the device's private key is `private_base64` (as a key file
@@ -47,12 +53,15 @@ pub fn holds_private_key(interface: &str, private_base64: &str) -> bool {
 }
 
 fn get(interface: &str) -> impl Iterator<Item = String> {
+    try_get(interface).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn try_get(interface: &str) -> Result<impl Iterator<Item = String>, String> {
     let path = Path::new("/var/run/wireguard").join(format!("{interface}.sock"));
-    let mut stream =
-        UnixStream::connect(&path).unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("set a read timeout");
-    stream.write_all(b"get=1\n\n").unwrap_or_else(|e| panic!("write to {}: {e}", path.display()));
-    BufReader::new(stream).lines().map_while(Result::ok).take_while(|l| !l.is_empty())
+    let mut stream = UnixStream::connect(&path).map_err(|e| format!("connect to {}: {e}", path.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| format!("set a read timeout: {e}"))?;
+    stream.write_all(b"get=1\n\n").map_err(|e| format!("write to {}: {e}", path.display()))?;
+    Ok(BufReader::new(stream).lines().map_while(Result::ok).take_while(|l| !l.is_empty()))
 }
 
 fn parse(lines: impl Iterator<Item = String>) -> WgDevice {
