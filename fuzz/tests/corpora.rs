@@ -1,5 +1,6 @@
 //! Replays every committed fuzz input: the corpora the fuzzers grew
-//! (`fuzz/corpus/<target>/`) and the inputs that once found a bug
+//! (`fuzz/corpus/<target>/`), the seeds they started from
+//! (`fuzz/seeds/<target>/`) and the inputs that once found a bug
 //! (`fuzz/regressions/<target>/`, named after what they found). No fuzzing
 //! time: each input runs once through the target's checks.
 
@@ -24,8 +25,9 @@ fn every_committed_input_passes_its_target() {
             !corpus.is_empty(),
             "fuzz/corpus/{target} is empty: run `make fuzz` and commit what it grows"
         );
+        let seeds = inputs(&root.join("seeds").join(target));
         let regressions = inputs(&root.join("regressions").join(target));
-        for input in corpus.iter().chain(&regressions) {
+        for input in corpus.iter().chain(&seeds).chain(&regressions) {
             let data = std::fs::read(input).unwrap_or_else(|e| panic!("reading {}: {e}", input.display()));
             if let Err(panic) = std::panic::catch_unwind(|| check(&data)) {
                 let message = panic
@@ -36,7 +38,12 @@ fn every_committed_input_passes_its_target() {
                 failed.push(format!("{target}: {}: {message}", input.display()));
             }
         }
-        println!("{target}: {} corpus inputs, {} regressions", corpus.len(), regressions.len());
+        println!(
+            "{target}: {} corpus inputs, {} seeds, {} regressions",
+            corpus.len(),
+            seeds.len(),
+            regressions.len()
+        );
     }
     assert!(failed.is_empty(), "inputs that fail their fuzz target:\n{}", failed.join("\n"));
 }

@@ -1,7 +1,9 @@
 //! The message targets' seed inputs are real traffic: what the engine
-//! computes from the `from_k8s` seeds (`fuzz/corpus/from_k8s/seed-*.json`),
-//! as the controller would send it, and what daemons answer. This test
-//! checks that the committed `seed-*` files are still exactly that;
+//! computes from the hand-written `from_k8s` seeds
+//! (`fuzz/seeds/from_k8s/seed-*.json`), as the controller would send it, and
+//! what daemons answer. Seeds live apart from the corpora (`fuzz/seeds/`), so
+//! minimizing a corpus (`cargo fuzz cmin`) never removes them. This test
+//! checks that the committed message seeds are still exactly that;
 //! `VPBLU_WRITE_FUZZ_SEEDS=1 cargo test -p vpblu-fuzz --test seeds` rewrites
 //! them after a change to the wire or the engine.
 
@@ -19,7 +21,7 @@ use vpblu_messages::{
 use vpblu_proto as pb;
 
 fn states(root: &Path, seed: &str) -> Vec<NodeDesiredState> {
-    let path = root.join("corpus/from_k8s").join(seed);
+    let path = root.join("seeds/from_k8s").join(seed);
     let text = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let objects: K8sObjects = serde_json::from_slice(&text)
         .unwrap_or_else(|e| panic!("{} is not the objects JSON: {e}", path.display()));
@@ -112,11 +114,13 @@ fn message_seeds_are_what_the_engine_and_daemons_send_today() {
     let write = std::env::var_os("VPBLU_WRITE_FUZZ_SEEDS").is_some();
     let mut stale = Vec::new();
     for (target, name, bytes) in seeds(root) {
-        let path = root.join("corpus").join(target).join(&name);
+        let dir = root.join("seeds").join(target);
+        let path = dir.join(&name);
         if write {
+            std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
             std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         } else if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
-            stale.push(format!("fuzz/corpus/{target}/{name}"));
+            stale.push(format!("fuzz/seeds/{target}/{name}"));
         }
         // Every seed passes its own target, or it would not be a seed.
         let check = vpblu_fuzz::TARGETS.iter().find(|(t, _)| *t == target).expect("a target").1;

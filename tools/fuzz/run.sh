@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs cargo-fuzz targets (fuzz/cargo-fuzz), each for FUZZ_SECONDS (default
-# 600), one after another, growing the committed corpora in fuzz/corpus/.
+# 600), one after another, growing the committed corpora in fuzz/corpus/
+# from them and the seeds in fuzz/seeds/ (kept apart so `cargo fuzz cmin`
+# on a corpus never removes a seed).
 # A crash stops the run with the input libFuzzer saved under
 # fuzz/cargo-fuzz/artifacts/<target>/: copy it to fuzz/regressions/<target>/
 # (named for what it found), fix the bug, and `make test` replays it for
@@ -38,7 +40,10 @@ for target in "${targets[@]}"; do
   [ -d "$corpus" ] || { echo "no corpus directory $corpus: is $target a target?" >&2; exit 1; }
   before=$(ls "$corpus" | wc -l)
   echo "== fuzzing $target for ${seconds} s (corpus: $before inputs)"
+  # libFuzzer writes new inputs into the first directory only; the
+  # hand-written seeds and the regressions are read, never changed.
   seeds=("$corpus")
+  [ -d "$root/fuzz/seeds/$target" ] && seeds+=("$root/fuzz/seeds/$target")
   [ -d "$root/fuzz/regressions/$target" ] && seeds+=("$root/fuzz/regressions/$target")
   log="$CARGO_TARGET_DIR/fuzz-$target.log"
   mkdir -p "$CARGO_TARGET_DIR"
