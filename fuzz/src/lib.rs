@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Node;
-use prost::Message as _;
+use prost::Message;
 use serde::Deserialize;
 use vpblu_controller::desired_state::{compute, compute_node};
 use vpblu_controller::from_k8s::{Objects, inputs_from};
@@ -40,31 +40,34 @@ pub const TARGETS: &[(&str, Target)] = &[
 
 /// Controller → daemon: protobuf bytes to an [`Envelope`] and back.
 pub fn controller_message(data: &[u8]) {
-    let Ok(wire) = pb::ControllerMessage::decode(data) else { return };
-    let Ok(envelope) = Envelope::try_from(&wire) else { return };
-    let again = pb::ControllerMessage::from(&envelope);
-    let back = Envelope::try_from(&again).unwrap_or_else(|e| {
-        panic!("{envelope:?} encoded by this side does not decode: {e}");
-    });
-    assert_eq!(back, envelope, "a controller message changed on the way back");
-    let bytes = again.encode_to_vec();
-    let reread = pb::ControllerMessage::decode(bytes.as_slice()).expect("our own bytes decode");
-    assert_eq!(
-        Envelope::try_from(&reread).as_ref(),
-        Ok(&envelope),
-        "our own bytes decode to another message"
-    );
+    round_trip::<pb::ControllerMessage, Envelope>(data, "controller");
 }
 
 /// Daemon → controller: protobuf bytes to an [`Upstream`] and back.
 pub fn daemon_message(data: &[u8]) {
-    let Ok(wire) = pb::DaemonMessage::decode(data) else { return };
-    let Ok(upstream) = Upstream::try_from(&wire) else { return };
-    let again = pb::DaemonMessage::from(&upstream);
-    let back = Upstream::try_from(&again).unwrap_or_else(|e| {
-        panic!("{upstream:?} encoded by this side does not decode: {e}");
+    round_trip::<pb::DaemonMessage, Upstream>(data, "daemon");
+}
+
+/// Bytes as wire message `W`: decoding never panics, and a message that
+/// converts to a domain value `D` converts back to the same value, through
+/// the wire type and through its encoded bytes.
+fn round_trip<W, D>(data: &[u8], side: &str)
+where
+    W: Message + Default + for<'a> From<&'a D>,
+    D: for<'a> TryFrom<&'a W, Error: std::fmt::Display> + std::fmt::Debug + PartialEq,
+{
+    let Ok(wire) = W::decode(data) else { return };
+    let Ok(value) = D::try_from(&wire) else { return };
+    let again = W::from(&value);
+    let back = D::try_from(&again).unwrap_or_else(|e| {
+        panic!("{value:?} encoded by this side does not decode: {e}");
     });
-    assert_eq!(back, upstream, "a daemon message changed on the way back");
+    assert_eq!(back, value, "a {side} message changed on the way back");
+    let bytes = again.encode_to_vec();
+    let reread = W::decode(bytes.as_slice()).expect("our own bytes decode");
+    let reread =
+        D::try_from(&reread).unwrap_or_else(|e| panic!("our own bytes of {value:?} do not convert: {e}"));
+    assert_eq!(reread, value, "our own bytes decode to another {side} message");
 }
 
 /// The objects a controller's informers could hold, as JSON.
