@@ -26,7 +26,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::{StreamExt, future, stream};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -41,7 +41,7 @@ use prometheus_client::metrics::family::Family;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::de::DeserializeOwned;
 use vpblu_k8s::{BlockPolicy, RotationPolicy, RoutePolicy, TunnelPolicy, VpbluNode};
-use vpblu_runtime::{ChildSpec, Forward, Health, forward};
+use vpblu_runtime::{ChildSpec, Forward, Health, error_chain, forward};
 
 use crate::from_k8s::{Objects, inputs_from, rotation_of};
 use crate::recompute::RecomputeHandle;
@@ -603,60 +603,36 @@ impl<K: Watched> Actor for Informer<K> {
 }
 
 /// How long a failed watch waits before it tries again: 250 ms, doubling
-/// up to 5 s, each delay cut by up to half at random so replicas spread
-/// out; back to the start once the watch delivers again. kube's default
+/// up to 5 s, each delay cut by up to half at random (equal jitter) so
+/// replicas spread out; back to the start once the watch delivers again. kube's default
 /// grows to 30 s, so after a 30 s API server outage a watch could stay
 /// blind (and the mesh unchanged) for up to a minute: two retries of up
 /// to 30 s each, the second one for the relist after "resourceVersion too
 /// old". Seven watches a replica retrying every 5 s are no load.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct WatchBackoff {
-    next: Duration,
+    attempt: u32,
 }
 
 impl WatchBackoff {
-    const FIRST: Duration = Duration::from_millis(250);
-    const MAX: Duration = Duration::from_secs(5);
-}
-
-impl Default for WatchBackoff {
-    fn default() -> Self {
-        WatchBackoff { next: WatchBackoff::FIRST }
-    }
+    const DELAYS: vpblu_runtime::Backoff =
+        vpblu_runtime::Backoff { initial: Duration::from_millis(250), max: Duration::from_secs(5) };
 }
 
 impl Iterator for WatchBackoff {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        let delay = self.next;
-        self.next = (delay * 2).min(WatchBackoff::MAX);
-        // Jitter from the clock's nanoseconds: spread, not secrecy.
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-        let cut = delay.mul_f64(f64::from(nanos % 1000) / 2000.0);
-        Some(delay - cut)
+        let delay = WatchBackoff::DELAYS.equal_jitter(self.attempt, &mut rand::rng());
+        self.attempt = self.attempt.saturating_add(1);
+        Some(delay)
     }
 }
 
 impl Backoff for WatchBackoff {
     fn reset(&mut self) {
-        self.next = WatchBackoff::FIRST;
+        self.attempt = 0;
     }
-}
-
-/// `error: source: source…`, so a log line shows why a connection failed.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! What both vpblu binaries stand on: a one-for-one [`Supervisor`] for their
 //! ractor trees, the root runner that turns SIGTERM into an orderly stop and
-//! an escalated failure into a non-zero exit, and logging set-up.
+//! an escalated failure into a non-zero exit, logging set-up, and the one
+//! backoff and error-chain helper every retry and log line uses.
 
+mod backoff;
 mod duration;
+mod error_chain;
 pub mod exposition;
 pub mod fault;
 mod forward;
@@ -12,7 +15,9 @@ mod logging;
 mod root;
 mod supervisor;
 
+pub use backoff::Backoff;
 pub use duration::parse_duration;
+pub use error_chain::error_chain;
 pub use forward::{Forward, broadcast_messages, forward, watch_changes};
 pub use gate::{Gate, GateArgs, GateMsg, GateState};
 pub use health::{Health, HealthServer, HealthServerArgs, HealthServerMsg, HealthServerState};

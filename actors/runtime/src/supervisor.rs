@@ -18,6 +18,7 @@ use ractor::{
 };
 use tokio::sync::oneshot;
 
+use crate::Backoff;
 use crate::fault::Faultable;
 
 type StartFn = Arc<dyn Fn(ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync>;
@@ -100,8 +101,8 @@ impl Default for RestartPolicy {
 
 impl RestartPolicy {
     fn backoff(&self, recent_restarts: usize) -> Duration {
-        let factor = 1u32 << recent_restarts.min(16);
-        self.backoff_initial.saturating_mul(factor).min(self.backoff_max)
+        let backoff = Backoff { initial: self.backoff_initial, max: self.backoff_max };
+        backoff.ceiling(u32::try_from(recent_restarts).unwrap_or(u32::MAX))
     }
 }
 

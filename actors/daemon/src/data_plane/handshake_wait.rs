@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use vpblu_messages::{NodeName, PublicKey};
+use vpblu_runtime::Backoff;
 
 use super::lock;
 use super::rotation::Device;
@@ -61,8 +62,8 @@ fn next_attempt(role: Role, started: Instant, attempts: u32, last: Option<Instan
         (Role::Initiator, None) => started,
         (Role::Responder, None) => started + RESPONDER_PATIENCE,
         (Role::Initiator, Some(at)) => {
-            let backoff = FIRST_RETRY.saturating_mul(1 << attempts.saturating_sub(1).min(8));
-            at + backoff.min(KICK_EVERY)
+            let retries = Backoff { initial: FIRST_RETRY, max: KICK_EVERY };
+            at + retries.ceiling(attempts.saturating_sub(1))
         }
         (Role::Responder, Some(at)) => at + KICK_EVERY,
     }

@@ -15,9 +15,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use vpblu_messages::{Envelope, Generation};
 use vpblu_proto as pb;
 use vpblu_proto::mesh::mesh_client::MeshClient;
+use vpblu_runtime::error_chain;
 use zeroize::Zeroizing;
 
-use super::error::chain;
 use super::security::read_token;
 use super::{ClientConfig, ConnectError, StreamClientMsg, StreamSecurity};
 
@@ -39,7 +39,7 @@ pub(super) async fn run(
 ) {
     let reason = match open_and_read(&client, epoch, endpoint, hello, &config, &security).await {
         Ok(()) => return, // the client is gone
-        Err(e) => chain(&e),
+        Err(e) => error_chain(&e),
     };
     let _client_gone = client.cast(StreamClientMsg::Disconnected { epoch, reason });
 }

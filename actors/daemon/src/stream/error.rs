@@ -103,15 +103,3 @@ impl From<tonic::Status> for ConnectError {
         ConnectError::Status { code: status.code(), message: status.message().to_owned() }
     }
 }
-
-/// An error and its sources on one line, for logs.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

@@ -20,7 +20,6 @@
 //! plane error). A refused command leaves the previous state in force and
 //! does not advance the applied generation.
 
-mod backoff;
 mod connection;
 mod data_plane;
 mod error;
@@ -28,9 +27,12 @@ mod recording;
 mod security;
 mod stream_client;
 
-pub use backoff::Backoff;
 pub use data_plane::{DataPlane, HelloFacts};
 pub use error::{ConnectError, Refusal};
 pub use recording::{RecordedCommand, RecordingDataPlane};
 pub use security::{ClientTls, StreamSecurity, TokenError};
-pub use stream_client::{ClientConfig, ClientStatus, StreamClient, StreamClientArgs, StreamClientMsg};
+pub use stream_client::{
+    ClientConfig, ClientStatus, RECONNECT, StreamClient, StreamClientArgs, StreamClientMsg,
+};
+/// The type of [`ClientConfig::backoff`], re-exported for callers that tune it.
+pub use vpblu_runtime::Backoff;

@@ -15,8 +15,14 @@ use vpblu_messages::{
     RotationReport, Upstream, apply,
 };
 use vpblu_proto as pb;
+use vpblu_runtime::Backoff;
 
-use super::{Backoff, DataPlane, Refusal, StreamSecurity, connection};
+use super::{DataPlane, Refusal, StreamSecurity, connection};
+
+/// Reconnect delays: from up to 100 ms, doubling to up to 10 s, with full
+/// jitter so a controller restart is not met by every daemon of the
+/// cluster at the same instant.
+pub const RECONNECT: Backoff = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(10) };
 
 /// Tunables of the stream client.
 #[derive(Clone, Debug)]
@@ -36,7 +42,7 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
-            backoff: Backoff::default(),
+            backoff: RECONNECT,
             connect_timeout: Duration::from_secs(5),
             max_message_size: 64 * 1024 * 1024,
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -226,7 +232,7 @@ impl<D: DataPlane> StreamClientState<D> {
         if self.connected_at.take().is_some_and(|at| at.elapsed() >= self.config.backoff.max) {
             self.attempt = 0;
         }
-        let delay = self.config.backoff.delay(self.attempt, &mut rand::rng());
+        let delay = self.config.backoff.full_jitter(self.attempt, &mut rand::rng());
         self.attempt = self.attempt.saturating_add(1);
         tracing::warn!(
             epoch = self.epoch,
