@@ -6,6 +6,7 @@
 //! dropped silently: the offending item is skipped and reported as an
 //! `Invalid` finding on its object, and the rest of the object applies.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Node;
@@ -36,184 +37,200 @@ pub struct Objects<'a> {
 
 /// Converts `objects`; every item that could not be converted is a finding.
 pub fn inputs_from(objects: Objects<'_>) -> (Inputs, Vec<Finding>) {
-    let mut findings = Vec::new();
-    let mut invalid = |kind: SubjectKind, name: &str, message: String| {
-        findings.push(Finding {
-            subject: PolicyRef::new(kind, name),
-            reason: FindingReason::Invalid,
-            message,
-        });
-    };
-    let mut inputs = Inputs::default();
-
-    for node in objects.nodes {
-        let name = node.name_any();
-        let Some(node_name) =
-            parse_name(&name, "metadata.name", &mut |m| invalid(SubjectKind::Node, &name, m))
-        else {
-            continue;
-        };
-        let spec = node.spec.clone().unwrap_or_default();
-        let status = node.status.clone().unwrap_or_default();
-        let mut cidr_texts = spec.pod_cidrs.unwrap_or_default();
-        if cidr_texts.is_empty() {
-            cidr_texts.extend(spec.pod_cidr);
-        }
-        let mut pod_cidrs = Vec::new();
-        for text in &cidr_texts {
-            match text.parse::<Cidr>() {
-                Ok(c) => pod_cidrs.push(c),
-                Err(e) => {
-                    invalid(SubjectKind::Node, &name, format!("spec.podCIDRs: {e}; fix the Node's podCIDRs"))
-                }
-            }
-        }
-        let internal_ip = status
-            .addresses
-            .unwrap_or_default()
+    let mut findings = Findings::default();
+    // One pass over the VpbluNodes, so a Node finds its key by name in O(1).
+    let vpblu_nodes: HashMap<&str, &VpbluNode> =
+        objects.vpblu_nodes.iter().filter_map(|v| Some((v.metadata.name.as_deref()?, *v))).collect();
+    let inputs = Inputs {
+        nodes: objects.nodes.iter().filter_map(|n| node_input(n, &vpblu_nodes, &mut findings)).collect(),
+        tunnel_policies: objects
+            .tunnel_policies
             .iter()
-            .filter(|a| a.type_ == "InternalIP")
-            .find_map(|a| a.address.parse::<IpAddr>().ok());
-        let ready =
-            status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        let public_key = objects
+            .filter_map(|p| tunnel_policy_input(p, &mut findings))
+            .collect(),
+        route_policies: objects.route_policies.iter().map(|p| route_policy_input(p, &mut findings)).collect(),
+        block_policies: objects.block_policies.iter().map(|p| block_policy_input(p, &mut findings)).collect(),
+        rotations: objects
             .vpblu_nodes
             .iter()
-            .find(|v| v.name_any() == name)
-            .and_then(|v| v.status.as_ref()?.public_key.as_deref())
-            .and_then(|text| match text.parse::<PublicKey>() {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    invalid(SubjectKind::Node, &name, format!("VpbluNode status.publicKey: {e}"));
+            .filter_map(|v| match rotation_of(v) {
+                Ok(rotation) => rotation,
+                Err(message) => {
+                    findings.invalid(SubjectKind::Node, &v.name_any(), message);
                     None
                 }
-            });
-        inputs.nodes.push(NodeInput {
-            name: node_name,
-            internal_ip,
-            pod_cidrs,
-            ready,
-            deleting: node.metadata.deletion_timestamp.is_some(),
-            public_key,
-            created: created(node),
-        });
-    }
-
-    for policy in objects.tunnel_policies {
-        let name = policy.name_any();
-        let mut report = |m| invalid(SubjectKind::TunnelPolicy, &name, m);
-        let Ok(listen_port) = u16::try_from(policy.spec.listen_port)
-            .map_err(|_| ())
-            .and_then(|p| if p == 0 { Err(()) } else { Ok(p) })
-        else {
-            report(format!(
-                "spec.listenPort {} is not a port (1-65535); the policy is ignored",
-                policy.spec.listen_port
-            ));
-            continue;
-        };
-        let persistent_keepalive = match policy.spec.persistent_keepalive_seconds {
-            None | Some(0) => None,
-            Some(s) => match u16::try_from(s) {
-                Ok(s) => Some(s),
-                Err(_) => {
-                    report(format!(
-                        "spec.persistentKeepaliveSeconds {s} is out of range (0-65535); keepalive is off"
-                    ));
-                    None
-                }
-            },
-        };
-        let peering = match policy.spec.mode {
-            TunnelMode::FullMesh => Peering::FullMesh,
-            TunnelMode::Explicit => Peering::Explicit(
-                policy
-                    .spec
-                    .peers
-                    .iter()
-                    .filter_map(|pair| {
-                        let a = parse_name(&pair.a, "spec.peers[].a", &mut report)?;
-                        let b = parse_name(&pair.b, "spec.peers[].b", &mut report)?;
-                        Some((a, b))
-                    })
-                    .collect(),
-            ),
-        };
-        inputs.tunnel_policies.push(TunnelPolicyInput {
-            name: name.clone(),
-            created: created(policy),
-            peering,
-            listen_port,
-            persistent_keepalive,
-        });
-    }
-
-    for policy in objects.route_policies {
-        let name = policy.name_any();
-        let mut report = |m| invalid(SubjectKind::RoutePolicy, &name, m);
-        let routes = policy
-            .spec
-            .routes
-            .iter()
-            .filter_map(|r| {
-                let cidr = parse_cidr(&r.cidr, "spec.routes[].cidr", &mut report)?;
-                let via = parse_name(&r.via, "spec.routes[].via", &mut report)?;
-                Some(RouteInput { cidr, via })
             })
-            .collect();
-        inputs.route_policies.push(RoutePolicyInput {
-            name: name.clone(),
-            created: created(policy),
-            routes,
-            allow_egress_via_node: policy.spec.allow_egress_via_node,
-        });
-    }
-
-    for policy in objects.block_policies {
-        let name = policy.name_any();
-        let mut report = |m| invalid(SubjectKind::BlockPolicy, &name, m);
-        let blocks = policy
-            .spec
-            .blocks
-            .iter()
-            .filter_map(|b| {
-                let from = parse_cidr(&b.from, "spec.blocks[].from", &mut report)?;
-                let to = parse_cidr(&b.to, "spec.blocks[].to", &mut report)?;
-                Some(BlockInput { from, to, bidirectional: b.bidirectional })
-            })
-            .collect();
-        let nodes = policy
-            .spec
-            .nodes
-            .iter()
-            .filter_map(|n| {
-                let node = parse_name(&n.node, "spec.nodes[].node", &mut report)?;
-                let action = match n.action {
-                    NodeActionKind::Isolate => NodeAction::Isolate,
-                    NodeActionKind::Drain => NodeAction::Drain,
-                };
-                Some((node, action))
-            })
-            .collect();
-        inputs.block_policies.push(BlockPolicyInput {
-            name: name.clone(),
-            created: created(policy),
-            blocks,
-            nodes,
-        });
-    }
-
-    for vpblu_node in objects.vpblu_nodes {
-        match rotation_of(vpblu_node) {
-            Ok(Some(rotation)) => inputs.rotations.push(rotation),
-            Ok(None) => {}
-            Err(message) => invalid(SubjectKind::Node, &vpblu_node.name_any(), message),
-        }
-    }
-
+            .collect(),
+        ..Inputs::default()
+    };
+    let mut findings = findings.0;
     findings.sort();
     findings.dedup();
     (inputs, findings)
+}
+
+/// The `Invalid` findings of one conversion.
+#[derive(Default)]
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    fn invalid(&mut self, kind: SubjectKind, name: &str, message: String) {
+        self.0.push(Finding { subject: PolicyRef::new(kind, name), reason: FindingReason::Invalid, message });
+    }
+
+    /// A reporter for the items of object `name`.
+    fn on<'f>(&'f mut self, kind: SubjectKind, name: &'f str) -> impl FnMut(String) + 'f {
+        move |message| self.invalid(kind, name, message)
+    }
+}
+
+/// A Node, with the public key its VpbluNode publishes. Borrows the Node's
+/// spec and status: nothing of it is cloned but the strings kept.
+fn node_input(
+    node: &Node,
+    vpblu_nodes: &HashMap<&str, &VpbluNode>,
+    findings: &mut Findings,
+) -> Option<NodeInput> {
+    let name = node.name_any();
+    let mut report = findings.on(SubjectKind::Node, &name);
+    let node_name = parse_name(&name, "metadata.name", &mut report)?;
+    let spec = node.spec.as_ref();
+    let status = node.status.as_ref();
+    let cidr_texts = match spec.and_then(|s| s.pod_cidrs.as_deref()) {
+        Some(cidrs) if !cidrs.is_empty() => cidrs,
+        _ => spec.and_then(|s| s.pod_cidr.as_ref()).map(std::slice::from_ref).unwrap_or_default(),
+    };
+    let pod_cidrs = cidr_texts
+        .iter()
+        .filter_map(|text| {
+            text.parse::<Cidr>()
+                .map_err(|e| report(format!("spec.podCIDRs: {e}; fix the Node's podCIDRs")))
+                .ok()
+        })
+        .collect();
+    let internal_ip = status
+        .and_then(|s| s.addresses.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .find_map(|a| a.address.parse::<IpAddr>().ok());
+    let ready = status
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let public_key = vpblu_nodes
+        .get(name.as_str())
+        .and_then(|v| v.status.as_ref()?.public_key.as_deref())
+        .and_then(|text| {
+            text.parse::<PublicKey>().map_err(|e| report(format!("VpbluNode status.publicKey: {e}"))).ok()
+        });
+    Some(NodeInput {
+        name: node_name,
+        internal_ip,
+        pod_cidrs,
+        ready,
+        deleting: node.metadata.deletion_timestamp.is_some(),
+        public_key,
+        created: created(node),
+    })
+}
+
+/// A TunnelPolicy; `None` when its port is unusable (the policy is ignored).
+fn tunnel_policy_input(policy: &TunnelPolicy, findings: &mut Findings) -> Option<TunnelPolicyInput> {
+    let name = policy.name_any();
+    let mut report = findings.on(SubjectKind::TunnelPolicy, &name);
+    let Some(listen_port) = u16::try_from(policy.spec.listen_port).ok().filter(|p| *p != 0) else {
+        report(format!(
+            "spec.listenPort {} is not a port (1-65535); the policy is ignored",
+            policy.spec.listen_port
+        ));
+        return None;
+    };
+    let persistent_keepalive = match policy.spec.persistent_keepalive_seconds {
+        None | Some(0) => None,
+        Some(s) => u16::try_from(s)
+            .map_err(|_| {
+                report(format!(
+                    "spec.persistentKeepaliveSeconds {s} is out of range (0-65535); keepalive is off"
+                ))
+            })
+            .ok(),
+    };
+    let peering = match policy.spec.mode {
+        TunnelMode::FullMesh => Peering::FullMesh,
+        TunnelMode::Explicit => Peering::Explicit(
+            policy
+                .spec
+                .peers
+                .iter()
+                .filter_map(|pair| {
+                    let a = parse_name(&pair.a, "spec.peers[].a", &mut report)?;
+                    let b = parse_name(&pair.b, "spec.peers[].b", &mut report)?;
+                    Some((a, b))
+                })
+                .collect(),
+        ),
+    };
+    Some(TunnelPolicyInput {
+        name: name.clone(),
+        created: created(policy),
+        peering,
+        listen_port,
+        persistent_keepalive,
+    })
+}
+
+/// A RoutePolicy; a route that does not parse is skipped.
+fn route_policy_input(policy: &RoutePolicy, findings: &mut Findings) -> RoutePolicyInput {
+    let name = policy.name_any();
+    let mut report = findings.on(SubjectKind::RoutePolicy, &name);
+    let routes = policy
+        .spec
+        .routes
+        .iter()
+        .filter_map(|r| {
+            let cidr = parse_cidr(&r.cidr, "spec.routes[].cidr", &mut report)?;
+            let via = parse_name(&r.via, "spec.routes[].via", &mut report)?;
+            Some(RouteInput { cidr, via })
+        })
+        .collect();
+    RoutePolicyInput {
+        name: name.clone(),
+        created: created(policy),
+        routes,
+        allow_egress_via_node: policy.spec.allow_egress_via_node,
+    }
+}
+
+/// A BlockPolicy; a block or node entry that does not parse is skipped.
+fn block_policy_input(policy: &BlockPolicy, findings: &mut Findings) -> BlockPolicyInput {
+    let name = policy.name_any();
+    let mut report = findings.on(SubjectKind::BlockPolicy, &name);
+    let blocks = policy
+        .spec
+        .blocks
+        .iter()
+        .filter_map(|b| {
+            let from = parse_cidr(&b.from, "spec.blocks[].from", &mut report)?;
+            let to = parse_cidr(&b.to, "spec.blocks[].to", &mut report)?;
+            Some(BlockInput { from, to, bidirectional: b.bidirectional })
+        })
+        .collect();
+    let nodes = policy
+        .spec
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let node = parse_name(&n.node, "spec.nodes[].node", &mut report)?;
+            let action = match n.action {
+                NodeActionKind::Isolate => NodeAction::Isolate,
+                NodeActionKind::Drain => NodeAction::Drain,
+            };
+            Some((node, action))
+        })
+        .collect();
+    BlockPolicyInput { name: name.clone(), created: created(policy), blocks, nodes }
 }
 
 /// The rotation in progress recorded in `vpblu_node`'s status: `None` when
@@ -320,6 +337,23 @@ mod tests {
         assert!(n.ready && !n.deleting);
         assert_eq!(n.public_key, Some(PublicKey::from_bytes([1; 32])));
         assert_eq!(n.created, 1_767_225_600);
+    }
+
+    #[test]
+    fn keys_are_matched_by_name_among_many_vpblu_nodes_and_the_legacy_pod_cidr_counts() {
+        let mut legacy = node("n2", "192.0.2.2", &[], true);
+        legacy.spec.as_mut().unwrap().pod_cidr = Some("10.244.2.0/24".into());
+        let nodes = [node("n1", "192.0.2.1", &["10.244.1.0/24"], true), legacy];
+        let vnodes = [vnode("n3", 3), vnode("n2", 2), vnode("n1", 1)];
+        let (inputs, findings) = inputs_from(Objects {
+            nodes: nodes.iter().collect(),
+            vpblu_nodes: vnodes.iter().collect(),
+            ..Objects::default()
+        });
+        assert!(findings.is_empty(), "{findings:?}");
+        assert_eq!(inputs.nodes[0].public_key, Some(PublicKey::from_bytes([1; 32])));
+        assert_eq!(inputs.nodes[1].public_key, Some(PublicKey::from_bytes([2; 32])));
+        assert_eq!(inputs.nodes[1].pod_cidrs, vec!["10.244.2.0/24".parse::<Cidr>().unwrap()]);
     }
 
     #[test]
