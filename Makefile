@@ -86,7 +86,7 @@ test: deps fmt-check clippy build testbed wireguard-go helm prometheus mdbook
 
 bench: deps wireguard-go testbed
 	$(CARGO) build --release --workspace --bins --locked
-	$(CARGO) bench -p vpblu-controller --bench desired_state --locked
+	$(CARGO) bench -p vpblu-engine --bench desired_state --locked
 	$(CARGO) bench -p vpblu-controller --bench stream_fanout --locked
 	$(CARGO) bench -p vpblu-daemon --bench classify --locked
 	$(CARGO) bench -p vpblu-daemon --bench mesh_throughput --locked

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use prost::Message as _;
-use vpblu_controller::desired_state::compute;
 use vpblu_controller::from_k8s::{Objects, inputs_from};
+use vpblu_engine::compute;
 use vpblu_fuzz::K8sObjects;
 use vpblu_messages::{
     Backend, Command, Downstream, Envelope, Generation, Hello, NodeDesiredState, PeerObservation,

@@ -6,7 +6,7 @@
 //!
 //! §12.6 (rotation) is `acceptance_rotation.rs`; §12.9 (the desired-state
 //! tables) runs in the same `make test` as
-//! `actors/controller/tests/desired_state_tables.rs`.
+//! `engine/tests/tables.rs`.
 //!
 //! Needs root, ip, ping, tcpdump, nft, iperf3 and Go (for the pinned
 //! wireguard-go and the control plane); fails, never skips, when one is

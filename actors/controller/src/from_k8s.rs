@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use vpblu_k8s::{BlockPolicy, IDLE_PHASE, NodeActionKind, RoutePolicy, TunnelMode, TunnelPolicy, VpbluNode};
 use vpblu_messages::{Cidr, NodeName, PublicKey, RotationPhase};
 
-use crate::desired_state::{
+use vpblu_engine::{
     BlockInput, BlockPolicyInput, Finding, FindingReason, Inputs, NodeAction, NodeInput, Peering, PolicyRef,
     RotationInput, RouteInput, RoutePolicyInput, SubjectKind, TunnelPolicyInput,
 };
@@ -284,7 +284,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::desired_state::compute;
+    use vpblu_engine::compute;
 
     fn node(name: &str, ip: &str, cidrs: &[&str], ready: bool) -> Node {
         serde_json::from_value(json!({

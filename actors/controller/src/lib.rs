@@ -1,14 +1,13 @@
 //! vpblu controller: turns vpblu Custom Resources into per-node desired
 //! state and pushes it to every node's daemon over a warm gRPC stream.
 //!
-//! `desired_state` is the pure heart (no I/O); `from_k8s` turns the
-//! Kubernetes objects into its inputs (also pure); `tree` is the ractor
-//! supervision tree around them.
+//! The pure heart, desired state, is the `vpblu-engine` crate (no I/O);
+//! `from_k8s` turns the Kubernetes objects into its inputs (also pure);
+//! `tree` is the ractor supervision tree around them.
 
 mod args;
 pub mod dashboard;
 pub mod decided;
-pub mod desired_state;
 pub mod from_k8s;
 pub mod informers;
 pub mod leader;

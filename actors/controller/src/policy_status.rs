@@ -33,8 +33,8 @@ use vpblu_k8s::{BlockPolicy, FIELD_MANAGER, RoutePolicy, TunnelPolicy};
 use vpblu_runtime::{Forward, forward, watch_changes};
 
 use crate::decided::{Decided, all_in_place, fit_message, is_news, to_conditions};
-use crate::desired_state::{Finding, FindingReason, SubjectKind};
 use crate::informers::Caches;
+use vpblu_engine::{Finding, FindingReason, SubjectKind};
 
 /// Rescan this often even without new findings (a policy with no effect
 /// on any node does not trigger a publish).
@@ -274,7 +274,7 @@ async fn sync_kind<K: PolicyObject>(
 mod tests {
     use super::*;
     use crate::decided::MAX_MESSAGE;
-    use crate::desired_state::PolicyRef;
+    use vpblu_engine::PolicyRef;
 
     fn finding(kind: SubjectKind, reason: FindingReason, message: &str) -> Finding {
         Finding { subject: PolicyRef::new(kind, "p"), reason, message: message.into() }

@@ -39,9 +39,9 @@ use vpblu_k8s::{FIELD_MANAGER, VpbluNode};
 use vpblu_messages::{Cidr, NodeDesiredState, NodeName};
 use vpblu_runtime::{ChildSpec, Forward, Health, forward, watch_changes};
 
-use crate::desired_state::{self, Finding};
 use crate::from_k8s::inputs_from;
 use crate::informers::{Caches, Kind, Snapshot};
+use vpblu_engine::Finding;
 
 /// How long one VpbluNode apply may take.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -466,7 +466,7 @@ async fn pass(myself: &ActorRef<RecomputeMsg>, state: &mut RecomputeState) -> Re
         let (mut inputs, mut findings) = inputs_from(snapshot.objects());
         inputs.service_cidrs = service_cidrs;
         phases.lap("convert");
-        let computed = desired_state::compute(&inputs);
+        let computed = vpblu_engine::compute(&inputs);
         findings.extend(computed.findings);
         findings.sort();
         findings.dedup();

@@ -31,7 +31,6 @@ use vpblu_runtime::{
 };
 
 use crate::Args;
-use crate::desired_state::Finding;
 use crate::informers::Caches;
 use crate::leader::{Leader, LeaderArgs, LeaderConfig};
 use crate::metrics::ControllerMetrics;
@@ -43,6 +42,7 @@ use crate::stream::{
     Desired, RefusalEvents, StreamConfig, StreamSecurity, StreamServer, StreamServerArgs,
     controller_reference,
 };
+use vpblu_engine::Finding;
 
 /// Hello, Observed and RotationReport messages waiting for the status
 /// writer and the rotation scheduler.

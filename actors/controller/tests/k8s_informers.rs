@@ -12,10 +12,10 @@ use kube::Api;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use vpblu_controller::desired_state::{FindingReason, SubjectKind};
 use vpblu_controller::informers::Kind;
 use vpblu_controller::recompute::RecomputeConfig;
 use vpblu_e2e::cluster::TestCluster;
+use vpblu_engine::{FindingReason, SubjectKind};
 use vpblu_k8s::{BlockPolicy, RotationPolicy, VpbluNode};
 use vpblu_messages::BlockRule;
 

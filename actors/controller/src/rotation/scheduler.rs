@@ -47,10 +47,10 @@ use super::reports::ReportBook;
 use super::runs::{Member, RunFacts, RunStep, Trigger};
 use super::writes::{apply_policy_status, patch_vpblu_node, record};
 use crate::decided::{all_in_place, is_news, to_conditions};
-use crate::desired_state::RotationInput;
 use crate::from_k8s::rotation_of;
 use crate::informers::{Cache, Caches, Watched};
 use crate::stream::Desired;
+use vpblu_engine::RotationInput;
 
 /// A write the cache has not shown within this long no longer holds the
 /// scheduler back (the next step then reads whatever the cache has).

@@ -15,13 +15,13 @@ use ractor::{Actor, ActorCell, ActorRef};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use vpblu_controller::desired_state::Finding;
 use vpblu_controller::informers::{Caches, InformerMetrics};
 use vpblu_controller::leader::{Leader, LeaderArgs, LeaderConfig, LeaderMetrics};
 use vpblu_controller::recompute::{
     DesiredSink, Recompute, RecomputeArgs, RecomputeConfig, RecomputeHandle, RecomputeMetrics,
 };
 use vpblu_e2e::cluster::TestCluster;
+use vpblu_engine::Finding;
 use vpblu_k8s::VpbluNode;
 use vpblu_messages::{NodeDesiredState, NodeName, PublicKey};
 use vpblu_runtime::{ChildSpec, Health, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};

@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use vpblu_controller::desired_state::{
+use vpblu_engine::{
     BlockInput, BlockPolicyInput, FindingReason, Inputs, NodeAction, NodeInput, Output, Peering,
     RotationInput, RouteInput, RoutePolicyInput, SubjectKind, TunnelPolicyInput, compute, compute_node,
 };

@@ -4,7 +4,7 @@
 //!
 //! The full compute runs in a child process (this binary re-executed with
 //! `VPBLU_BENCH_CHILD=compute`) so its peak RSS is not mixed with the rest.
-//! Run with `cargo bench -p vpblu-controller --bench desired_state`.
+//! Run with `cargo bench -p vpblu-engine --bench desired_state`.
 //! For profiling, `VPBLU_BENCH_CHILD=compute` or `=profile-node` (500
 //! `compute_node` calls) run one workload alone, e.g. under `perf record`.
 
@@ -12,9 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vpblu_controller::desired_state::{
-    BlockInput, BlockPolicyInput, Inputs, NodeInput, compute, compute_node,
-};
+use vpblu_engine::{BlockInput, BlockPolicyInput, Inputs, NodeInput, compute, compute_node};
 use vpblu_messages::{Cidr, NodeName, PublicKey, diff};
 
 const NODES: usize = 5000;

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
-use vpblu_controller::desired_state::{
+use vpblu_engine::{
     BlockInput, BlockPolicyInput, FindingReason, Inputs, NodeAction, NodeInput, Output, Peering,
     RotationInput, RouteInput, RoutePolicyInput, TunnelPolicyInput, compute, compute_node,
 };
