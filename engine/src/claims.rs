@@ -210,6 +210,9 @@ fn pod_ownership<'a>(
     (owned, by_cidr)
 }
 
+/// One route a policy asks for: (cidr, policy rank, target index, policy).
+type Candidate<'p> = (Cidr, usize, usize, &'p RoutePolicyInput);
+
 /// Picks one route per CIDR, refusing the ones `protected` forbids.
 /// Returns the routes sorted by CIDR and, beside them, the name of the
 /// policy each came from.
@@ -219,42 +222,7 @@ fn resolve_routes<'p>(
     protected: &Protected<'_>,
     findings: &mut Findings,
 ) -> (Vec<Route>, Vec<&'p str>) {
-    // Ranked on normalised copies, so that even two policies alike in age
-    // and name rank the same whatever order their routes came in.
-    let mut sorted: Vec<(RoutePolicyInput, &RoutePolicyInput)> = policies
-        .iter()
-        .map(|p| {
-            let mut copy = p.clone();
-            copy.routes.sort();
-            copy.routes.dedup();
-            (copy, p)
-        })
-        .collect();
-    sorted.sort_by(|(a, _), (b, _)| (a.created, &a.name).cmp(&(b.created, &b.name)).then_with(|| a.cmp(b)));
-    // (cidr, policy rank, target index, policy)
-    let mut candidates: Vec<(Cidr, usize, usize, &RoutePolicyInput)> = Vec::new();
-    for (rank, (normalised, policy)) in sorted.iter().enumerate() {
-        for route in &normalised.routes {
-            if let Some((reason, message)) =
-                protected.route_hazard(&route.cidr, &route.via, policy.allow_egress_via_node)
-            {
-                findings.push(SubjectKind::RoutePolicy, &policy.name, reason, message);
-                continue;
-            }
-            match nodes.find(route.via.as_str()) {
-                Some(via) => candidates.push((route.cidr, rank, via, policy)),
-                None => findings.push(
-                    SubjectKind::RoutePolicy,
-                    &policy.name,
-                    FindingReason::UnknownNode,
-                    format!(
-                        "route {} via {} names a node that does not exist; fix the name or remove the route",
-                        route.cidr, route.via
-                    ),
-                ),
-            }
-        }
-    }
+    let mut candidates = route_candidates(nodes, policies, protected, findings);
     candidates.sort_unstable_by_key(|&(cidr, rank, via, _)| (cidr, rank, via));
     candidates.dedup_by_key(|&mut (cidr, rank, via, _)| (cidr, rank, via));
     let mut routes = Vec::new();
@@ -279,35 +247,91 @@ fn resolve_routes<'p>(
                 );
             }
         }
-        let blocked = match target.standing {
-            Standing::Eligible if target.drained => Some(UnreachableReason::Drained),
-            Standing::Eligible => None,
-            Standing::Gone => Some(UnreachableReason::NotReady),
-            Standing::Ineligible(reason) => Some(reason),
-        };
-        if let Some(reason) = blocked {
-            let (finding, state) = match (target.standing, reason) {
-                (Standing::Gone, _) => (FindingReason::TargetNotReady, "is being deleted"),
-                (_, UnreachableReason::Drained) => (FindingReason::TargetDrained, "is drained"),
-                (_, UnreachableReason::Isolated) => (FindingReason::TargetIsolated, "is isolated"),
-                (_, UnreachableReason::NoKey) => (FindingReason::TargetNoKey, "has no public key yet"),
-                (_, UnreachableReason::NotReady | UnreachableReason::NotPeered) => {
-                    (FindingReason::TargetNotReady, "is not ready (or has no internal IP or pod CIDR)")
-                }
-            };
-            findings.push(
-                SubjectKind::RoutePolicy,
-                &policy.name,
-                finding,
-                format!(
-                    "route {cidr} via {} cannot be used: the node {state}, so {cidr} is unreachable; \
-                     route it via another node",
-                    target.name()
-                ),
-            );
-        }
+        let blocked = target_blocked(target, cidr, policy, findings);
         routes.push(Route { cidr, via, blocked });
         names.push(policy.name.as_str());
     }
     (routes, names)
+}
+
+/// Every route of every policy whose target exists and that `protected`
+/// allows, ranked by policy age then name.
+fn route_candidates<'p>(
+    nodes: &NodeTable<'_>,
+    policies: &'p [RoutePolicyInput],
+    protected: &Protected<'_>,
+    findings: &mut Findings,
+) -> Vec<Candidate<'p>> {
+    // Ranked on normalised copies, so that even two policies alike in age
+    // and name rank the same whatever order their routes came in.
+    let mut sorted: Vec<(RoutePolicyInput, &RoutePolicyInput)> = policies
+        .iter()
+        .map(|p| {
+            let mut copy = p.clone();
+            copy.routes.sort();
+            copy.routes.dedup();
+            (copy, p)
+        })
+        .collect();
+    sorted.sort_by(|(a, _), (b, _)| (a.created, &a.name).cmp(&(b.created, &b.name)).then_with(|| a.cmp(b)));
+    let mut candidates = Vec::new();
+    for (rank, (normalised, policy)) in sorted.iter().enumerate() {
+        for route in &normalised.routes {
+            if let Some((reason, message)) =
+                protected.route_hazard(&route.cidr, &route.via, policy.allow_egress_via_node)
+            {
+                findings.push(SubjectKind::RoutePolicy, &policy.name, reason, message);
+                continue;
+            }
+            match nodes.find(route.via.as_str()) {
+                Some(via) => candidates.push((route.cidr, rank, via, *policy)),
+                None => findings.push(
+                    SubjectKind::RoutePolicy,
+                    &policy.name,
+                    FindingReason::UnknownNode,
+                    format!(
+                        "route {} via {} names a node that does not exist; fix the name or remove the route",
+                        route.cidr, route.via
+                    ),
+                ),
+            }
+        }
+    }
+    candidates
+}
+
+/// Why the winning route to `cidr` via `target` cannot carry traffic, if
+/// it cannot; reported on `policy`.
+fn target_blocked(
+    target: &Node<'_>,
+    cidr: Cidr,
+    policy: &RoutePolicyInput,
+    findings: &mut Findings,
+) -> Option<UnreachableReason> {
+    let reason = match target.standing {
+        Standing::Eligible if target.drained => UnreachableReason::Drained,
+        Standing::Eligible => return None,
+        Standing::Gone => UnreachableReason::NotReady,
+        Standing::Ineligible(reason) => reason,
+    };
+    let (finding, state) = match (target.standing, reason) {
+        (Standing::Gone, _) => (FindingReason::TargetNotReady, "is being deleted"),
+        (_, UnreachableReason::Drained) => (FindingReason::TargetDrained, "is drained"),
+        (_, UnreachableReason::Isolated) => (FindingReason::TargetIsolated, "is isolated"),
+        (_, UnreachableReason::NoKey) => (FindingReason::TargetNoKey, "has no public key yet"),
+        (_, UnreachableReason::NotReady | UnreachableReason::NotPeered) => {
+            (FindingReason::TargetNotReady, "is not ready (or has no internal IP or pod CIDR)")
+        }
+    };
+    findings.push(
+        SubjectKind::RoutePolicy,
+        &policy.name,
+        finding,
+        format!(
+            "route {cidr} via {} cannot be used: the node {state}, so {cidr} is unreachable; \
+             route it via another node",
+            target.name()
+        ),
+    );
+    Some(reason)
 }
