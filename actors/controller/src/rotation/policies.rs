@@ -130,7 +130,28 @@ pub fn conditions(judged: &Judged<'_>, rotating: Option<(&NodeName, RotationPhas
             Decided { type_: INVALID, status: false, reason: reasons::VALID.into(), message: String::new() }
         }
     };
-    let ready = if invalid.status {
+    let ready = ready_condition(judged, &invalid);
+    let conflict = conflict_condition(judged);
+    let rotating = match rotating {
+        Some((node, phase)) => Decided {
+            type_: ROTATING,
+            status: true,
+            reason: reasons::ROTATION_IN_PROGRESS.into(),
+            message: format!("rotating the key of node {node}: phase {phase}"),
+        },
+        None => Decided {
+            type_: ROTATING,
+            status: false,
+            reason: reasons::IDLE.into(),
+            message: "no rotation of this policy is running".to_owned(),
+        },
+    };
+    vec![ready, invalid, conflict, rotating]
+}
+
+/// Ready: whether the policy would rotate anything, and what.
+fn ready_condition(judged: &Judged<'_>, invalid: &Decided) -> Decided {
+    if invalid.status {
         Decided { type_: READY, status: false, ..invalid.clone() }
     } else if judged.owned.is_empty() {
         let message = if judged.lost.is_empty() {
@@ -154,8 +175,12 @@ pub fn conditions(judged: &Judged<'_>, rotating: Option<(&NodeName, RotationPhas
             if judged.policy.spec.paused { "; paused: only vpblu.dev/rotate-now starts a run" } else { "" }
         ));
         Decided { type_: READY, status: true, reason: reason.into(), message }
-    };
-    let conflict = if judged.lost.is_empty() {
+    }
+}
+
+/// Conflict: the nodes another policy owns although this one selects them.
+fn conflict_condition(judged: &Judged<'_>) -> Decided {
+    if judged.lost.is_empty() {
         Decided {
             type_: CONFLICT,
             status: false,
@@ -180,22 +205,7 @@ pub fn conditions(judged: &Judged<'_>, rotating: Option<(&NodeName, RotationPhas
                 owners.into_iter().map(|o| format!("{o:?}")).collect::<Vec<_>>().join(", ")
             )),
         }
-    };
-    let rotating = match rotating {
-        Some((node, phase)) => Decided {
-            type_: ROTATING,
-            status: true,
-            reason: reasons::ROTATION_IN_PROGRESS.into(),
-            message: format!("rotating the key of node {node}: phase {phase}"),
-        },
-        None => Decided {
-            type_: ROTATING,
-            status: false,
-            reason: reasons::IDLE.into(),
-            message: "no rotation of this policy is running".to_owned(),
-        },
-    };
-    vec![ready, invalid, conflict, rotating]
+    }
 }
 
 #[cfg(test)]

@@ -87,20 +87,7 @@ pub fn next_step(running: &Running, seen: &Seen<'_>) -> Step {
     let late = seen.now >= seen.deadline;
     let timeout = running.timeout.num_seconds();
     if !seen.holders.contains(&running.node) {
-        // The desired states have not caught up with the status yet.
-        return match (late, phase) {
-            (true, RotationPhase::Rollback) => Step::Finish(Outcome::RolledBack),
-            (true, p) if p.can_roll_back() => Step::RollBack(format!(
-                "the desired state of node {} did not reach phase {phase} within {timeout}s (is the controller \
-                 computing desired state?)",
-                running.node
-            )),
-            (true, _) => Step::Wait(Some(format!(
-                "the desired state of node {} has not reached phase {phase} after {timeout}s",
-                running.node
-            ))),
-            (false, _) => Step::Wait(None),
-        };
+        return not_yet_desired(running, late);
     }
     let failed: Vec<(&NodeName, &str)> = seen
         .holders
@@ -131,26 +118,7 @@ pub fn next_step(running: &Running, seen: &Seen<'_>) -> Step {
         if !missing.is_empty() {
             return if late { Step::RollBack(waiting()) } else { Step::Wait(None) };
         }
-        return match phase {
-            RotationPhase::Prepare => {
-                let staged = seen.reports.get(&running.node).and_then(|r| r.staged_public_key);
-                match staged {
-                    Some(key) => Step::Advance { to: RotationPhase::Distribute, staged: Some(key) },
-                    None => Step::RollBack(format!(
-                        "node {} reported Prepare done without the public key it staged",
-                        running.node
-                    )),
-                }
-            }
-            RotationPhase::Distribute => Step::Advance { to: RotationPhase::Activate, staged: None },
-            _ => match seen.all_ok_since {
-                Some(since) if seen.now >= since + running.overlap => {
-                    Step::Advance { to: RotationPhase::Retire, staged: None }
-                }
-                Some(since) => Step::Dwell { since },
-                None => Step::Dwell { since: seen.now },
-            },
-        };
+        return reversible_done(running, seen);
     }
     // Retire and Settle: no way back.
     if !failed.is_empty() {
@@ -167,6 +135,46 @@ pub fn next_step(running: &Running, seen: &Seen<'_>) -> Step {
     match phase {
         RotationPhase::Retire => Step::Advance { to: RotationPhase::Settle, staged: None },
         _ => Step::Finish(Outcome::Succeeded),
+    }
+}
+
+/// The rotating node's desired state has not caught up with its status.
+fn not_yet_desired(running: &Running, late: bool) -> Step {
+    let (phase, timeout) = (running.phase, running.timeout.num_seconds());
+    match (late, phase) {
+        (true, RotationPhase::Rollback) => Step::Finish(Outcome::RolledBack),
+        (true, p) if p.can_roll_back() => Step::RollBack(format!(
+            "the desired state of node {} did not reach phase {phase} within {timeout}s (is the controller \
+             computing desired state?)",
+            running.node
+        )),
+        (true, _) => Step::Wait(Some(format!(
+            "the desired state of node {} has not reached phase {phase} after {timeout}s",
+            running.node
+        ))),
+        (false, _) => Step::Wait(None),
+    }
+}
+
+/// Every node reported a phase that can still roll back (Prepare,
+/// Distribute, Activate) done.
+fn reversible_done(running: &Running, seen: &Seen<'_>) -> Step {
+    match running.phase {
+        RotationPhase::Prepare => match seen.reports.get(&running.node).and_then(|r| r.staged_public_key) {
+            Some(key) => Step::Advance { to: RotationPhase::Distribute, staged: Some(key) },
+            None => Step::RollBack(format!(
+                "node {} reported Prepare done without the public key it staged",
+                running.node
+            )),
+        },
+        RotationPhase::Distribute => Step::Advance { to: RotationPhase::Activate, staged: None },
+        _ => match seen.all_ok_since {
+            Some(since) if seen.now >= since + running.overlap => {
+                Step::Advance { to: RotationPhase::Retire, staged: None }
+            }
+            Some(since) => Step::Dwell { since },
+            None => Step::Dwell { since: seen.now },
+        },
     }
 }
 

@@ -16,38 +16,32 @@
 //!   computes first if something changed since), and when it loses the
 //!   Lease it stops publishing.
 //! - **VpbluNodes.** The leader makes sure every Node has its VpbluNode
-//!   (server-side apply under [`vpblu_k8s::FIELD_MANAGER`]) as soon as it
-//!   hears of the Node, and again after every pass. It only creates:
-//!   it never deletes one nor touches a spec it did not write; an owner
-//!   reference lets Kubernetes collect it with its Node.
+//!   (`vpblu_nodes`) as soon as it hears of the Node, and again after
+//!   every pass.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, future, stream};
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde_json::json;
 use tokio::sync::watch;
-use vpblu_k8s::{FIELD_MANAGER, VpbluNode};
 use vpblu_messages::{Cidr, NodeDesiredState, NodeName};
 use vpblu_runtime::{ChildSpec, Forward, Health, forward, watch_changes};
 
 use crate::from_k8s::inputs_from;
-use crate::informers::{Caches, Kind, Snapshot};
+use crate::informers::{Caches, Kind};
 use vpblu_engine::Finding;
 
-/// How long one VpbluNode apply may take.
-const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+pub use self::vpblu_nodes::ApplyError;
+use self::vpblu_nodes::VpbluNodeCreator;
 
-/// Delay before a failed VpbluNode apply is tried again.
-const APPLY_RETRY: Duration = Duration::from_secs(2);
+mod vpblu_nodes;
 
 /// Where computed desired state goes. The stream server's `Desired` store
 /// implements it; tests record what they are given.
@@ -222,7 +216,7 @@ pub enum RecomputeMsg {
         /// The node (and VpbluNode) name.
         node: String,
         /// The outcome.
-        result: Result<(), String>,
+        result: Result<(), ApplyError>,
     },
     /// Create the VpbluNodes still missing (sent to itself to retry).
     EnsureVpbluNodes,
@@ -269,7 +263,7 @@ struct Burst {
 pub struct RecomputeState {
     caches: Caches,
     sink: Arc<dyn DesiredSink>,
-    vpblu_nodes: Api<VpbluNode>,
+    vpblu_nodes: VpbluNodeCreator,
     config: RecomputeConfig,
     metrics: RecomputeMetrics,
     health: Health,
@@ -280,7 +274,6 @@ pub struct RecomputeState {
     last: Option<Arc<Published>>,
     // A standby's last computed output, published at once when it leads.
     prepared: Option<Arc<Published>>,
-    applying: BTreeSet<String>,
     status: RecomputeStatus,
     _leadership: Forward,
 }
@@ -314,7 +307,7 @@ impl Actor for Recompute {
         Ok(RecomputeState {
             caches: args.caches,
             sink: args.sink,
-            vpblu_nodes: Api::all(args.client),
+            vpblu_nodes: VpbluNodeCreator::new(Api::all(args.client)),
             config: args.config,
             metrics: args.metrics,
             health: args.health,
@@ -323,7 +316,6 @@ impl Actor for Recompute {
             flush_scheduled: false,
             last: None,
             prepared: None,
-            applying: BTreeSet::new(),
             status: RecomputeStatus { leading: is_leading, ..RecomputeStatus::default() },
             _leadership: leadership,
         })
@@ -352,7 +344,7 @@ impl Actor for Recompute {
                 // its daemon's key can land only once it exists.
                 if kind == Kind::Node && state.leading && state.caches.inputs_synced() {
                     let snapshot = state.caches.snapshot();
-                    ensure_vpblu_nodes(&myself, state, &snapshot);
+                    state.vpblu_nodes.ensure(&myself, &snapshot);
                 }
             }
             RecomputeMsg::Flush => {
@@ -389,20 +381,14 @@ impl Actor for Recompute {
                 }
             }
             RecomputeMsg::Applied { node, result } => {
-                state.applying.remove(&node);
-                match result {
-                    Ok(()) => tracing::info!(%node, "created VpbluNode"),
-                    Err(error) => {
-                        state.metrics.apply_errors.inc();
-                        tracing::warn!(%node, %error, "cannot create VpbluNode; will retry");
-                        myself.send_after(APPLY_RETRY, || RecomputeMsg::EnsureVpbluNodes);
-                    }
+                if state.vpblu_nodes.applied(&myself, &node, result) {
+                    state.metrics.apply_errors.inc();
                 }
             }
             RecomputeMsg::EnsureVpbluNodes => {
                 if state.leading && state.caches.inputs_synced() {
                     let snapshot = state.caches.snapshot();
-                    ensure_vpblu_nodes(&myself, state, &snapshot);
+                    state.vpblu_nodes.ensure(&myself, &snapshot);
                 }
             }
             RecomputeMsg::Status(reply) => {
@@ -500,7 +486,7 @@ async fn pass(myself: &ActorRef<RecomputeMsg>, state: &mut RecomputeState) -> Re
         tracing::debug!(ms = elapsed.as_millis() as u64, "desired state unchanged");
     }
     state.last = Some(output);
-    ensure_vpblu_nodes(myself, state, &snapshot);
+    state.vpblu_nodes.ensure(myself, &snapshot);
     Ok(())
 }
 
@@ -527,7 +513,7 @@ async fn take_over(
     record_publish(state, &prepared, started.elapsed(), &phases);
     state.last = Some(prepared);
     let snapshot = state.caches.snapshot();
-    ensure_vpblu_nodes(myself, state, &snapshot);
+    state.vpblu_nodes.ensure(myself, &snapshot);
     Ok(())
 }
 
@@ -577,48 +563,5 @@ impl fmt::Display for Phases {
             write!(f, "{sep}{step}={}ms", took.as_millis())?;
         }
         Ok(())
-    }
-}
-
-/// Starts a server-side apply for every Node without a VpbluNode (and none
-/// in flight). Each reports back with [`RecomputeMsg::Applied`].
-fn ensure_vpblu_nodes(myself: &ActorRef<RecomputeMsg>, state: &mut RecomputeState, snapshot: &Snapshot) {
-    let existing: BTreeSet<String> = snapshot.vpblu_nodes.iter().map(|v| v.name_any()).collect();
-    for node in &snapshot.nodes {
-        let name = node.name_any();
-        if node.metadata.deletion_timestamp.is_some()
-            || existing.contains(&name)
-            || state.applying.contains(&name)
-        {
-            continue;
-        }
-        let Some(uid) = node.metadata.uid.clone() else { continue };
-        state.applying.insert(name.clone());
-        let api = state.vpblu_nodes.clone();
-        let me = myself.clone();
-        tokio::spawn(async move {
-            let result = apply_vpblu_node(&api, &name, &uid).await;
-            let _stopped = me.cast(RecomputeMsg::Applied { node: name, result });
-        });
-    }
-}
-
-/// Creates VpbluNode `name` owned by the Node with `uid`, or leaves an
-/// existing one as it is: the apply sets no field but the owner reference.
-async fn apply_vpblu_node(api: &Api<VpbluNode>, name: &str, uid: &str) -> Result<(), String> {
-    let object = json!({
-        "apiVersion": "vpblu.dev/v1alpha1",
-        "kind": "VpbluNode",
-        "metadata": {
-            "name": name,
-            "ownerReferences": [{ "apiVersion": "v1", "kind": "Node", "name": name, "uid": uid }],
-        },
-        "spec": {},
-    });
-    let params = PatchParams::apply(FIELD_MANAGER);
-    match tokio::time::timeout(APPLY_TIMEOUT, api.patch(name, &params, &Patch::Apply(&object))).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer from the API server within {APPLY_TIMEOUT:?}")),
     }
 }
