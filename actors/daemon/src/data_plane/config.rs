@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use vpblu_messages::{Backend, RotationPhase};
 
+use super::DataPlaneError;
 use crate::bpf::AttachMode;
 use crate::pod_interfaces;
 use crate::routing::RoutingConfig;
@@ -77,6 +78,31 @@ impl Config {
             pod_interface_resync: pod_interfaces::DEFAULT_RESYNC,
             attach_mode: None,
         }
+    }
+
+    /// Refuses a configuration whose parts disagree: routing must steer
+    /// into the devices this data plane runs, and the lane is a device of
+    /// its own.
+    pub fn validate(&self) -> Result<(), DataPlaneError> {
+        if self.routing.mesh_interface != self.interface {
+            return Err(DataPlaneError::Config(format!(
+                "the routing mesh interface {:?} is not the WireGuard device {:?}",
+                self.routing.mesh_interface, self.interface
+            )));
+        }
+        if self.routing.lane_interface != self.lane_interface {
+            return Err(DataPlaneError::Config(format!(
+                "the routing lane interface {:?} is not the lane device {:?}",
+                self.routing.lane_interface, self.lane_interface
+            )));
+        }
+        if self.lane_interface.as_ref() == Some(&self.interface) {
+            return Err(DataPlaneError::Config(format!(
+                "the lane device and the mesh device are both {:?}: give --lane-interface another name",
+                self.interface
+            )));
+        }
+        Ok(())
     }
 
     /// The same, with lane device `lane` (in the routing config too).

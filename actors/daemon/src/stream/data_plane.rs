@@ -18,8 +18,10 @@ pub struct HelloFacts {
     pub mtu: u32,
 }
 
-/// The node's data plane as the stream client sees it. The real one drives
-/// the WireGuard, Routing and BPF actors; [`RecordingDataPlane`] records.
+/// The node's data plane as the stream client sees it. The real one,
+/// `NodeDataPlane`, drives the WireGuard devices, the routing and the BPF
+/// maps itself, in the order its converge step documents;
+/// [`RecordingDataPlane`] records.
 ///
 /// [`RecordingDataPlane`]: super::RecordingDataPlane
 pub trait DataPlane: Send + 'static {

@@ -124,23 +124,7 @@ fn parse_hex_key(text: &str) -> Option<Zeroizing<[u8; 32]>> {
 pub fn parse_get(reply: &str) -> Result<DeviceState, String> {
     let mut state = DeviceState { public_key: None, listen_port: 0, peers: Vec::new() };
     let mut errno = None;
-    let mut handshake_sec: Option<u64> = None;
-    let mut handshake_nsec: u32 = 0;
-    // Handshake seconds and nanoseconds arrive as two lines; a peer's time
-    // is settled when the next peer starts, or at the end.
-    // A time past what SystemTime holds is a broken reply, not a panic.
-    let settle = |peer: Option<&mut PeerState>, sec: &mut Option<u64>, nsec: &mut u32| {
-        let n = std::mem::take(nsec);
-        if let (Some(peer), Some(s)) = (peer, sec.take())
-            && (s != 0 || n != 0)
-        {
-            let at = UNIX_EPOCH.checked_add(Duration::new(s, n)).ok_or_else(|| {
-                format!("bad last_handshake_time_sec value \"{s}\" (past the end of time for this system)")
-            })?;
-            peer.last_handshake = Some(at);
-        }
-        Ok::<(), String>(())
-    };
+    let mut handshake = Handshake::default();
     for line in reply.lines() {
         if line.is_empty() {
             break;
@@ -157,7 +141,7 @@ pub fn parse_get(reply: &str) -> Result<DeviceState, String> {
             }
             ("listen_port", None) => state.listen_port = value.parse().map_err(|_| bad("listen_port"))?,
             ("public_key", last) => {
-                settle(last, &mut handshake_sec, &mut handshake_nsec)?;
+                handshake.settle(last)?;
                 let bytes = parse_hex_key(value).ok_or_else(|| bad("public_key"))?;
                 state.peers.push(PeerState {
                     public_key: PublicKey::from_bytes(*bytes),
@@ -169,37 +153,12 @@ pub fn parse_get(reply: &str) -> Result<DeviceState, String> {
                     persistent_keepalive: None,
                 });
             }
-            ("endpoint", Some(peer)) => {
-                peer.endpoint = Some(value.parse::<SocketAddr>().map_err(|_| bad("endpoint"))?);
-            }
-            ("allowed_ip", Some(peer)) => {
-                let (addr, prefix) = value.split_once('/').ok_or_else(|| bad("allowed_ip"))?;
-                let addr = addr.parse().map_err(|_| bad("allowed_ip"))?;
-                let prefix = prefix.parse().map_err(|_| bad("allowed_ip"))?;
-                peer.allowed_ips.push(Cidr::containing(addr, prefix).map_err(|e| e.to_string())?);
-            }
-            ("last_handshake_time_sec", Some(_)) => {
-                handshake_sec = Some(value.parse().map_err(|_| bad("last_handshake_time_sec"))?);
-            }
-            ("last_handshake_time_nsec", Some(_)) => {
-                handshake_nsec = value
-                    .parse()
-                    .ok()
-                    .filter(|n| *n < 1_000_000_000)
-                    .ok_or_else(|| bad("last_handshake_time_nsec"))?;
-            }
-            ("rx_bytes", Some(peer)) => peer.rx_bytes = value.parse().map_err(|_| bad("rx_bytes"))?,
-            ("tx_bytes", Some(peer)) => peer.tx_bytes = value.parse().map_err(|_| bad("tx_bytes"))?,
-            ("persistent_keepalive_interval", Some(peer)) => {
-                let interval: u16 = value.parse().map_err(|_| bad("persistent_keepalive_interval"))?;
-                peer.persistent_keepalive = (interval != 0).then_some(interval);
-            }
-            // fwmark, preshared_key, protocol_version, and whatever a newer
-            // implementation adds: not ours to interpret.
+            (key, Some(peer)) => peer_line(peer, &mut handshake, key, value)?,
+            // fwmark and whatever a newer implementation adds: not ours.
             _ => {}
         }
     }
-    settle(state.peers.last_mut(), &mut handshake_sec, &mut handshake_nsec)?;
+    handshake.settle(state.peers.last_mut())?;
     match errno {
         Some(0) => {}
         Some(n) => return Err(format!("errno={n}")),
@@ -209,6 +168,65 @@ pub fn parse_get(reply: &str) -> Result<DeviceState, String> {
         peer.allowed_ips.sort();
     }
     Ok(state)
+}
+
+/// A peer's last handshake: seconds and nanoseconds arrive as two lines,
+/// and the time is settled when the next peer starts, or at the end.
+#[derive(Default)]
+struct Handshake {
+    sec: Option<u64>,
+    nsec: u32,
+}
+
+impl Handshake {
+    /// Gives `peer` the time gathered so far and starts over. A time past
+    /// what SystemTime holds is a broken reply, not a panic.
+    fn settle(&mut self, peer: Option<&mut PeerState>) -> Result<(), String> {
+        let n = std::mem::take(&mut self.nsec);
+        if let (Some(peer), Some(s)) = (peer, self.sec.take())
+            && (s != 0 || n != 0)
+        {
+            let at = UNIX_EPOCH.checked_add(Duration::new(s, n)).ok_or_else(|| {
+                format!("bad last_handshake_time_sec value \"{s}\" (past the end of time for this system)")
+            })?;
+            peer.last_handshake = Some(at);
+        }
+        Ok(())
+    }
+}
+
+/// One `key=value` line of `peer`'s section.
+fn peer_line(peer: &mut PeerState, handshake: &mut Handshake, key: &str, value: &str) -> Result<(), String> {
+    let bad = |what: &str| format!("bad {what} value {value:?}");
+    match key {
+        "endpoint" => peer.endpoint = Some(value.parse::<SocketAddr>().map_err(|_| bad("endpoint"))?),
+        "allowed_ip" => {
+            let (addr, prefix) = value.split_once('/').ok_or_else(|| bad("allowed_ip"))?;
+            let addr = addr.parse().map_err(|_| bad("allowed_ip"))?;
+            let prefix = prefix.parse().map_err(|_| bad("allowed_ip"))?;
+            peer.allowed_ips.push(Cidr::containing(addr, prefix).map_err(|e| e.to_string())?);
+        }
+        "last_handshake_time_sec" => {
+            handshake.sec = Some(value.parse().map_err(|_| bad("last_handshake_time_sec"))?);
+        }
+        "last_handshake_time_nsec" => {
+            handshake.nsec = value
+                .parse()
+                .ok()
+                .filter(|n| *n < 1_000_000_000)
+                .ok_or_else(|| bad("last_handshake_time_nsec"))?;
+        }
+        "rx_bytes" => peer.rx_bytes = value.parse().map_err(|_| bad("rx_bytes"))?,
+        "tx_bytes" => peer.tx_bytes = value.parse().map_err(|_| bad("tx_bytes"))?,
+        "persistent_keepalive_interval" => {
+            let interval: u16 = value.parse().map_err(|_| bad("persistent_keepalive_interval"))?;
+            peer.persistent_keepalive = (interval != 0).then_some(interval);
+        }
+        // preshared_key, protocol_version, and whatever a newer
+        // implementation adds: not ours to interpret.
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The reply's `errno` (0 is success).

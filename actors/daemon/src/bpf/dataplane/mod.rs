@@ -19,29 +19,27 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::lpm_trie::LpmTrie;
 use aya::maps::{Array, HashMap, Map, MapData, MapError, MapInfo, PerCpuArray};
 use aya::programs::links::{FdLink, LinkError, LinkOrder, PinnedLink};
 use aya::programs::tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle};
 use aya::programs::{Link as _, ProgramError, SchedClassifier, TcAttachType, TestRun as _, TestRunOptions};
 use aya::sys::SyscallError;
 use aya::util::KernelVersion;
-use aya::{Ebpf, EbpfLoader, Pod};
-use vpblu_messages::{BlockRule, Cidr};
+use aya::{Ebpf, EbpfLoader};
 
 use super::BpfError;
-use super::blocks::{self, BlockTables};
 use super::bpffs;
-use super::dst_table;
-use super::layout::{
-    self, BlockFromV4, BlockFromV6, DST_F_BLOCK, DstEntry, DstValue, MapShape, MeshConfig, Verdict,
-};
+use super::layout::{self, BlockFromV4, BlockFromV6, DstValue, MapShape, MeshConfig, Verdict};
 
-static CLASSIFY_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../../ebpf-programs/classify.bpf.o");
-static DELIVER_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../../ebpf-programs/deliver.bpf.o");
+pub use self::sync::SyncStats;
+
+mod sync;
+
+static CLASSIFY_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../../../ebpf-programs/classify.bpf.o");
+static DELIVER_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../../../ebpf-programs/deliver.bpf.o");
 
 /// tc priority of the classify filter in [`AttachMode::Netlink`].
 pub const CLASSIFY_NETLINK_PRIORITY: u16 = 0x5650;
@@ -103,35 +101,6 @@ pub enum Attached {
     /// Our earlier attachment (from this or a previous daemon) now runs the
     /// program loaded by this [`Dataplane`].
     Replaced,
-}
-
-/// How many entries a sync wrote.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SyncStats {
-    /// Entries inserted.
-    pub added: usize,
-    /// Entries whose value was rewritten.
-    pub changed: usize,
-    /// Entries deleted.
-    pub removed: usize,
-    /// Entries already right.
-    pub unchanged: usize,
-}
-
-impl SyncStats {
-    /// True when the maps already held the desired state.
-    pub fn wrote_nothing(&self) -> bool {
-        self.added == 0 && self.changed == 0 && self.removed == 0
-    }
-
-    fn merge(self, other: SyncStats) -> SyncStats {
-        SyncStats {
-            added: self.added + other.added,
-            changed: self.changed + other.changed,
-            removed: self.removed + other.removed,
-            unchanged: self.unchanged + other.unchanged,
-        }
-    }
 }
 
 /// One BPF_PROG_TEST_RUN of a program.
@@ -378,143 +347,6 @@ impl Dataplane {
         })
     }
 
-    /// Makes the mesh destinations in `mesh_dst_v4`/`mesh_dst_v6` exactly
-    /// `entries`, keeping the block destinations that share the trie.
-    /// Inserts new and changed entries first, then deletes the ones gone,
-    /// so a CIDR split into longer ones is covered throughout.
-    pub fn sync_destinations(&mut self, entries: &[(Cidr, DstEntry)]) -> Result<SyncStats, BpfError> {
-        let mut destinations: BTreeMap<Cidr, DstEntry> = BTreeMap::new();
-        for (cidr, entry) in entries {
-            let previous = destinations.insert(*cidr, *entry);
-            if previous.is_some_and(|p| p != *entry) {
-                return Err(BpfError::ConflictingDestination { cidr: *cidr });
-            }
-        }
-        let current = self.read_destination_trie()?;
-        let (_, marks) = dst_table::split(&current.merged);
-        self.write_destination_trie(&current, &dst_table::merge(&destinations, &marks))
-    }
-
-    /// Makes the block maps enforce exactly `rules`: block destinations in
-    /// the destination trie (keeping the mesh destinations there) and
-    /// their sources in `mesh_block_from_*`. Classes of unchanged `to`
-    /// CIDRs are kept (read back from the trie), so the same rules write
-    /// nothing. Order: new sources first, then trie entries (each one
-    /// switches atomically to its new class and lengths), then old table
-    /// entries and old sources go; a rule present before and after drops
-    /// throughout (during the change a destination may briefly be dropped
-    /// from the union of its old and new sources).
-    pub fn sync_blocks(&mut self, rules: &[BlockRule]) -> Result<SyncStats, BpfError> {
-        let current = self.read_destination_trie()?;
-        let (destinations, marks) = dst_table::split(&current.merged);
-        let previous: BTreeMap<Cidr, u32> = marks.iter().map(|(to, mark)| (*to, mark.class)).collect();
-        let tables = blocks::flatten(rules, &previous);
-        if !tables.mixed_family.is_empty() {
-            let first = &tables.mixed_family[0];
-            tracing::warn!(
-                count = tables.mixed_family.len(),
-                first = %format!("{} -> {}", first.from, first.to),
-                "block rules mixing IPv4 and IPv6 can match no packet; ignored"
-            );
-        }
-        let desired_trie = dst_table::merge(&destinations, &dst_table::block_marks(&tables));
-        let BlockTables { sources, .. } = tables;
-
-        let mut want_v4 = BTreeMap::new();
-        let mut want_v6 = BTreeMap::new();
-        for (class, from) in &sources {
-            let prefixlen = u32::from(from.prefix_len());
-            match from.addr() {
-                IpAddr::V4(a) => {
-                    want_v4.insert(BlockFromV4 { block_class: *class, prefixlen, src: a.octets() }, 1u8)
-                }
-                IpAddr::V6(a) => {
-                    want_v6.insert(BlockFromV6 { block_class: *class, prefixlen, src: a.octets() }, 1u8)
-                }
-            };
-        }
-        check_capacity(&layout::BLOCK_FROM_V4, want_v4.len())?;
-        check_capacity(&layout::BLOCK_FROM_V6, want_v6.len())?;
-        let have_v4 = read_hash(&self.maps.block_from_v4, &layout::BLOCK_FROM_V4)?;
-        let have_v6 = read_hash(&self.maps.block_from_v6, &layout::BLOCK_FROM_V6)?;
-
-        let m = &mut self.maps;
-        let mut stats = SyncStats::default();
-        stats = stats.merge(upsert_hash(&mut m.block_from_v4, &layout::BLOCK_FROM_V4, &have_v4, &want_v4)?);
-        stats = stats.merge(upsert_hash(&mut m.block_from_v6, &layout::BLOCK_FROM_V6, &have_v6, &want_v6)?);
-        stats = stats.merge(self.write_destination_trie(&current, &desired_trie)?);
-        let m = &mut self.maps;
-        stats = stats.merge(remove_missing_hash(
-            &mut m.block_from_v4,
-            &layout::BLOCK_FROM_V4,
-            &have_v4,
-            &want_v4,
-        )?);
-        stats = stats.merge(remove_missing_hash(
-            &mut m.block_from_v6,
-            &layout::BLOCK_FROM_V6,
-            &have_v6,
-            &want_v6,
-        )?);
-        Ok(stats)
-    }
-
-    /// Block entries in the maps: (block destinations in the trie, block
-    /// sources), both families.
-    pub fn block_entry_counts(&self) -> Result<(usize, usize), BpfError> {
-        let destinations =
-            self.read_destination_trie()?.merged.values().filter(|v| v.flags & DST_F_BLOCK != 0).count();
-        let sources = read_hash(&self.maps.block_from_v4, &layout::BLOCK_FROM_V4)?.len()
-            + read_hash(&self.maps.block_from_v6, &layout::BLOCK_FROM_V6)?.len();
-        Ok((destinations, sources))
-    }
-
-    fn read_destination_trie(&self) -> Result<DestinationTrie, BpfError> {
-        let v4 = read_trie(&self.maps.dst_v4, &layout::DST_V4)?;
-        let v6 = read_trie(&self.maps.dst_v6, &layout::DST_V6)?;
-        let mut merged = BTreeMap::new();
-        for ((len, addr), value) in &v4 {
-            if let Some(cidr) = cidr_of(IpAddr::from(*addr), *len) {
-                merged.insert(cidr, *value);
-            }
-        }
-        for ((len, addr), value) in &v6 {
-            if let Some(cidr) = cidr_of(IpAddr::from(*addr), *len) {
-                merged.insert(cidr, *value);
-            }
-        }
-        Ok(DestinationTrie { v4, v6, merged })
-    }
-
-    /// Makes the destination trie hold `desired`: inserts and changes
-    /// first (an LPM update replaces an entry atomically), deletions last.
-    /// Entries the maps hold that are not a CIDR (not written by us) are
-    /// deleted too.
-    fn write_destination_trie(
-        &mut self,
-        current: &DestinationTrie,
-        desired: &BTreeMap<Cidr, DstValue>,
-    ) -> Result<SyncStats, BpfError> {
-        let mut v4: BTreeMap<(u32, [u8; 4]), DstValue> = BTreeMap::new();
-        let mut v6: BTreeMap<(u32, [u8; 16]), DstValue> = BTreeMap::new();
-        for (cidr, value) in desired {
-            let len = u32::from(cidr.prefix_len());
-            match cidr.addr() {
-                IpAddr::V4(a) => v4.insert((len, a.octets()), *value),
-                IpAddr::V6(a) => v6.insert((len, a.octets()), *value),
-            };
-        }
-        check_capacity(&layout::DST_V4, v4.len())?;
-        check_capacity(&layout::DST_V6, v6.len())?;
-        let m = &mut self.maps;
-        let mut stats = SyncStats::default();
-        stats = stats.merge(upsert(&mut m.dst_v4, &layout::DST_V4, &current.v4, &v4)?);
-        stats = stats.merge(upsert(&mut m.dst_v6, &layout::DST_V6, &current.v6, &v6)?);
-        stats = stats.merge(remove_missing(&mut m.dst_v4, &layout::DST_V4, &current.v4, &v4)?);
-        stats = stats.merge(remove_missing(&mut m.dst_v6, &layout::DST_V6, &current.v6, &v6)?);
-        Ok(stats)
-    }
-
     /// Packets per verdict since the maps were created, summed over CPUs.
     /// Every verdict is present, zeros included.
     pub fn counters(&self) -> Result<BTreeMap<Verdict, u64>, BpfError> {
@@ -545,14 +377,6 @@ impl Dataplane {
             prog.test_run(options).map_err(|source| BpfError::TestRun { program: program.name(), source })?;
         Ok(TestRunOutcome { return_value: result.return_value, per_run: result.duration })
     }
-}
-
-/// What the destination trie holds, per family as the maps key it and
-/// merged by CIDR.
-struct DestinationTrie {
-    v4: BTreeMap<(u32, [u8; 4]), DstValue>,
-    v6: BTreeMap<(u32, [u8; 16]), DstValue>,
-    merged: BTreeMap<Cidr, DstValue>,
 }
 
 /// `ENOLINK`: bpf_link_update on a tcx link whose device is gone.
@@ -628,13 +452,6 @@ fn describe(s: &MapShape) -> String {
     )
 }
 
-fn check_capacity(shape: &MapShape, needed: usize) -> Result<(), BpfError> {
-    if needed > shape.max_entries as usize {
-        return Err(BpfError::TooManyEntries { map: shape.name, needed, capacity: shape.max_entries });
-    }
-    Ok(())
-}
-
 fn check_interface(interface: &str) -> Result<(), BpfError> {
     // /sys/class/net shows the namespace /sys was mounted in, not the
     // calling thread's: ask through a socket, which lives in the thread's.
@@ -662,150 +479,4 @@ fn link_not_found(e: &LinkError) -> bool {
 
 fn link_pin_error(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> BpfError {
     BpfError::LinkPin { path: path.into(), source: Box::new(e) }
-}
-
-fn cidr_of(addr: IpAddr, len: u32) -> Option<Cidr> {
-    Cidr::new(addr, u8::try_from(len).ok()?).ok()
-}
-
-/// Reads a whole trie as (prefix length, data) → value.
-fn read_trie<K, V>(trie: &LpmTrie<MapData, K, V>, shape: &MapShape) -> Result<BTreeMap<(u32, K), V>, BpfError>
-where
-    K: Pod + Ord,
-    V: Pod,
-{
-    let mut out = BTreeMap::new();
-    for entry in trie.iter() {
-        let (key, value) =
-            entry.map_err(|source| BpfError::Map { action: "read", map: shape.name, source })?;
-        out.insert((key.prefix_len(), key.data()), value);
-    }
-    Ok(out)
-}
-
-/// Inserts what `desired` has and `current` lacks or holds differently.
-fn upsert<K, V>(
-    trie: &mut LpmTrie<MapData, K, V>,
-    shape: &MapShape,
-    current: &BTreeMap<(u32, K), V>,
-    desired: &BTreeMap<(u32, K), V>,
-) -> Result<SyncStats, BpfError>
-where
-    K: Pod + Ord,
-    V: Pod + PartialEq,
-{
-    let mut stats = SyncStats::default();
-    for ((len, data), value) in desired {
-        let slot = match current.get(&(*len, *data)) {
-            Some(v) if v == value => {
-                stats.unchanged += 1;
-                continue;
-            }
-            Some(_) => &mut stats.changed,
-            None => &mut stats.added,
-        };
-        trie.insert(&Key::new(*len, *data), value, 0).map_err(|source| BpfError::Map {
-            action: "write",
-            map: shape.name,
-            source,
-        })?;
-        *slot += 1;
-    }
-    Ok(stats)
-}
-
-/// Deletes what `current` has and `desired` does not.
-fn remove_missing<K, V>(
-    trie: &mut LpmTrie<MapData, K, V>,
-    shape: &MapShape,
-    current: &BTreeMap<(u32, K), V>,
-    desired: &BTreeMap<(u32, K), V>,
-) -> Result<SyncStats, BpfError>
-where
-    K: Pod + Ord,
-    V: Pod,
-{
-    let mut stats = SyncStats::default();
-    for (len, data) in current.keys().filter(|k| !desired.contains_key(k)) {
-        match trie.remove(&Key::new(*len, *data)) {
-            Ok(()) => stats.removed += 1,
-            // Already gone: someone else's delete raced ours; the goal holds.
-            Err(MapError::KeyNotFound) => {}
-            Err(MapError::SyscallError(SyscallError { io_error, .. }))
-                if io_error.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(BpfError::Map { action: "delete from", map: shape.name, source }),
-        }
-    }
-    Ok(stats)
-}
-
-/// Reads a whole hash map.
-fn read_hash<K, V>(map: &HashMap<MapData, K, V>, shape: &MapShape) -> Result<BTreeMap<K, V>, BpfError>
-where
-    K: Pod + Ord,
-    V: Pod,
-{
-    let mut out = BTreeMap::new();
-    for entry in map.iter() {
-        let (key, value) =
-            entry.map_err(|source| BpfError::Map { action: "read", map: shape.name, source })?;
-        out.insert(key, value);
-    }
-    Ok(out)
-}
-
-/// Inserts what `desired` has and `current` lacks or holds differently.
-fn upsert_hash<K, V>(
-    map: &mut HashMap<MapData, K, V>,
-    shape: &MapShape,
-    current: &BTreeMap<K, V>,
-    desired: &BTreeMap<K, V>,
-) -> Result<SyncStats, BpfError>
-where
-    K: Pod + Ord,
-    V: Pod + PartialEq,
-{
-    let mut stats = SyncStats::default();
-    for (key, value) in desired {
-        let slot = match current.get(key) {
-            Some(v) if v == value => {
-                stats.unchanged += 1;
-                continue;
-            }
-            Some(_) => &mut stats.changed,
-            None => &mut stats.added,
-        };
-        map.insert(key, value, 0).map_err(|source| BpfError::Map {
-            action: "write",
-            map: shape.name,
-            source,
-        })?;
-        *slot += 1;
-    }
-    Ok(stats)
-}
-
-/// Deletes what `current` has and `desired` does not.
-fn remove_missing_hash<K, V>(
-    map: &mut HashMap<MapData, K, V>,
-    shape: &MapShape,
-    current: &BTreeMap<K, V>,
-    desired: &BTreeMap<K, V>,
-) -> Result<SyncStats, BpfError>
-where
-    K: Pod + Ord,
-    V: Pod,
-{
-    let mut stats = SyncStats::default();
-    for key in current.keys().filter(|k| !desired.contains_key(k)) {
-        match map.remove(key) {
-            Ok(()) => stats.removed += 1,
-            // Already gone: someone else's delete raced ours; the goal holds.
-            Err(MapError::KeyNotFound) => {}
-            Err(MapError::SyscallError(SyscallError { io_error, .. }))
-                if io_error.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(BpfError::Map { action: "delete from", map: shape.name, source }),
-        }
-    }
-    Ok(stats)
 }
