@@ -26,9 +26,6 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, future, stream};
 use kube::{Api, Client};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
 use vpblu_messages::{Cidr, NodeDesiredState, NodeName};
@@ -38,9 +35,12 @@ use crate::from_k8s::inputs_from;
 use crate::informers::{Caches, Kind};
 use vpblu_engine::Finding;
 
+use self::metrics::Phases;
+pub use self::metrics::RecomputeMetrics;
 pub use self::vpblu_nodes::ApplyError;
 use self::vpblu_nodes::VpbluNodeCreator;
 
+mod metrics;
 mod vpblu_nodes;
 
 /// Where computed desired state goes. The stream server's `Desired` store
@@ -103,65 +103,6 @@ impl RecomputeHandle {
 
     fn register(&self, actor: ActorRef<RecomputeMsg>) {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(actor);
-    }
-}
-
-/// Recompute's metrics. Registered once per process (a restarted Recompute
-/// reuses them).
-#[derive(Clone, Debug)]
-pub struct RecomputeMetrics {
-    duration: Histogram,
-    passes: Counter,
-    publishes: Counter,
-    nodes: Gauge,
-    findings: Gauge,
-    apply_errors: Counter,
-}
-
-impl RecomputeMetrics {
-    /// Creates the metrics and registers them in `health`, under
-    /// `vpblu_controller_recompute_`: `duration_seconds`, `runs_total`,
-    /// `publishes_total`, `nodes`, `findings` and
-    /// `vpblunode_create_errors_total`.
-    pub fn register(health: &Health) -> Self {
-        let metrics = RecomputeMetrics {
-            // 1 ms … 16 s.
-            duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
-            passes: Counter::default(),
-            publishes: Counter::default(),
-            nodes: Gauge::default(),
-            findings: Gauge::default(),
-            apply_errors: Counter::default(),
-        };
-        health.register_component("controller_recompute", |registry| {
-            registry.register(
-                "duration_seconds",
-                "Time to read the caches and compute every node's desired state",
-                metrics.duration.clone(),
-            );
-            registry.register("runs", "Desired-state computations", metrics.passes.clone());
-            registry.register(
-                "publishes",
-                "Computations whose result differed from the last and was published to the streams",
-                metrics.publishes.clone(),
-            );
-            registry.register(
-                "nodes",
-                "Nodes with a desired state after the last computation",
-                metrics.nodes.clone(),
-            );
-            registry.register(
-                "findings",
-                "Findings (policy conflicts, unusable inputs) of the last computation",
-                metrics.findings.clone(),
-            );
-            registry.register(
-                "vpblunode_create_errors",
-                "Failed attempts to create a Node's VpbluNode (retried)",
-                metrics.apply_errors.clone(),
-            );
-        });
-        metrics
     }
 }
 
@@ -535,33 +476,5 @@ fn record_publish(state: &mut RecomputeState, output: &Published, elapsed: Durat
     );
     for finding in &output.findings {
         tracing::debug!(%finding, "finding");
-    }
-}
-
-/// How long each step of a pass took, for the log.
-struct Phases {
-    last: Instant,
-    laps: Vec<(&'static str, Duration)>,
-}
-
-impl Phases {
-    fn start() -> Self {
-        Phases { last: Instant::now(), laps: Vec::new() }
-    }
-
-    fn lap(&mut self, step: &'static str) {
-        let now = Instant::now();
-        self.laps.push((step, now - self.last));
-        self.last = now;
-    }
-}
-
-impl fmt::Display for Phases {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (step, took)) in self.laps.iter().enumerate() {
-            let sep = if i == 0 { "" } else { " " };
-            write!(f, "{sep}{step}={}ms", took.as_millis())?;
-        }
-        Ok(())
     }
 }

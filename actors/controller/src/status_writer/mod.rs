@@ -43,8 +43,8 @@
 //! across the cluster. At most [`MAX_WRITES`] writes run at a time. A node
 //! whose VpbluNode is not in the cache yet (a new node: Recompute creates
 //! it) is looked at again every [`ABSENT_RECHECK`], without an API call;
-//! a failed write is retried after [`RETRY_FIRST`], doubling up to
-//! [`RETRY_MAX`].
+//! a failed write is retried after [`RETRY`] (100 ms, doubling up to
+//! 5 s).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -59,7 +59,7 @@ use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 use vpblu_k8s::{FIELD_MANAGER, VpbluNode};
 use vpblu_messages::{Backend, NodeName, Upstream};
-use vpblu_runtime::{Forward, broadcast_messages, forward};
+use vpblu_runtime::{Backoff, Forward, broadcast_messages, forward};
 
 use crate::informers::Cache;
 use crate::rotation::KeyHandoff;
@@ -84,11 +84,8 @@ const GRACE_TICK: Duration = Duration::from_secs(2);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// When a write failed (e.g. the VpbluNode is not created yet), try again
-/// after this long, doubling on each further failure up to [`RETRY_MAX`].
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-
-/// The longest wait before retrying a failed write.
-const RETRY_MAX: Duration = Duration::from_secs(5);
+/// after 100 ms, doubling on each further failure up to 5 s.
+const RETRY: Backoff = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(5) };
 
 /// A change only to what a node applied or observes waits this long for
 /// more before it is written: a burst of acks costs one write per node,
@@ -175,7 +172,8 @@ pub struct StatusWriterState {
     /// Writes under way (at most [`MAX_WRITES`], one per node).
     writing: BTreeMap<NodeName, AbortHandle>,
     /// The delay before the next retry of a node whose last write failed.
-    backoff: BTreeMap<NodeName, Duration>,
+    /// Failed writes in a row, by node.
+    backoff: BTreeMap<NodeName, u32>,
     /// When the pending `Flush` fires, if one is pending.
     flush_at: Option<Instant>,
     handoff: KeyHandoff,
@@ -349,8 +347,9 @@ impl StatusWriterState {
             self.written.insert(done.node.clone(), done.report);
             self.changed(&done.node);
         } else {
-            let delay = self.backoff.get(&done.node).copied().unwrap_or(RETRY_FIRST);
-            self.backoff.insert(done.node.clone(), (delay * 2).min(RETRY_MAX));
+            let failures = self.backoff.entry(done.node.clone()).or_default();
+            let delay = RETRY.ceiling(*failures);
+            *failures = failures.saturating_add(1);
             self.queue.schedule(&done.node, Tier::Urgent, Instant::now() + delay);
         }
     }

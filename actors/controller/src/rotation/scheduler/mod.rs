@@ -40,17 +40,17 @@ use vpblu_runtime::ChildSpec;
 
 use super::handoff::KeyHandoff;
 use super::metrics::{RotationMetrics, RotationResult};
-use super::policies::{Decided, Judged, NodeLabels, conditions, is_warning, judge, owner_of};
+use super::policies::{Judged, NodeLabels, judge, owner_of};
 use super::reports::ReportBook;
 use super::runs::{Member, RunFacts, RunStep, Trigger};
-use super::writes::{apply_policy_status, record};
-use crate::decided::{all_in_place, is_news, to_conditions};
+use super::writes::record;
 use crate::from_k8s::rotation_of;
 use crate::informers::{Cache, Caches, Watched};
 use crate::stream::Desired;
 use vpblu_engine::RotationInput;
 
 mod phases;
+mod policy_status;
 
 /// A write the cache has not shown within this long no longer holds the
 /// scheduler back (the next step then reads whatever the cache has).
@@ -482,65 +482,4 @@ impl SchedulerState {
             record(&self.recorder, &v.object_ref(&()), false, "RotationStarted", "Rotate", note).await;
         }
     }
-
-    /// Writes `j`'s status when it changed, with a Warning Event for each
-    /// condition that newly went bad.
-    async fn write_policy_status(
-        &mut self,
-        j: &Judged<'_>,
-        record: RunRecord,
-        rotating: Option<(&NodeName, RotationPhase)>,
-        now: DateTime<Utc>,
-    ) {
-        let policy = j.policy;
-        let name = j.name();
-        let generation = policy.metadata.generation;
-        let current = policy.status.clone().unwrap_or_default();
-        let decided = conditions(j, rotating);
-        let next = match (&j.schedule, policy.spec.paused) {
-            (Some(schedule), false) => {
-                let since =
-                    parse_time(record.last_schedule.as_deref()).or_else(|| created(policy)).unwrap_or(now);
-                schedule.next_after(since).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-            }
-            _ => None,
-        };
-        let same_conditions = all_in_place(&decided, &current.conditions, generation);
-        let unchanged = same_conditions
-            && current.observed_generation == generation
-            && current.next_schedule_time == next
-            && current.last_schedule_time == record.last_schedule
-            && current.handled_rotate_now == record.handled_rotate_now
-            && current.current_node == record.current_node;
-        if unchanged {
-            return;
-        }
-        let list = to_conditions(&decided, &current.conditions, generation);
-        let mut status = json!({ "observedGeneration": generation, "conditions": list });
-        for (field, value) in [
-            ("lastScheduleTime", &record.last_schedule),
-            ("nextScheduleTime", &next),
-            ("handledRotateNow", &record.handled_rotate_now),
-            ("currentNode", &record.current_node),
-        ] {
-            if let Some(value) = value {
-                status[field] = json!(value);
-            }
-        }
-        match apply_policy_status(&self.policies_api, &name, status).await {
-            Ok(object) => self.expectations.expect("RotationPolicy", &object),
-            Err(e) => {
-                tracing::warn!(error = %e, "RotationPolicy status not written; will retry");
-                return;
-            }
-        }
-        for d in decided.iter().filter(|d| is_warning(d) && is_news(d, &current.conditions)) {
-            warn_policy(&self.recorder, policy, d).await;
-        }
-    }
-}
-
-async fn warn_policy(recorder: &Recorder, policy: &RotationPolicy, d: &Decided) {
-    tracing::warn!(policy = %policy.name_any(), reason = %d.reason, message = %d.message, "RotationPolicy problem");
-    record(recorder, &policy.object_ref(&()), true, &d.reason, "ApplyPolicy", d.message.clone()).await;
 }

@@ -252,8 +252,11 @@ impl<K: Pod + Ord, V: Pod + PartialEq> SyncedMap for HashMap<MapData, K, V> {
     }
 }
 
+/// What a map holds, or should.
+type Entries<M> = BTreeMap<<M as SyncedMap>::Key, <M as SyncedMap>::Value>;
+
 /// Reads all of `map` (`shape` names it in errors).
-fn read<M: SyncedMap>(map: &M, shape: &MapShape) -> Result<BTreeMap<M::Key, M::Value>, BpfError> {
+fn read<M: SyncedMap>(map: &M, shape: &MapShape) -> Result<Entries<M>, BpfError> {
     map.entries().map_err(|source| BpfError::Map { action: "read", map: shape.name, source })
 }
 
@@ -261,8 +264,8 @@ fn read<M: SyncedMap>(map: &M, shape: &MapShape) -> Result<BTreeMap<M::Key, M::V
 fn upsert<M: SyncedMap>(
     map: &mut M,
     shape: &MapShape,
-    current: &BTreeMap<M::Key, M::Value>,
-    desired: &BTreeMap<M::Key, M::Value>,
+    current: &Entries<M>,
+    desired: &Entries<M>,
 ) -> Result<SyncStats, BpfError> {
     let mut stats = SyncStats::default();
     for (key, value) in desired {
@@ -284,8 +287,8 @@ fn upsert<M: SyncedMap>(
 fn remove_missing<M: SyncedMap>(
     map: &mut M,
     shape: &MapShape,
-    current: &BTreeMap<M::Key, M::Value>,
-    desired: &BTreeMap<M::Key, M::Value>,
+    current: &Entries<M>,
+    desired: &Entries<M>,
 ) -> Result<SyncStats, BpfError> {
     let mut stats = SyncStats::default();
     for key in current.keys().filter(|k| !desired.contains_key(k)) {

@@ -43,109 +43,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
 use vpblu_runtime::{ChildSpec, Health};
 
-use crate::Args;
+pub use self::config::{LeaderConfig, LeaderError};
+
+mod config;
 
 /// How long releasing the Lease on a clean stop may take.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Which Lease, who we are, and the timings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaderConfig {
-    /// Namespace of the Lease.
-    pub namespace: String,
-    /// Name of the Lease.
-    pub name: String,
-    /// This replica's identity (the pod name).
-    pub identity: String,
-    /// How long the Lease holds without renewal.
-    pub lease_duration: Duration,
-    /// How often the leader renews, and a standby polls.
-    pub renew: Duration,
-    /// How long past the renew deadline a leader that cannot reach the API
-    /// server keeps leading.
-    pub outage_grace: Duration,
-}
-
-impl LeaderConfig {
-    /// The Lease flags of the command line.
-    pub fn from_args(args: &Args) -> Self {
-        LeaderConfig {
-            namespace: args.lease_namespace.clone(),
-            name: args.lease_name.clone(),
-            identity: args.identity.clone(),
-            lease_duration: args.lease_duration,
-            renew: args.lease_renew,
-            outage_grace: args.lease_outage_grace,
-        }
-    }
-
-    /// Refuses timings under which a leader could not keep its Lease.
-    pub fn check(&self) -> Result<(), LeaderError> {
-        if self.identity.is_empty() {
-            return Err(LeaderError::Config("the identity is empty: set --identity (POD_NAME)".into()));
-        }
-        if self.renew.is_zero() || self.renew >= self.lease_duration {
-            return Err(LeaderError::Config(format!(
-                "--lease-renew {:?} must be shorter than --lease-duration {:?} (for example 5s and 15s)",
-                self.renew, self.lease_duration
-            )));
-        }
-        Ok(())
-    }
-
-    /// A leader that has not renewed for this long steps down: one renew
-    /// period before the Lease can expire for anyone else.
-    fn renew_deadline(&self) -> Duration {
-        self.lease_duration - self.renew
-    }
-
-    /// `leaseDurationSeconds`, rounded up.
-    fn duration_seconds(&self) -> i32 {
-        let secs = self.lease_duration.as_secs() + u64::from(self.lease_duration.subsec_nanos() > 0);
-        i32::try_from(secs).unwrap_or(i32::MAX).max(1)
-    }
-}
-
-/// Why a Lease call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LeaderError {
-    /// The configuration cannot work.
-    #[error("leader election: {0}")]
-    Config(String),
-    /// The API server refused or failed the call.
-    #[error("Lease {lease}: {source}")]
-    Api {
-        /// `namespace/name`.
-        lease: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
-    /// Someone else wrote the Lease between our read and our write.
-    #[error("Lease {lease} changed while we wrote it")]
-    Conflict {
-        /// `namespace/name`.
-        lease: String,
-    },
-    /// No answer in time.
-    #[error("no answer from the API server within {0:?}")]
-    Timeout(Duration),
-}
-
-impl LeaderError {
-    /// Whether the API server could not be reached or could not answer
-    /// (transport error, timeout, 5xx, 429), as opposed to answering no.
-    fn is_outage(&self) -> bool {
-        match self {
-            LeaderError::Timeout(_) => true,
-            LeaderError::Api { source: kube::Error::Api(status), .. } => {
-                status.code >= 500 || status.code == 429
-            }
-            LeaderError::Api { .. } => true,
-            LeaderError::Config(_) | LeaderError::Conflict { .. } => false,
-        }
-    }
-}
 
 /// The Leader's metrics. Registered once per process.
 #[derive(Clone, Debug, Default)]
@@ -515,59 +418,4 @@ fn is_conflict(error: &kube::Error) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(duration_ms: u64, renew_ms: u64) -> LeaderConfig {
-        LeaderConfig {
-            namespace: "ns".into(),
-            name: "lease".into(),
-            identity: "me".into(),
-            lease_duration: Duration::from_millis(duration_ms),
-            renew: Duration::from_millis(renew_ms),
-            outage_grace: Duration::from_secs(60),
-        }
-    }
-
-    #[test]
-    fn timings_that_cannot_hold_a_lease_are_refused() {
-        assert!(config(15_000, 5_000).check().is_ok());
-        for (duration, renew) in [(5_000, 5_000), (3_000, 4_000)] {
-            let err = config(duration, renew).check().unwrap_err().to_string();
-            assert!(err.contains("--lease-renew") && err.contains("--lease-duration"), "{err}");
-        }
-        assert_eq!(config(15_000, 5_000).renew_deadline(), Duration::from_secs(10));
-        assert_eq!(config(2_500, 1_000).duration_seconds(), 3, "rounded up");
-    }
-
-    #[test]
-    fn only_an_unreachable_api_server_is_an_outage() {
-        let api = |code: u16| LeaderError::Api {
-            lease: "ns/lease".into(),
-            source: kube::Error::Api(Box::new(kube::core::Status::failure("test", "Test").with_code(code))),
-        };
-        assert!(api(503).is_outage() && api(500).is_outage() && api(429).is_outage());
-        assert!(LeaderError::Timeout(Duration::from_secs(1)).is_outage());
-        assert!(!api(403).is_outage(), "an API server that refuses is reachable");
-        assert!(!LeaderError::Conflict { lease: "ns/lease".into() }.is_outage());
-    }
-
-    #[test]
-    fn a_lease_expires_by_the_clock_and_by_our_own_observation() {
-        let now = Timestamp::now();
-        let spec = |renewed_secs_ago: i64| LeaseSpec {
-            holder_identity: Some("other".into()),
-            lease_duration_seconds: Some(3),
-            renew_time: Some(MicroTime(now - SignedDuration::from_secs(renewed_secs_ago))),
-            ..LeaseSpec::default()
-        };
-        let seen = |secs_ago: u64| Observed {
-            version: "1".into(),
-            at: Instant::now().checked_sub(Duration::from_secs(secs_ago)).expect("the clock is past boot"),
-        };
-        assert!(expired(&spec(10), now, Some(&seen(4))));
-        assert!(!expired(&spec(1), now, Some(&seen(4))), "renewed a second ago by the holder's clock");
-        assert!(!expired(&spec(10), now, Some(&seen(1))), "we have not watched it long enough");
-        assert!(!expired(&spec(10), now, None));
-    }
-}
+mod tests;
