@@ -56,46 +56,65 @@ use crate::stream::{ClientConfig, DataPlane as _, StreamClient, StreamClientArgs
 /// The stream client's child name (the observer finds it by it).
 const STREAM_CHILD: &str = "stream";
 
-/// The data plane's configuration from the flags.
-fn data_plane_config(args: &Args) -> Config {
-    let mut config = Config::new(&args.key_dir, &args.state_dir, &args.bpffs, args.interface.clone())
-        .with_lane(args.lane_interface.clone());
-    config.fail_rotation_phase = args.fail_rotation_phase.map(FaultPhase::phase);
-    config.routing.mtu_overhead = args.mtu_overhead;
-    config.backend = args.backend.backend();
-    if let Some(program) = &args.wireguard_go {
-        config.userspace.program = program.clone();
-    }
-    config.strict = args.strict;
-    config.pod_interfaces = args.pod_interfaces.clone();
-    config
-}
-
 /// Runs the daemon until SIGTERM/SIGINT (→ [`RootExit::Stopped`]) or until
 /// the data plane cannot start or the tree gives up (→ [`RootExit::Failed`]).
 pub async fn run(args: Args) -> RootExit {
+    // Every flag is named here, so one added to `Args` and used nowhere
+    // does not compile (unused binding) instead of being silently ignored.
+    let Args {
+        node_name,
+        controller_addr,
+        ca_file,
+        controller_server_name,
+        token_file,
+        insecure_dev,
+        // main.rs: before the tree starts.
+        fault_injection: _,
+        log_format: _,
+        key_dir,
+        bpffs,
+        interface,
+        lane_interface,
+        fail_rotation_phase,
+        mtu_overhead,
+        metrics_addr,
+        state_dir,
+        strict,
+        pod_interfaces,
+        backend,
+        wireguard_go,
+        observe_interval,
+    } = args;
     // Bad stream flags stop the daemon before it touches the node.
     let security = match StreamSecurity::from_flags(
-        &args.controller_addr,
-        args.insecure_dev,
-        &args.ca_file,
-        &args.controller_server_name,
-        &args.token_file,
+        &controller_addr,
+        insecure_dev,
+        &ca_file,
+        &controller_server_name,
+        &token_file,
     ) {
         Ok(security) => security,
         Err(e) => return RootExit::Failed(e),
     };
-    let config = data_plane_config(&args);
-    let data_plane = match NodeDataPlane::start(args.node_name.clone(), config).await {
+    let mut config = Config::new(&key_dir, &state_dir, &bpffs, interface.clone()).with_lane(lane_interface);
+    config.fail_rotation_phase = fail_rotation_phase.map(FaultPhase::phase);
+    config.routing.mtu_overhead = mtu_overhead;
+    config.backend = backend.backend();
+    if let Some(program) = wireguard_go {
+        config.userspace.program = program;
+    }
+    config.strict = strict;
+    config.pod_interfaces = pod_interfaces;
+    let data_plane = match NodeDataPlane::start(node_name.clone(), config).await {
         Ok(data_plane) => data_plane,
         Err(e) => {
             tracing::error!(
-                node = %args.node_name,
-                device = %args.interface,
+                node = %node_name,
+                device = %interface,
                 error = %e,
                 "the data plane did not start; nothing was changed"
             );
-            return RootExit::Failed(format!("the data plane of node {} did not start: {e}", args.node_name));
+            return RootExit::Failed(format!("the data plane of node {node_name} did not start: {e}"));
         }
     };
     let restored = data_plane.applied_generation();
@@ -107,7 +126,7 @@ pub async fn run(args: Args) -> RootExit {
     let shared = SharedDataPlane::new(data_plane, metrics.clone(), readiness.clone());
 
     let stream = {
-        let (node, endpoint, shared) = (args.node_name.clone(), args.controller_addr.clone(), shared.clone());
+        let (node, endpoint, shared) = (node_name.clone(), controller_addr.clone(), shared.clone());
         ChildSpec::new(STREAM_CHILD, move || {
             let args = StreamClientArgs {
                 node: node.clone(),
@@ -120,7 +139,7 @@ pub async fn run(args: Args) -> RootExit {
         })
     };
     let observer = {
-        let (interval, tally) = (args.observe_interval, StreamTally::default());
+        let (interval, tally) = (observe_interval, StreamTally::default());
         ChildSpec::new("observer", move || {
             let args = ObserverArgs {
                 data_plane: shared.clone(),
@@ -133,6 +152,6 @@ pub async fn run(args: Args) -> RootExit {
             (Observer, args)
         })
     };
-    let children = vec![HealthServer::child(args.metrics_addr, &health), stream, observer];
+    let children = vec![HealthServer::child(metrics_addr, &health), stream, observer];
     run_root(children, RestartPolicy::default(), vpblu_runtime::shutdown_signal()).await
 }
