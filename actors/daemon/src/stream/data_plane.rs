@@ -21,9 +21,7 @@ pub struct HelloFacts {
 /// The node's data plane as the stream client sees it. The real one,
 /// `NodeDataPlane`, drives the WireGuard devices, the routing and the BPF
 /// maps itself, in the order its converge step documents;
-/// [`RecordingDataPlane`] records.
-///
-/// [`RecordingDataPlane`]: super::RecordingDataPlane
+/// `RecordingDataPlane` (feature `test-support`) records.
 pub trait DataPlane: Send + 'static {
     /// Applies one command. The client has already checked it: it is for
     /// this node and leaves a state that passes `validate()`. On success the

@@ -23,12 +23,14 @@
 mod connection;
 mod data_plane;
 mod error;
+#[cfg(feature = "test-support")]
 mod recording;
 mod security;
 mod stream_client;
 
 pub use data_plane::{DataPlane, HelloFacts};
 pub use error::{ConnectError, Refusal};
+#[cfg(feature = "test-support")]
 pub use recording::{RecordedCommand, RecordingDataPlane};
 pub use security::{ClientTls, StreamSecurity, TokenError};
 pub use stream_client::{

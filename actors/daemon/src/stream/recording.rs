@@ -1,5 +1,6 @@
-//! A data plane that only records: for tests and the lab, where the stream
-//! is exercised without WireGuard or eBPF.
+//! A data plane that only records: for tests, where the stream is
+//! exercised without WireGuard or eBPF. Built only with the
+//! `test-support` feature, so no release binary carries it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 

@@ -136,7 +136,7 @@ pub enum WireGuardError {
         /// `get` or `set`.
         op: &'static str,
         /// What was wrong.
-        detail: String,
+        detail: super::uapi::ReplyError,
     },
     /// The kernel refused a link of kind wireguard: it has no WireGuard.
     #[error(

@@ -119,9 +119,38 @@ fn parse_hex_key(text: &str) -> Option<Zeroizing<[u8; 32]>> {
     Some(out)
 }
 
+/// What is wrong with a UAPI reply. A private key's value is never part
+/// of it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    /// A line that is not `key=value`.
+    #[error("line without '=': {0:?}")]
+    NoEquals(String),
+    /// A value that does not parse as its key requires.
+    #[error("bad {key} value {value:?}")]
+    BadValue {
+        /// The key.
+        key: &'static str,
+        /// The value as sent.
+        value: String,
+    },
+    /// A private key that is not 64 hex digits (the value is not shown).
+    #[error("bad private_key value (not 64 hex digits)")]
+    BadPrivateKey,
+    /// A handshake time SystemTime cannot hold.
+    #[error("bad last_handshake_time_sec value \"{0}\" (past the end of time for this system)")]
+    TimeOverflow(u64),
+    /// No `errno=` line.
+    #[error("reply has no errno line")]
+    NoErrno,
+    /// The implementation answered with an error.
+    #[error("errno={0}")]
+    Errno(i64),
+}
+
 /// Parses a `get=1` reply (everything before the blank line). The device's
 /// private key is only used to derive its public key; it is not kept.
-pub fn parse_get(reply: &str) -> Result<DeviceState, String> {
+pub fn parse_get(reply: &str) -> Result<DeviceState, ReplyError> {
     let mut state = DeviceState { public_key: None, listen_port: 0, peers: Vec::new() };
     let mut errno = None;
     let mut handshake = Handshake::default();
@@ -129,12 +158,12 @@ pub fn parse_get(reply: &str) -> Result<DeviceState, String> {
         if line.is_empty() {
             break;
         }
-        let (key, value) = line.split_once('=').ok_or_else(|| format!("line without '=': {line:?}"))?;
-        let bad = |what: &str| format!("bad {what} value {value:?}");
+        let (key, value) = line.split_once('=').ok_or_else(|| ReplyError::NoEquals(line.to_owned()))?;
+        let bad = |key: &'static str| ReplyError::BadValue { key, value: value.to_owned() };
         match (key, state.peers.last_mut()) {
             ("errno", _) => errno = Some(value.parse::<i64>().map_err(|_| bad("errno"))?),
             ("private_key", None) => {
-                let bytes = parse_hex_key(value).ok_or("bad private_key value (not 64 hex digits)")?;
+                let bytes = parse_hex_key(value).ok_or(ReplyError::BadPrivateKey)?;
                 if bytes.iter().any(|&b| b != 0) {
                     state.public_key = Some(PrivateKey::from_bytes(&bytes).public_key());
                 }
@@ -161,8 +190,8 @@ pub fn parse_get(reply: &str) -> Result<DeviceState, String> {
     handshake.settle(state.peers.last_mut())?;
     match errno {
         Some(0) => {}
-        Some(n) => return Err(format!("errno={n}")),
-        None => return Err("reply has no errno line".to_owned()),
+        Some(n) => return Err(ReplyError::Errno(n)),
+        None => return Err(ReplyError::NoErrno),
     }
     for peer in &mut state.peers {
         peer.allowed_ips.sort();
@@ -181,14 +210,12 @@ struct Handshake {
 impl Handshake {
     /// Gives `peer` the time gathered so far and starts over. A time past
     /// what SystemTime holds is a broken reply, not a panic.
-    fn settle(&mut self, peer: Option<&mut PeerState>) -> Result<(), String> {
+    fn settle(&mut self, peer: Option<&mut PeerState>) -> Result<(), ReplyError> {
         let n = std::mem::take(&mut self.nsec);
         if let (Some(peer), Some(s)) = (peer, self.sec.take())
             && (s != 0 || n != 0)
         {
-            let at = UNIX_EPOCH.checked_add(Duration::new(s, n)).ok_or_else(|| {
-                format!("bad last_handshake_time_sec value \"{s}\" (past the end of time for this system)")
-            })?;
+            let at = UNIX_EPOCH.checked_add(Duration::new(s, n)).ok_or(ReplyError::TimeOverflow(s))?;
             peer.last_handshake = Some(at);
         }
         Ok(())
@@ -196,15 +223,20 @@ impl Handshake {
 }
 
 /// One `key=value` line of `peer`'s section.
-fn peer_line(peer: &mut PeerState, handshake: &mut Handshake, key: &str, value: &str) -> Result<(), String> {
-    let bad = |what: &str| format!("bad {what} value {value:?}");
+fn peer_line(
+    peer: &mut PeerState,
+    handshake: &mut Handshake,
+    key: &str,
+    value: &str,
+) -> Result<(), ReplyError> {
+    let bad = |key: &'static str| ReplyError::BadValue { key, value: value.to_owned() };
     match key {
         "endpoint" => peer.endpoint = Some(value.parse::<SocketAddr>().map_err(|_| bad("endpoint"))?),
         "allowed_ip" => {
             let (addr, prefix) = value.split_once('/').ok_or_else(|| bad("allowed_ip"))?;
             let addr = addr.parse().map_err(|_| bad("allowed_ip"))?;
             let prefix = prefix.parse().map_err(|_| bad("allowed_ip"))?;
-            peer.allowed_ips.push(Cidr::containing(addr, prefix).map_err(|e| e.to_string())?);
+            peer.allowed_ips.push(Cidr::containing(addr, prefix).map_err(|_| bad("allowed_ip"))?);
         }
         "last_handshake_time_sec" => {
             handshake.sec = Some(value.parse().map_err(|_| bad("last_handshake_time_sec"))?);
@@ -230,13 +262,9 @@ fn peer_line(peer: &mut PeerState, handshake: &mut Handshake, key: &str, value: 
 }
 
 /// The reply's `errno` (0 is success).
-pub(crate) fn parse_errno(reply: &str) -> Result<i64, String> {
-    reply
-        .lines()
-        .find_map(|l| l.strip_prefix("errno="))
-        .ok_or_else(|| format!("reply has no errno line: {:?}", reply.trim_end()))?
-        .parse()
-        .map_err(|_| format!("bad errno in reply {:?}", reply.trim_end()))
+pub(crate) fn parse_errno(reply: &str) -> Result<i64, ReplyError> {
+    let value = reply.lines().find_map(|l| l.strip_prefix("errno=")).ok_or(ReplyError::NoErrno)?;
+    value.parse().map_err(|_| ReplyError::BadValue { key: "errno", value: value.to_owned() })
 }
 
 /// One UAPI socket.
@@ -362,11 +390,11 @@ mod tests {
                  last_handshake_time_nsec={nsec}\nerrno=0\n\n"
             )
         };
-        let err = parse_get(&reply("17070707030764840000", "0")).unwrap_err();
+        let err = parse_get(&reply("17070707030764840000", "0")).unwrap_err().to_string();
         assert!(err.contains("last_handshake_time_sec"), "{err}");
-        let err = parse_get(&reply(&u64::MAX.to_string(), "999999999")).unwrap_err();
+        let err = parse_get(&reply(&u64::MAX.to_string(), "999999999")).unwrap_err().to_string();
         assert!(err.contains("last_handshake_time_sec"), "{err}");
-        let err = parse_get(&reply("1700000000", "1000000000")).unwrap_err();
+        let err = parse_get(&reply("1700000000", "1000000000")).unwrap_err().to_string();
         assert!(err.contains("last_handshake_time_nsec"), "{err}");
         assert!(parse_get(&reply("1700000000", "999999999")).is_ok());
     }
@@ -398,12 +426,12 @@ mod tests {
 
     #[test]
     fn bad_replies_are_errors_that_do_not_echo_the_private_key() {
-        assert!(parse_get("listen_port=1\n\n").unwrap_err().contains("no errno"));
-        assert_eq!(parse_get("errno=-22\n\n").unwrap_err(), "errno=-22");
-        assert!(parse_get("public_key=zz\nerrno=0\n\n").unwrap_err().contains("public_key"));
+        assert_eq!(parse_get("listen_port=1\n\n").unwrap_err(), ReplyError::NoErrno);
+        assert_eq!(parse_get("errno=-22\n\n").unwrap_err().to_string(), "errno=-22");
+        assert!(parse_get("public_key=zz\nerrno=0\n\n").unwrap_err().to_string().contains("public_key"));
         let secret = "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2";
         let err = parse_get(&format!("private_key={secret}\nerrno=0\n\n")).unwrap_err();
-        assert!(!err.contains(secret), "{err}");
+        assert!(!format!("{err} {err:?}").contains(secret), "{err}");
         assert!(parse_get("garbage\n\n").is_err());
         assert_eq!(parse_errno("errno=0\n\n"), Ok(0));
         assert_eq!(parse_errno("errno=-5\n\n"), Ok(-5));

@@ -289,7 +289,7 @@ impl UserspaceDevice {
         WireGuardError::Uapi { name: self.name.clone(), socket: self.client.socket.clone(), op, source }
     }
 
-    fn protocol_err(&self, op: &'static str, detail: String) -> WireGuardError {
+    fn protocol_err(&self, op: &'static str, detail: uapi::ReplyError) -> WireGuardError {
         WireGuardError::UapiProtocol {
             name: self.name.clone(),
             socket: self.client.socket.clone(),
