@@ -65,22 +65,44 @@ pub async fn run_until(
     shutdown: impl Future<Output = &'static str>,
     started: impl FnOnce(ActorRef<SupervisorMsg>),
 ) -> RootExit {
-    let leader_config = LeaderConfig::from_args(&args);
+    // Every flag is named (no `..`): one added to `Args` must be wired
+    // somewhere or this does not compile. A `_` is read from `args` by the
+    // function named beside it.
+    let Args {
+        grpc_addr,
+        metrics_addr,
+        dashboard_addr: _, // Dashboard::child
+        lease_name,
+        lease_namespace,
+        identity,
+        lease_duration,
+        lease_renew,
+        lease_outage_grace,
+        resync_interval,
+        tls_cert_file: _, // StreamSecurity::from_args, as the five below
+        tls_key_file: _,
+        token_audience: _,
+        daemon_service_account: _,
+        daemon_daemonset: _,
+        insecure_dev: _,
+        fault_injection: _, // main.rs, before the tree, as log_format
+        log_format: _,
+        service_cidrs,
+    } = &args;
+    let leader_config = LeaderConfig {
+        namespace: lease_namespace.clone(),
+        name: lease_name.clone(),
+        identity: identity.clone(),
+        lease_duration: *lease_duration,
+        renew: *lease_renew,
+        outage_grace: *lease_outage_grace,
+    };
     if let Err(e) = leader_config.check() {
         return RootExit::Failed(e.to_string());
     }
-    let client = match client {
-        Some(client) => Ok(client),
-        None => kube::Client::try_default().await,
-    };
-    let client = match client {
+    let client = match kube_client(client).await {
         Ok(client) => client,
-        Err(e) => {
-            return RootExit::Failed(format!(
-                "cannot build a Kubernetes client: {e} (in a pod the service account is used; elsewhere set \
-                 KUBECONFIG)"
-            ));
-        }
+        Err(e) => return RootExit::Failed(e),
     };
     // Before anything starts: a missing or bad certificate stops the
     // controller here, naming the file.
@@ -99,7 +121,7 @@ pub async fn run_until(
     let (findings_tx, findings) = watch::channel(Vec::new());
 
     let mut children = vec![
-        HealthServer::child(args.metrics_addr, &health),
+        HealthServer::child(*metrics_addr, &health),
         Leader::child(LeaderArgs {
             client: client.clone(),
             config: leader_config,
@@ -112,19 +134,16 @@ pub async fn run_until(
             client: client.clone(),
             leading: leading.clone(),
             handle: recompute.clone(),
-            config: RecomputeConfig {
-                service_cidrs: args.service_cidrs.clone(),
-                ..RecomputeConfig::default()
-            },
+            config: RecomputeConfig { service_cidrs: service_cidrs.clone(), ..RecomputeConfig::default() },
             metrics: metrics.recompute,
             health: health.clone(),
         }),
     ];
-    children.extend(caches.informers(&client, &args.lease_namespace, &recompute, &metrics.informers));
+    children.extend(caches.informers(&client, lease_namespace, &recompute, &metrics.informers));
     children.push(crate::dashboard::Dashboard::child(&args, &client, &caches, &events, &desired, &leading));
-    let stream_config = StreamConfig { resync_interval: args.resync_interval, ..StreamConfig::default() };
+    let stream_config = StreamConfig { resync_interval: *resync_interval, ..StreamConfig::default() };
     let stream_metrics = metrics.stream;
-    let grpc_addr = args.grpc_addr;
+    let grpc_addr = *grpc_addr;
     let handoff = KeyHandoff::new();
     let status_writer = StatusWriter::child(StatusWriterArgs {
         client: client.clone(),
@@ -132,7 +151,7 @@ pub async fn run_until(
         vpblu_nodes: caches.vpblu_nodes.clone(),
         handoff: handoff.clone(),
         metrics: metrics.status,
-        connection_grace: args.lease_duration,
+        connection_grace: *lease_duration,
     });
     // Recorded for the life of the process, not of one scheduler.
     let reports = ReportBook::new();
@@ -168,6 +187,20 @@ pub async fn run_until(
     });
     children.push(Gate::child("leader-gate", leading, leader_tree));
     run_root_observed(children, RestartPolicy::default(), shutdown, started).await
+}
+
+/// The client given, or one from the environment (in a pod, its service
+/// account; elsewhere KUBECONFIG).
+async fn kube_client(client: Option<kube::Client>) -> Result<kube::Client, String> {
+    match client {
+        Some(client) => Ok(client),
+        None => kube::Client::try_default().await.map_err(|e| {
+            format!(
+                "cannot build a Kubernetes client: {e} (in a pod the service account is used; elsewhere set \
+                 KUBECONFIG)"
+            )
+        }),
+    }
 }
 
 /// Where Recompute's results go: states to the daemons' streams, findings

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use crate::Args;
-
 /// Which Lease, who we are, and the timings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaderConfig {
@@ -24,18 +22,6 @@ pub struct LeaderConfig {
 }
 
 impl LeaderConfig {
-    /// The Lease flags of the command line.
-    pub fn from_args(args: &Args) -> Self {
-        LeaderConfig {
-            namespace: args.lease_namespace.clone(),
-            name: args.lease_name.clone(),
-            identity: args.identity.clone(),
-            lease_duration: args.lease_duration,
-            renew: args.lease_renew,
-            outage_grace: args.lease_outage_grace,
-        }
-    }
-
     /// Refuses timings under which a leader could not keep its Lease.
     pub fn check(&self) -> Result<(), LeaderError> {
         if self.identity.is_empty() {
