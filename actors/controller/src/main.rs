@@ -18,9 +18,6 @@ async fn main() -> ExitCode {
     vpblu_runtime::init_logging(args.log_format);
     if args.fault_injection {
         vpblu_runtime::fault::enable();
-        tracing::warn!(
-            "--fault-injection: POST /debug/panic/<child> makes an actor panic; never use it in production"
-        );
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), grpc = %args.grpc_addr, "vpblu-controller starting");
     vpblu_controller::run(args).await.into_exit_code("vpblu-controller")

@@ -12,9 +12,6 @@ async fn main() -> ExitCode {
     vpblu_runtime::init_logging(args.log_format);
     if args.fault_injection {
         vpblu_runtime::fault::enable();
-        tracing::warn!(
-            "--fault-injection: POST /debug/panic/<child> makes an actor panic; never use it in production"
-        );
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %args.node_name, "vpblu-daemon starting");
     vpblu_daemon::run(args).await.into_exit_code("vpblu-daemon")

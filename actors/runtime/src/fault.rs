@@ -26,10 +26,14 @@ static PINS: Mutex<Vec<(String, ActorCell)>> = Mutex::new(Vec::new());
 /// The stop reason that tells a pin's owner to panic.
 const INJECTED: &str = "vpblu fault injection: panic";
 
-/// Turns injection on for this process (the `--fault-injection` flag).
-/// Children started after this call can be made to panic.
+/// Turns injection on for this process (the `--fault-injection` flag),
+/// and says so in a warning. Children started after this call can be made
+/// to panic.
 pub fn enable() {
     ENABLED.store(true, Ordering::SeqCst);
+    tracing::warn!(
+        "--fault-injection: POST /debug/panic/<child> makes an actor panic; never use it in production"
+    );
 }
 
 /// Whether [`enable`] was called.
