@@ -1,8 +1,8 @@
 //! The map writers: each makes the maps hold a desired state by diffing
 //! against what they hold and writing only the difference, in an order
 //! that keeps every packet's verdict right throughout (inserts and
-//! changes first, deletions last). One writer ([`upsert`],
-//! [`remove_missing`]) serves the LPM tries and the hash maps alike
+//! changes first, deletions last). One writer ([`Change::upsert`],
+//! [`Change::remove_missing`]) serves the LPM tries and the hash maps alike
 //! through [`SyncedMap`].
 
 use std::collections::BTreeMap;
@@ -111,16 +111,14 @@ impl Dataplane {
         let have_v4 = read(&self.maps.block_from_v4, &layout::BLOCK_FROM_V4)?;
         let have_v6 = read(&self.maps.block_from_v6, &layout::BLOCK_FROM_V6)?;
 
-        let m = &mut self.maps;
+        let from_v4 = Change { shape: &layout::BLOCK_FROM_V4, current: &have_v4, desired: &want_v4 };
+        let from_v6 = Change { shape: &layout::BLOCK_FROM_V6, current: &have_v6, desired: &want_v6 };
         let mut stats = SyncStats::default();
-        stats = stats.merge(upsert(&mut m.block_from_v4, &layout::BLOCK_FROM_V4, &have_v4, &want_v4)?);
-        stats = stats.merge(upsert(&mut m.block_from_v6, &layout::BLOCK_FROM_V6, &have_v6, &want_v6)?);
+        stats = stats.merge(from_v4.upsert(&mut self.maps.block_from_v4)?);
+        stats = stats.merge(from_v6.upsert(&mut self.maps.block_from_v6)?);
         stats = stats.merge(self.write_destination_trie(&current, &desired_trie)?);
-        let m = &mut self.maps;
-        stats =
-            stats.merge(remove_missing(&mut m.block_from_v4, &layout::BLOCK_FROM_V4, &have_v4, &want_v4)?);
-        stats =
-            stats.merge(remove_missing(&mut m.block_from_v6, &layout::BLOCK_FROM_V6, &have_v6, &want_v6)?);
+        stats = stats.merge(from_v4.remove_missing(&mut self.maps.block_from_v4)?);
+        stats = stats.merge(from_v6.remove_missing(&mut self.maps.block_from_v6)?);
         Ok(stats)
     }
 
@@ -171,12 +169,13 @@ impl Dataplane {
         }
         check_capacity(&layout::DST_V4, v4.len())?;
         check_capacity(&layout::DST_V6, v6.len())?;
-        let m = &mut self.maps;
+        let dst_v4 = Change { shape: &layout::DST_V4, current: &current.v4, desired: &v4 };
+        let dst_v6 = Change { shape: &layout::DST_V6, current: &current.v6, desired: &v6 };
         let mut stats = SyncStats::default();
-        stats = stats.merge(upsert(&mut m.dst_v4, &layout::DST_V4, &current.v4, &v4)?);
-        stats = stats.merge(upsert(&mut m.dst_v6, &layout::DST_V6, &current.v6, &v6)?);
-        stats = stats.merge(remove_missing(&mut m.dst_v4, &layout::DST_V4, &current.v4, &v4)?);
-        stats = stats.merge(remove_missing(&mut m.dst_v6, &layout::DST_V6, &current.v6, &v6)?);
+        stats = stats.merge(dst_v4.upsert(&mut self.maps.dst_v4)?);
+        stats = stats.merge(dst_v6.upsert(&mut self.maps.dst_v6)?);
+        stats = stats.merge(dst_v4.remove_missing(&mut self.maps.dst_v4)?);
+        stats = stats.merge(dst_v6.remove_missing(&mut self.maps.dst_v6)?);
         Ok(stats)
     }
 }
@@ -260,46 +259,51 @@ fn read<M: SyncedMap>(map: &M, shape: &MapShape) -> Result<Entries<M>, BpfError>
     map.entries().map_err(|source| BpfError::Map { action: "read", map: shape.name, source })
 }
 
-/// Inserts what `desired` has and `current` lacks or holds differently.
-fn upsert<M: SyncedMap>(
-    map: &mut M,
-    shape: &MapShape,
-    current: &Entries<M>,
-    desired: &Entries<M>,
-) -> Result<SyncStats, BpfError> {
-    let mut stats = SyncStats::default();
-    for (key, value) in desired {
-        let slot = match current.get(key) {
-            Some(v) if v == value => {
-                stats.unchanged += 1;
-                continue;
-            }
-            Some(_) => &mut stats.changed,
-            None => &mut stats.added,
-        };
-        map.put(key, value).map_err(|source| BpfError::Map { action: "write", map: shape.name, source })?;
-        *slot += 1;
-    }
-    Ok(stats)
+/// What one map holds and what it should hold; `shape` names it in errors.
+struct Change<'a, M: SyncedMap> {
+    shape: &'a MapShape,
+    current: &'a Entries<M>,
+    desired: &'a Entries<M>,
 }
 
-/// Deletes what `current` has and `desired` does not.
-fn remove_missing<M: SyncedMap>(
-    map: &mut M,
-    shape: &MapShape,
-    current: &Entries<M>,
-    desired: &Entries<M>,
-) -> Result<SyncStats, BpfError> {
-    let mut stats = SyncStats::default();
-    for key in current.keys().filter(|k| !desired.contains_key(k)) {
-        match map.delete(key) {
-            Ok(()) => stats.removed += 1,
-            // Already gone: someone else's delete raced ours; the goal holds.
-            Err(MapError::KeyNotFound) => {}
-            Err(MapError::SyscallError(SyscallError { io_error, .. }))
-                if io_error.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(BpfError::Map { action: "delete from", map: shape.name, source }),
+impl<M: SyncedMap> Change<'_, M> {
+    /// Inserts what `desired` has and `current` lacks or holds differently.
+    fn upsert(&self, map: &mut M) -> Result<SyncStats, BpfError> {
+        let mut stats = SyncStats::default();
+        for (key, value) in self.desired {
+            let slot = match self.current.get(key) {
+                Some(v) if v == value => {
+                    stats.unchanged += 1;
+                    continue;
+                }
+                Some(_) => &mut stats.changed,
+                None => &mut stats.added,
+            };
+            map.put(key, value).map_err(|source| BpfError::Map {
+                action: "write",
+                map: self.shape.name,
+                source,
+            })?;
+            *slot += 1;
         }
+        Ok(stats)
     }
-    Ok(stats)
+
+    /// Deletes what `current` has and `desired` does not.
+    fn remove_missing(&self, map: &mut M) -> Result<SyncStats, BpfError> {
+        let mut stats = SyncStats::default();
+        for key in self.current.keys().filter(|k| !self.desired.contains_key(k)) {
+            match map.delete(key) {
+                Ok(()) => stats.removed += 1,
+                // Already gone: someone else's delete raced ours; the goal holds.
+                Err(MapError::KeyNotFound) => {}
+                Err(MapError::SyscallError(SyscallError { io_error, .. }))
+                    if io_error.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(BpfError::Map { action: "delete from", map: self.shape.name, source });
+                }
+            }
+        }
+        Ok(stats)
+    }
 }
