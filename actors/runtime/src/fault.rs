@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, ActorStatus, SupervisionEvent};
+use tracing::Instrument as _;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static PINS: Mutex<Vec<(String, ActorCell)>> = Mutex::new(Vec::new());
@@ -81,11 +82,13 @@ pub fn inject_panic(name: &str) -> Result<usize, String> {
 pub(crate) struct Faultable<A> {
     name: String,
     inner: A,
+    /// Everything `inner` does runs in it.
+    span: tracing::Span,
 }
 
 impl<A> Faultable<A> {
-    pub(crate) fn new(name: String, inner: A) -> Self {
-        Faultable { name, inner }
+    pub(crate) fn new(name: String, inner: A, span: tracing::Span) -> Self {
+        Faultable { name, inner, span }
     }
 }
 
@@ -105,7 +108,8 @@ impl<A: Actor> Actor for Faultable<A> {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(FaultableState { inner: self.inner.pre_start(myself, args).await?, pin: None })
+        let inner = self.inner.pre_start(myself, args).instrument(self.span.clone()).await?;
+        Ok(FaultableState { inner, pin: None })
     }
 
     async fn post_start(
@@ -118,7 +122,7 @@ impl<A: Actor> Actor for Faultable<A> {
             live_pins().push((self.name.clone(), pin.get_cell()));
             state.pin = Some(pin.get_cell());
         }
-        self.inner.post_start(myself, &mut state.inner).await
+        self.inner.post_start(myself, &mut state.inner).instrument(self.span.clone()).await
     }
 
     async fn post_stop(
@@ -129,7 +133,7 @@ impl<A: Actor> Actor for Faultable<A> {
         if let Some(pin) = state.pin.take() {
             pin.stop(None);
         }
-        self.inner.post_stop(myself, &mut state.inner).await
+        self.inner.post_stop(myself, &mut state.inner).instrument(self.span.clone()).await
     }
 
     async fn handle(
@@ -138,7 +142,7 @@ impl<A: Actor> Actor for Faultable<A> {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        self.inner.handle(myself, message, &mut state.inner).await
+        self.inner.handle(myself, message, &mut state.inner).instrument(self.span.clone()).await
     }
 
     async fn handle_supervisor_evt(
@@ -161,7 +165,10 @@ impl<A: Actor> Actor for Faultable<A> {
             {
                 Ok(())
             }
-            _ => self.inner.handle_supervisor_evt(myself, event, &mut state.inner).await,
+            _ => {
+                let inner = self.inner.handle_supervisor_evt(myself, event, &mut state.inner);
+                inner.instrument(self.span.clone()).await
+            }
         }
     }
 }

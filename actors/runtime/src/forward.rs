@@ -30,7 +30,7 @@ where
     S: Stream<Item = M> + Send + 'static,
     M: Message,
 {
-    Forward(tokio::spawn(async move {
+    Forward(crate::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(msg) = stream.next().await {
             if actor.cast(msg).is_err() {

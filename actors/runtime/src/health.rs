@@ -162,7 +162,7 @@ impl Actor for HealthServer {
         tracing::info!(addr = %args.addr, "serving /healthz, /readyz, /metrics");
         let (stop, stopped) = oneshot::channel::<()>();
         let router = args.health.router();
-        let task = tokio::spawn(async move {
+        let task = crate::spawn(async move {
             let served = axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;

@@ -13,6 +13,7 @@ mod gate;
 mod health;
 mod logging;
 mod root;
+mod slot;
 mod supervisor;
 
 pub use backoff::Backoff;
@@ -23,4 +24,16 @@ pub use gate::{Gate, GateArgs, GateMsg, GateState};
 pub use health::{Health, HealthServer, HealthServerArgs, HealthServerMsg, HealthServerState};
 pub use logging::{LogFormat, init_logging};
 pub use root::{RootExit, run_root, run_root_observed, shutdown_signal};
+pub use slot::{Slot, SlotError};
 pub use supervisor::{ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};
+
+/// `tokio::spawn`, with the task in the caller's tracing span: what it
+/// logs names the binary's node or replica and the actor that started it.
+pub fn spawn<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use tracing::Instrument as _;
+    tokio::spawn(task.in_current_span())
+}

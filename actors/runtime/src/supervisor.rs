@@ -50,11 +50,16 @@ impl ChildSpec {
         let make = Arc::new(make);
         let name = name.into();
         let child_name = name.clone();
+        // Every incarnation logs under `actor{name}`, itself under the span
+        // this spec is made in (the binary's, naming the node or replica),
+        // whichever task sends it its messages or restarts it.
+        let parent = tracing::Span::current();
         ChildSpec {
             name,
             start: Arc::new(move |supervisor| {
                 let (actor, args) = make();
-                let actor = Faultable::new(child_name.clone(), actor);
+                let span = tracing::info_span!(parent: &parent, "actor", name = %child_name);
+                let actor = Faultable::new(child_name.clone(), actor, span);
                 Box::pin(async move {
                     let (child, _handle) = Actor::spawn_linked(None, actor, args, supervisor).await?;
                     Ok(child.get_cell())
