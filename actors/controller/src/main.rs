@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing::Instrument as _;
 use vpblu_controller::Args;
 
 /// mimalloc rather than glibc malloc: at 1000 nodes every change frees and
@@ -19,6 +20,11 @@ async fn main() -> ExitCode {
     if args.fault_injection {
         vpblu_runtime::fault::enable();
     }
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), grpc = %args.grpc_addr, "vpblu-controller starting");
-    vpblu_controller::run(args).await.into_exit_code("vpblu-controller")
+    // Every line the controller logs, from every actor, names the replica once.
+    let span = tracing::info_span!("controller", identity = %args.identity);
+    let exit = async {
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), grpc = %args.grpc_addr, "vpblu-controller starting");
+        vpblu_controller::run(args).await
+    };
+    exit.instrument(span).await.into_exit_code("vpblu-controller")
 }

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing::Instrument as _;
 use vpblu_daemon::Args;
 
 #[tokio::main]
@@ -13,6 +14,11 @@ async fn main() -> ExitCode {
     if args.fault_injection {
         vpblu_runtime::fault::enable();
     }
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %args.node_name, "vpblu-daemon starting");
-    vpblu_daemon::run(args).await.into_exit_code("vpblu-daemon")
+    // Every line the daemon logs, from every actor, names the node once.
+    let span = tracing::info_span!("daemon", node = %args.node_name);
+    let exit = async {
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "vpblu-daemon starting");
+        vpblu_daemon::run(args).await
+    };
+    exit.instrument(span).await.into_exit_code("vpblu-daemon")
 }

@@ -175,7 +175,7 @@ impl Actor for Dashboard {
         let served = routes::Served { view: view.clone(), builder: myself.clone(), stopping: stopping_rx };
         let (stop, stopped) = oneshot::channel::<()>();
         let failed = myself.clone();
-        let server = tokio::spawn(async move {
+        let server = vpblu_runtime::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
             };
@@ -279,7 +279,7 @@ impl DashboardState {
         let with_events = self.reads.is_multiple_of(EVENTS_EVERY);
         self.reads += 1;
         let (client, lease, myself) = (self.args.client.clone(), self.args.lease.clone(), myself.clone());
-        tokio::spawn(async move {
+        vpblu_runtime::spawn(async move {
             let read = api_reads::read(client, lease, with_events).await;
             let _stopped = myself.cast(DashboardMsg::Read(Box::new(read)));
         });

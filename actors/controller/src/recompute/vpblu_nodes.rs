@@ -61,7 +61,7 @@ impl VpbluNodeCreator {
             self.applying.insert(name.clone());
             let api = self.api.clone();
             let me = myself.clone();
-            tokio::spawn(async move {
+            vpblu_runtime::spawn(async move {
                 let result = apply(&api, &name, &uid).await;
                 let _stopped = me.cast(RecomputeMsg::Applied { node: name, result });
             });

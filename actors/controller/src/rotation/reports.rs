@@ -39,7 +39,7 @@ impl ReportBook {
     pub fn record_from(&self, events: &broadcast::Sender<StreamEvent>) -> JoinHandle<()> {
         let mut receiver = events.subscribe();
         let book = self.clone();
-        tokio::spawn(async move {
+        vpblu_runtime::spawn(async move {
             loop {
                 match receiver.recv().await {
                     Ok(StreamEvent::Message(node, Upstream::RotationReport(report))) => {

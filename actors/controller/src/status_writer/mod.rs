@@ -310,7 +310,7 @@ impl StatusWriterState {
             let api = self.api.clone();
             let me = myself.clone();
             let name = node.clone();
-            let task = tokio::spawn(async move {
+            let task = vpblu_runtime::spawn(async move {
                 let ok = write(&api, &name, &report).await;
                 let _stopped = me.cast(StatusWriterMsg::Written(Written { node: name, report, ok }));
             });

@@ -244,7 +244,7 @@ impl NodeStreamState {
         let Some(outbound) = self.outbound.clone() else {
             return;
         };
-        tokio::spawn(async move {
+        vpblu_runtime::spawn(async move {
             let _gone = tokio::time::timeout(CLOSE_TIMEOUT, outbound.send(Err(status))).await;
         });
     }
@@ -305,7 +305,7 @@ impl Actor for NodeStream {
         // Attach before reading the store: a publish in between is then
         // either read below or announced by a Changed.
         args.desired.attach(&node, myself.clone());
-        let reader = tokio::spawn(read_inbound(args.inbound, myself.clone()));
+        let reader = vpblu_runtime::spawn(read_inbound(args.inbound, myself.clone()));
         let resync = myself.send_interval(args.config.resync_interval, || NodeStreamMsg::Resync);
         let _no_subscriber =
             args.events.send(StreamEvent::Message(node.clone(), Upstream::Hello(args.hello.clone())));

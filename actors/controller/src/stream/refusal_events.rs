@@ -69,7 +69,7 @@ impl RefusalEvents {
     /// the last clone is dropped. Call inside a Tokio runtime.
     pub fn start(client: kube::Client, controller: ObjectReference) -> Self {
         let (queue, refusals) = mpsc::channel(QUEUE);
-        tokio::spawn(publish(client, controller, refusals));
+        vpblu_runtime::spawn(publish(client, controller, refusals));
         RefusalEvents { queue: Some(queue) }
     }
 

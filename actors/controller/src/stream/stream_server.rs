@@ -173,7 +173,7 @@ impl Actor for StreamServer {
         let transport = args.transport;
         let (stop, stopped) = oneshot::channel::<()>();
         let server = myself.clone();
-        let task = tokio::spawn(async move {
+        let task = vpblu_runtime::spawn(async move {
             if let Err(e) = serve(listener, &transport, service, stopped).await {
                 tracing::error!(error = %e, "stream server failed");
                 // Let the supervisor restart us.

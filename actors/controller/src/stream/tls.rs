@@ -251,7 +251,7 @@ impl TlsIncoming {
     pub(crate) fn new(mut incoming: TcpIncoming, acceptor: TlsAcceptor, metrics: StreamMetrics) -> Self {
         let (tx, rx) = mpsc::channel(16);
         let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-        let accept = tokio::spawn(async move {
+        let accept = vpblu_runtime::spawn(async move {
             loop {
                 let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else { return };
                 let tcp = tokio::select! {
@@ -266,7 +266,7 @@ impl TlsIncoming {
                     },
                 };
                 let (acceptor, tx, metrics) = (acceptor.clone(), tx.clone(), metrics.clone());
-                tokio::spawn(async move {
+                vpblu_runtime::spawn(async move {
                     let remote = tcp.peer_addr().ok();
                     let why = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(tls)) => {
