@@ -186,7 +186,7 @@ fn s12_6_leader_loss_and_failed_activate_lose_nothing() {
         let old_public = published_keys(lab).await[&target].clone();
         let old_private = private_key_file(lab, 2);
         let topology = &lab.topology;
-        lab.daemons[2].restart_with(topology, &["--fail-rotation-phase", "activate"]);
+        lab.daemons[2].restart_with(topology, &["--fault-injection", "--fail-rotation-phase", "activate"]);
         lab.wait_mesh(Duration::from_secs(60)).await;
         let traffic = PairTraffic::start(&lab.topology, PING_EVERY, TCP_EVERY);
         tokio::time::sleep(Duration::from_secs(1)).await;

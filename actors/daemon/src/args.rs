@@ -76,8 +76,8 @@ pub struct Args {
 
     /// Test-only fault injection: when this node reaches the given key
     /// rotation phase it does not do its part and reports an error (to
-    /// prove rollback). Never set it in production.
-    #[arg(long, env = "VPBLU_FAIL_ROTATION_PHASE", value_enum)]
+    /// prove rollback). Only with --fault-injection; never in production.
+    #[arg(long, env = "VPBLU_FAIL_ROTATION_PHASE", value_enum, requires = "fault_injection")]
     pub fail_rotation_phase: Option<FaultPhase>,
 
     /// Bytes WireGuard adds per packet: mesh MTU = underlay MTU - this.
@@ -271,6 +271,7 @@ mod tests {
             "n",
             "--lane-interface",
             "wgl0",
+            "--fault-injection",
             "--fail-rotation-phase",
             "activate",
         ])
@@ -280,9 +281,18 @@ mod tests {
         for (flag, value) in
             [("--lane-interface", "much-too-long-lane0"), ("--fail-rotation-phase", "rollback")]
         {
-            let err = Args::try_parse_from(["vpblu-daemon", "--node-name", "n", flag, value]).unwrap_err();
+            let err =
+                Args::try_parse_from(["vpblu-daemon", "--node-name", "n", "--fault-injection", flag, value])
+                    .unwrap_err();
             assert!(err.to_string().contains(value), "{err}");
         }
+        let err =
+            Args::try_parse_from(["vpblu-daemon", "--node-name", "n", "--fail-rotation-phase", "activate"])
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("--fault-injection"),
+            "a rotation fault needs --fault-injection: {err}"
+        );
     }
 
     fn parse(extra: &[&str]) -> Result<Args, clap::Error> {

@@ -429,7 +429,7 @@ fn a_key_rotates_and_a_failed_one_rolls_back_without_losing_a_packet() {
     let node2 = lab.node(2);
     let status = node2.daemon().stop_with("TERM", Duration::from_secs(10));
     assert!(status.success(), "SIGTERM: {status}");
-    node2.setup.extra.extend(["--fail-rotation-phase".to_owned(), "activate".to_owned()]);
+    node2.setup.extra.extend(["--fault-injection", "--fail-rotation-phase", "activate"].map(str::to_owned));
     node2.daemon = Some(node2.setup.start(&node2.ns));
     let before = lab.acked[&2];
     let status = lab.controller.wait_acked_above(&name(2), before);
