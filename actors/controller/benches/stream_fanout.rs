@@ -70,7 +70,9 @@ struct CountingPlane {
 }
 
 impl DataPlane for CountingPlane {
-    async fn apply(&mut self, generation: Generation, command: &MeshCommand) -> Result<(), String> {
+    type Error = std::convert::Infallible;
+
+    async fn apply(&mut self, generation: Generation, command: &MeshCommand) -> Result<(), Self::Error> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         apply(&mut state, command);
         self.counts.peers.store(state.peers.len(), Ordering::Release);

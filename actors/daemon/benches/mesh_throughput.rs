@@ -162,8 +162,9 @@ fn run_data_plane(
                     .await
                     .unwrap_or_else(|e| panic!("{} refused its full mesh: {e}", node.name));
             }
-            let pid = dp.wireguard_pid().expect("a userspace WireGuard has a PID");
-            let socket = dp.wireguard_socket().expect("a userspace WireGuard has a socket");
+            let processes = dp.processes().await.expect("ask the WireGuard actor for its processes");
+            let pid = processes.main.expect("a userspace WireGuard has a PID");
+            let socket = processes.socket.expect("a userspace WireGuard has a socket");
             (dp.hello_facts().public_key, pid, socket)
         })
     })

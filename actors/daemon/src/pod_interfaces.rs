@@ -160,7 +160,7 @@ impl PodInterfaces {
     ) -> Result<Self, PodInterfaceError> {
         let (connection, handle, events) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link])
             .map_err(|source| PodInterfaceError::Socket { source })?;
-        let connection = tokio::spawn(connection);
+        let connection = vpblu_runtime::spawn(connection);
         let watcher = Watcher { patterns, exclude, dataplane, handle, attached: Arc::default() };
         let links = match watcher.list().await {
             Ok(links) => links,
@@ -171,7 +171,7 @@ impl PodInterfaces {
         };
         watcher.reconcile_listing(&links).await;
         let attached = Arc::clone(&watcher.attached);
-        let task = tokio::spawn(watcher.run(events, connection, resync));
+        let task = vpblu_runtime::spawn(watcher.run(events, connection, resync));
         Ok(PodInterfaces { attached, task })
     }
 
@@ -306,7 +306,8 @@ impl Watcher {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, BpfError> + Send + 'static,
 ) -> Result<T, String> {
-    match tokio::task::spawn_blocking(f).await {
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
         Ok(result) => result.map_err(|e| e.to_string()),
         Err(e) => Err(format!("the blocking task failed: {e}")),
     }

@@ -126,7 +126,9 @@ impl NodeRunner {
                     while let Some(request) = inbox.recv().await {
                         match request {
                             Request::Apply(generation, command, reply) => {
-                                let _ = reply.send(data_plane.apply(generation, &command).await);
+                                let _ = reply.send(
+                                    data_plane.apply(generation, &command).await.map_err(|e| e.to_string()),
+                                );
                             }
                             Request::Inspect(reply) => {
                                 let _ = reply.send(inspect(&data_plane).await);
@@ -175,13 +177,14 @@ impl Drop for NodeRunner {
 }
 
 async fn inspect(dp: &NodeDataPlane) -> Inspection {
+    let processes = dp.processes().await.expect("ask the WireGuard actor for its processes");
     Inspection {
         facts: dp.hello_facts(),
         applied: dp.applied_generation(),
         counters: dp.counters().await.expect("read the BPF counters"),
-        pod_interfaces: dp.pod_interfaces(),
-        wireguard_pid: dp.wireguard_pid(),
-        wireguard_socket: dp.wireguard_socket(),
+        pod_interfaces: dp.pod_interfaces().await.expect("ask the BPF-map actor for its pod interfaces"),
+        wireguard_pid: processes.main,
+        wireguard_socket: processes.socket,
     }
 }
 

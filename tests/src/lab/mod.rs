@@ -89,10 +89,21 @@ static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// a time, on its own tokio runtime. The lab is torn down after, also when
 /// `test` panics.
 pub fn with_lab(id_offset: u8, test: impl AsyncFnOnce(&mut Lab)) {
+    with_lab_options(id_offset, |_| {}, test);
+}
+
+/// [`with_lab`], with the acceptance options changed by `configure` first
+/// (e.g. `fault_injection`).
+pub fn with_lab_options(
+    id_offset: u8,
+    configure: impl FnOnce(&mut LabOptions),
+    test: impl AsyncFnOnce(&mut Lab),
+) {
     let _one_at_a_time = ONE_LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     runtime.block_on(async {
         let mut options = LabOptions::acceptance();
+        configure(&mut options);
         options.id = options.id.wrapping_add(id_offset * 20) % 250;
         let started = Instant::now();
         let mut lab = Lab::up(options).await;

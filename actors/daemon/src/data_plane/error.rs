@@ -97,6 +97,10 @@ pub enum DataPlaneError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// The actor that owns a component did not answer (it failed and is
+    /// being restarted); the next command redoes every component.
+    #[error("{0}")]
+    Actor(#[source] vpblu_runtime::SlotError),
     /// A SyncState for another node.
     #[error("refused: a full state for node {got} was sent to the daemon of node {node}")]
     OtherNode {

@@ -21,15 +21,13 @@
 //! moment it was configured, or [`LIMIT`] has passed. Runs as a task: the
 //! stream client keeps applying commands meanwhile.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use vpblu_messages::{NodeName, PublicKey};
-use vpblu_runtime::Backoff;
+use vpblu_runtime::{Backoff, Slot};
 
-use super::lock;
+use super::actors::{HandshakeAttempt, WireGuardMsg, ask};
 use super::rotation::Device;
-use crate::wireguard::WireGuardDevice;
 
 /// How long a phase waits for its handshakes.
 pub const LIMIT: Duration = Duration::from_secs(20);
@@ -80,12 +78,13 @@ pub struct Awaiting {
     pub after: SystemTime,
 }
 
-/// Waits, starting handshakes as `role` says, until every peer in `peers`
-/// shows a handshake on `device` newer than its `after`; `Err` naming the
+/// Waits, starting handshakes as `role` says (through the WireGuard actor
+/// in `wireguard`), until every peer in `peers` shows a handshake on
+/// `which` newer than its `after`; `Err` naming the
 /// peers still without one after `limit`, e.g. "lane handshake with node-b
 /// not seen within 20s".
 pub async fn wait(
-    device: Arc<Mutex<WireGuardDevice>>,
+    wireguard: Slot<WireGuardMsg>,
     which: Device,
     peers: Vec<Awaiting>,
     role: Role,
@@ -94,13 +93,9 @@ pub async fn wait(
     let started = Instant::now();
     let (mut attempts, mut last): (u32, Option<Instant>) = (0, None);
     loop {
-        let state = {
-            let device = Arc::clone(&device);
-            tokio::task::spawn_blocking(move || lock(&device).read_back())
-                .await
-                .map_err(|e| format!("{} device read-back task failed: {e}", which.as_str()))?
-                .map_err(|e| format!("{} device: {e}", which.as_str()))?
-        };
+        let state = ask(&wireguard, |reply| WireGuardMsg::ReadBack(which, reply))
+            .await
+            .map_err(|e| format!("{} device: {e}", which.as_str()))?;
         let missing: Vec<(&Awaiting, Option<u16>)> = peers
             .iter()
             .filter_map(|p| {
@@ -132,27 +127,12 @@ pub async fn wait(
             last = Some(Instant::now());
             let tries: Vec<(NodeName, PublicKey, Option<u16>, SystemTime)> =
                 missing.iter().map(|(p, keepalive)| (p.node.clone(), p.key, *keepalive, p.after)).collect();
-            let device = Arc::clone(&device);
-            let outcome = tokio::task::spawn_blocking(move || {
-                let mut device = lock(&device);
-                for (node, key, keepalive, after) in &tries {
-                    if first {
-                        device.kick(node, key, *keepalive)?;
-                    } else if device.renew(node, key, *after)? {
-                        tracing::debug!(%node, "no handshake yet: peer renewed");
-                    }
-                }
-                Ok::<(), crate::wireguard::WireGuardError>(())
-            })
-            .await;
-            match outcome {
-                Ok(Ok(())) => {}
-                // A peer removed meanwhile, or a device restarting: the next
-                // read-back shows it, and the limit still holds.
-                Ok(Err(e)) => {
-                    tracing::warn!(device = which.as_str(), error = %e, "could not start a handshake")
-                }
-                Err(e) => tracing::warn!(device = which.as_str(), error = %e, "the handshake task failed"),
+            let attempt = HandshakeAttempt { which, tries, first };
+            let outcome = ask(&wireguard, |reply| WireGuardMsg::Attempt(attempt, reply)).await;
+            // A peer removed meanwhile, or a device restarting: the next
+            // read-back shows it, and the limit still holds.
+            if let Err(e) = outcome {
+                tracing::warn!(device = which.as_str(), error = %e, "could not start a handshake");
             }
         }
         tokio::time::sleep(POLL).await;

@@ -166,12 +166,4 @@ impl Lane {
         }
         Ok(())
     }
-
-    /// Forgets what it knows, so the next converge reads everything back.
-    pub fn forget(&mut self) {
-        self.key = None;
-        self.peers = None;
-        self.port = None;
-        self.address = None;
-    }
 }

@@ -49,7 +49,7 @@ impl MeshLink {
                 "cannot open a netlink route socket: {e}; the daemon needs CAP_NET_ADMIN"
             ))
         })?;
-        let connection = tokio::spawn(connection);
+        let connection = vpblu_runtime::spawn(connection);
         Ok(MeshLink { name: name.to_owned(), handle, connection })
     }
 

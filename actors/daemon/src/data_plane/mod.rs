@@ -27,11 +27,17 @@
 //! 5. Record the generation (atomically, in the state directory) so a
 //!    restarted daemon's Hello says what is really in force.
 //!
+//! The components are owned by three actors ([`actors`]: WireGuard,
+//! Routing, BPF maps), each restarted by its supervisor on failure and
+//! re-adopting what the kernel holds; [`NodeDataPlane`] keeps the state in
+//! force and the plan, and sends them the steps above as typed messages.
+//!
 //! Blocking calls (UAPI, bpf(2), files) run on `spawn_blocking` threads.
 //! Everything that touches interfaces runs in the network namespace of the
-//! runtime [`NodeDataPlane::start`] is called on: its blocking threads are
+//! runtime [`NodeDataPlane::open`] is called on (the actors run on it too): its blocking threads are
 //! spawned from it and inherit it.
 
+mod actors;
 mod applied_generation;
 mod config;
 mod error;
@@ -43,6 +49,7 @@ pub mod plan;
 pub mod rotation;
 mod rotation_reports;
 
+pub use actors::{KeyFacts, Processes};
 pub use applied_generation::{FILE as GENERATION_FILE, GenerationFile};
 pub use config::Config;
 pub use error::DataPlaneError;
@@ -58,10 +65,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Runs a blocking step (UAPI, bpf(2), files) off the runtime's threads.
+/// Runs a blocking step (UAPI, bpf(2), files) off the runtime's threads,
+/// in the caller's tracing span (its lines name the node and the actor).
 async fn blocking<T: Send + 'static>(
     component: &'static str,
     f: impl FnOnce() -> Result<T, DataPlaneError> + Send + 'static,
 ) -> Result<T, DataPlaneError> {
-    tokio::task::spawn_blocking(f).await.map_err(|source| DataPlaneError::Task { component, source })?
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .map_err(|source| DataPlaneError::Task { component, source })?
 }

@@ -233,7 +233,7 @@ impl Routing {
         config.validate()?;
         let (connection, handle, _) =
             rtnetlink::new_connection().map_err(|source| RoutingError::Socket { source })?;
-        let connection = tokio::spawn(connection);
+        let connection = vpblu_runtime::spawn(connection);
         Ok(Routing { config, handle, connection })
     }
 

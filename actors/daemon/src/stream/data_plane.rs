@@ -19,10 +19,15 @@ pub struct HelloFacts {
 }
 
 /// The node's data plane as the stream client sees it. The real one,
-/// `NodeDataPlane`, drives the WireGuard devices, the routing and the BPF
-/// maps itself, in the order its converge step documents;
+/// `NodeDataPlane`, sends each step to the WireGuard, Routing and BPF-map
+/// actors in the order its converge step documents and gathers their
+/// answers into the one result the ack carries;
 /// `RecordingDataPlane` (feature `test-support`) records.
 pub trait DataPlane: Send + 'static {
+    /// Why an apply failed; its text goes back to the controller in the
+    /// ack.
+    type Error: std::error::Error + Send + Sync + 'static;
+
     /// Applies one command. The client has already checked it: it is for
     /// this node and leaves a state that passes `validate()`. On success the
     /// data plane records `generation` as applied; on error the reason goes
@@ -31,7 +36,7 @@ pub trait DataPlane: Send + 'static {
         &mut self,
         generation: Generation,
         command: &Command,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// The newest generation applied, 0 for none. It belongs to the data
     /// plane (not the stream client) so a restarted client says the truth

@@ -30,7 +30,7 @@ pub enum Refusal {
     Malformed(#[source] WireError),
     /// The data plane could not apply it.
     #[error("the data plane failed: {0}")]
-    DataPlane(String),
+    DataPlane(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Why a stream to the controller ended or never opened.

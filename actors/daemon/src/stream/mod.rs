@@ -31,7 +31,7 @@ mod stream_client;
 pub use data_plane::{DataPlane, HelloFacts};
 pub use error::{ConnectError, Refusal};
 #[cfg(feature = "test-support")]
-pub use recording::{RecordedCommand, RecordingDataPlane};
+pub use recording::{InjectedFailure, RecordedCommand, RecordingDataPlane};
 pub use security::{ClientTls, StreamSecurity, TokenError};
 pub use stream_client::{
     ClientConfig, ClientStatus, RECONNECT, StreamClient, StreamClientArgs, StreamClientMsg,

@@ -70,8 +70,15 @@ impl RecordingDataPlane {
     }
 }
 
+/// The failure [`RecordingDataPlane::fail_next`] was told to make.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InjectedFailure(pub String);
+
 impl DataPlane for RecordingDataPlane {
-    async fn apply(&mut self, generation: Generation, command: &Command) -> Result<(), String> {
+    type Error = InjectedFailure;
+
+    async fn apply(&mut self, generation: Generation, command: &Command) -> Result<(), InjectedFailure> {
         let mut recording = self.lock();
         let result = match recording.fail_next.take() {
             Some(error) => Err(error),
@@ -86,7 +93,7 @@ impl DataPlane for RecordingDataPlane {
             command: command.clone(),
             result: result.clone(),
         });
-        result
+        result.map_err(InjectedFailure)
     }
 
     fn applied_generation(&self) -> Generation {

@@ -211,7 +211,7 @@ impl<D: DataPlane> StreamClientState<D> {
         });
         let endpoint = self.endpoints[self.next_endpoint % self.endpoints.len()].clone();
         tracing::debug!(epoch = self.epoch, endpoint = %endpoint, "connecting to the controller");
-        self.task = Some(tokio::spawn(connection::run(
+        self.task = Some(vpblu_runtime::spawn(connection::run(
             myself.clone(),
             self.epoch,
             endpoint,
@@ -274,7 +274,7 @@ impl<D: DataPlane> StreamClientState<D> {
             }
             (_, Some(_)) => {}
         }
-        self.data_plane.apply(generation, &command).await.map_err(Refusal::DataPlane)?;
+        self.data_plane.apply(generation, &command).await.map_err(|e| Refusal::DataPlane(Box::new(e)))?;
         match (command, &mut self.current) {
             (Command::SyncState(full), current) => *current = Some(full),
             (command, Some(current)) => apply(current, &command),
@@ -389,7 +389,7 @@ impl<D: DataPlane> Actor for StreamClient<D> {
         if let Some(mut reports) = state.data_plane.rotation_reports() {
             state.reports = Some(reports.clone());
             let myself = myself.clone();
-            state.forwarder = Some(tokio::spawn(async move {
+            state.forwarder = Some(vpblu_runtime::spawn(async move {
                 while reports.changed().await.is_ok() {
                     let report = reports.borrow_and_update().clone();
                     if let Some(report) = report
@@ -431,7 +431,7 @@ impl<D: DataPlane> Actor for StreamClient<D> {
             StreamClientMsg::Connect => state.connect(&myself),
             StreamClientMsg::Connected { epoch, outbound } => {
                 if epoch == state.epoch && state.task.is_some() {
-                    tracing::info!(epoch, node = %state.node, "controller stream open");
+                    tracing::info!(epoch, "controller stream open");
                     state.outbound = Some(outbound);
                     state.connected_at = Some(Instant::now());
                     state.connects += 1;

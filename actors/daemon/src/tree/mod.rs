@@ -1,15 +1,20 @@
 //! The daemon's supervision tree.
 //!
-//! [`run`] first starts the node's data plane ([`NodeDataPlane::start`]:
+//! [`run`] first opens the node's data plane ([`NodeDataPlane::open`]:
 //! key, WireGuard device, fwmark rules, BPF programs, pod interface
 //! watcher), adopting whatever a previous daemon left in force. If that
 //! fails, the daemon logs what failed and exits non-zero before anything
 //! else runs. Then the root supervisor runs, one-for-one:
 //!
 //! - `health`: `/healthz`, `/readyz`, `/metrics` ([`metrics`]);
+//! - `wireguard`, `routing`, `bpf`: the actors that own the key store and
+//!   devices, the link, rules, routes and MTU, and the programs and maps
+//!   (their first incarnations take over what was opened; a restarted one
+//!   re-adopts what the kernel holds, flushing nothing);
 //! - `stream`: the [`StreamClient`] to the controller, applying commands
-//!   through a [`SharedDataPlane`] (a restarted stream client gets a clone:
-//!   the data plane is not restarted with it);
+//!   through a [`SharedDataPlane`] that sends each step to those three
+//!   actors (a restarted stream client gets a clone: the state in force
+//!   and the plan are not restarted with it);
 //! - `observer`: reads the device and the BPF counters back every
 //!   `--observe-interval` for the controller and `/metrics`, and the stream
 //!   client's status every second ([`observer`]).
@@ -105,11 +110,10 @@ pub async fn run(args: Args) -> RootExit {
     }
     config.strict = strict;
     config.pod_interfaces = pod_interfaces;
-    let data_plane = match NodeDataPlane::start(node_name.clone(), config).await {
-        Ok(data_plane) => data_plane,
+    let (data_plane, data_plane_actors) = match NodeDataPlane::open(node_name.clone(), config).await {
+        Ok(opened) => opened,
         Err(e) => {
             tracing::error!(
-                node = %node_name,
                 device = %interface,
                 error = %e,
                 "the data plane did not start; nothing was changed"
@@ -152,6 +156,8 @@ pub async fn run(args: Args) -> RootExit {
             (Observer, args)
         })
     };
-    let children = vec![HealthServer::child(metrics_addr, &health), stream, observer];
+    let mut children = vec![HealthServer::child(metrics_addr, &health)];
+    children.extend(data_plane_actors);
+    children.extend([stream, observer]);
     run_root(children, RestartPolicy::default(), vpblu_runtime::shutdown_signal()).await
 }

@@ -10,7 +10,7 @@ use vpblu_messages::{Command, Generation, NodeName, PublicKey, RotationReport};
 
 use super::metrics::{CommandKind, DaemonMetrics};
 use super::readiness::Readiness;
-use crate::data_plane::{DataPlaneReader, NodeDataPlane};
+use crate::data_plane::{DataPlaneError, DataPlaneReader, NodeDataPlane};
 use crate::stream::{DataPlane, HelloFacts};
 
 /// What the Hello and the observer need without waiting for an apply in
@@ -83,7 +83,9 @@ impl SharedDataPlane {
 }
 
 impl DataPlane for SharedDataPlane {
-    async fn apply(&mut self, generation: Generation, command: &Command) -> Result<(), String> {
+    type Error = DataPlaneError;
+
+    async fn apply(&mut self, generation: Generation, command: &Command) -> Result<(), DataPlaneError> {
         let kind = CommandKind::from(command);
         let mut data_plane = self.data_plane.lock().await;
         let started = Instant::now();

@@ -1,18 +1,17 @@
 //! Bringing the devices, routes and maps from one plan to the next, in
-//! the order that keeps traffic encrypted or dropped throughout.
+//! the order that keeps traffic encrypted or dropped throughout. Each step
+//! is a message to the actor that owns the component, sent only after the
+//! step before it was answered.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::SystemTime;
 
 use vpblu_messages::{Cidr, NodeDesiredState};
 
 use super::NodeDataPlane;
 use crate::data_plane::DataPlaneError;
+use crate::data_plane::actors::{BpfMsg, LaneDevice, MainDevice, RoutingMsg, WireGuardMsg, ask};
 use crate::data_plane::plan::{self, Plan};
-use crate::data_plane::rotation::{self};
-use crate::data_plane::{blocking, lock};
+use crate::data_plane::rotation;
 use crate::routing::RouteDevice;
 
 impl NodeDataPlane {
@@ -28,23 +27,24 @@ impl NodeDataPlane {
         target: &Plan,
         everything: bool,
     ) -> Result<(), DataPlaneError> {
+        let (routing, bpf) = (self.parts.routing.clone(), self.parts.bpf.clone());
         if everything {
             // Someone may have set it down; v4 routes need it up.
-            self.mtu = self.link.ensure_up().await?;
+            self.mtu = ask(&routing, RoutingMsg::EnsureUp).await?;
         }
         let mut old = self.plan.clone();
         if everything {
             // After a restart or a failed converge the plan does not know
             // every route in the table; removing one before classify stops
             // marking its CIDR would send that traffic out in clear.
-            let installed = self.routing.installed_routes().await.map_err(DataPlaneError::Routing)?;
+            let installed = ask(&routing, RoutingMsg::InstalledRoutes).await?;
             old.routes =
                 old.routes.into_iter().chain(installed).collect::<BTreeSet<_>>().into_iter().collect();
         }
         self.converge_main_device(state, &old, target, everything).await?;
-        if !target.endpoints.is_empty() && (everything || self.sized_for.as_ref() != Some(&target.endpoints))
-        {
-            self.size_mtu(&target.endpoints).await?;
+        if !target.endpoints.is_empty() && (everything || old.endpoints != target.endpoints) {
+            let endpoints = target.endpoints.clone();
+            self.mtu = ask(&routing, |reply| RoutingMsg::SizeMtu(endpoints, everything, reply)).await?;
         }
 
         // The lane is ready before routes go into it, and emptied only after
@@ -70,29 +70,28 @@ impl NodeDataPlane {
             } else {
                 target.routes_via()
             };
-            self.routing.sync_routes_via(&first).await.map_err(DataPlaneError::Routing)?;
+            ask(&routing, |reply| RoutingMsg::SyncRoutes(first, reply)).await?;
         }
         if !lane_carries {
             self.converge_lane(state, target, everything).await?;
         }
         if everything || old.blocks != target.blocks {
-            let (bpf, blocks) = (Arc::clone(&self.bpf), target.blocks.clone());
-            blocking("bpf", move || lock(&bpf).sync_blocks(&blocks).map_err(DataPlaneError::Bpf)).await?;
+            let blocks = target.blocks.clone();
+            ask(&bpf, |reply| BpfMsg::SyncBlocks(blocks, reply)).await?;
         }
         if everything || old.destinations != target.destinations {
-            let (bpf, destinations) = (Arc::clone(&self.bpf), target.destinations.clone());
-            blocking("bpf", move || lock(&bpf).sync_destinations(&destinations).map_err(DataPlaneError::Bpf))
-                .await?;
+            let destinations = target.destinations.clone();
+            ask(&bpf, |reply| BpfMsg::SyncDestinations(destinations, reply)).await?;
         }
         if shrinking {
-            self.routing.sync_routes_via(&target.routes_via()).await.map_err(DataPlaneError::Routing)?;
+            ask(&routing, |reply| RoutingMsg::SyncRoutes(target.routes_via(), reply)).await?;
         }
         Ok(())
     }
 
-    /// Brings the main WireGuard device to `target`: listen port, the
-    /// active key, and `state`'s peers. Remembers when each peer was
-    /// configured (a rotation's Retire waits for a newer handshake).
+    /// Brings the main WireGuard device to `target`: its address and
+    /// `rp_filter` (Routing), then listen port, the active key, and
+    /// `state`'s peers (WireGuard).
     async fn converge_main_device(
         &mut self,
         state: &NodeDesiredState,
@@ -100,57 +99,19 @@ impl NodeDataPlane {
         target: &Plan,
         everything: bool,
     ) -> Result<(), DataPlaneError> {
-        let peers_changed = everything || self.state.as_ref().is_none_or(|s| s.peers != state.peers);
-
-        if target.listen_port != 0 && (everything || old.listen_port != target.listen_port) {
-            let (device, port) = (Arc::clone(&self.device), target.listen_port);
-            blocking("wireguard", move || {
-                lock(&device).set_listen_port(port).map_err(DataPlaneError::WireGuard)
-            })
-            .await?;
-        }
         if everything || old.mesh_address != target.mesh_address {
-            self.link.ensure_source_check(target.mesh_address).await?;
+            let address = target.mesh_address;
+            ask(&self.parts.routing, |reply| RoutingMsg::SourceCheck(address, reply)).await?;
         }
-        // The main device holds the active key (a rotation's Retire
-        // promoted a new one); every session under the old one is gone.
-        let main_key = self.public_key();
-        if everything || main_key != self.main_key {
-            let before = SystemTime::now();
-            let (device, keys) = (Arc::clone(&self.device), Arc::clone(&self.keys));
-            let switched = blocking("wireguard", move || {
-                lock(&device).set_private_key(lock(&keys).active()).map_err(DataPlaneError::WireGuard)
-            })
-            .await?;
-            if switched {
-                tracing::info!(key = %rotation::short(&main_key), "main device switched to the active key");
-                for peer in state.peers.values() {
-                    self.main_configured.insert(peer.public_key, before);
-                }
-            }
-            self.main_key = main_key;
-        }
-        if peers_changed {
-            let before = SystemTime::now();
-            let (device, peers) = (Arc::clone(&self.device), state.peers.clone());
-            let diff = blocking("wireguard", move || {
-                lock(&device).apply_peers(&peers).map_err(DataPlaneError::WireGuard)
-            })
-            .await?;
-            if !diff.is_empty() {
-                tracing::debug!(
-                    added = diff.add.len(),
-                    updated = diff.update.len(),
-                    removed = diff.remove.len(),
-                    "peers"
-                );
-            }
-            for peer in &diff.add {
-                self.main_configured.insert(peer.public_key, before);
-            }
-            self.main_configured.retain(|key, _| state.peers.values().any(|p| p.public_key == *key));
-        }
-        Ok(())
+        let listen_port = (target.listen_port != 0 && (everything || old.listen_port != target.listen_port))
+            .then_some(target.listen_port);
+        let main = MainDevice {
+            listen_port,
+            peers: state.peers.clone(),
+            apply_peers: everything || self.state.as_ref().is_none_or(|s| s.peers != state.peers),
+            everything,
+        };
+        ask(&self.parts.wireguard, |reply| WireGuardMsg::ConvergeMain(main, reply)).await
     }
 
     /// Brings the lane device to the rotation in `state` (none: the active
@@ -161,26 +122,17 @@ impl NodeDataPlane {
         target: &Plan,
         everything: bool,
     ) -> Result<(), DataPlaneError> {
-        let Some(lane) = &mut self.lane else { return Ok(()) };
+        if !self.has_lane {
+            return Ok(());
+        }
         let rotation = state.rotation.as_ref();
-        let which = rotation::lane_key(rotation, &self.node);
-        let peers = rotation::lane_peers(rotation);
-        lane.converge(&self.keys, which, target.lane_port, &peers, target.mesh_address, everything).await
-    }
-
-    /// Mesh MTU = underlay MTU − overhead, and the MSS clamp to match.
-    async fn size_mtu(&mut self, endpoints: &[IpAddr]) -> Result<(), DataPlaneError> {
-        let underlay = self.routing.detect_underlay_mtu(endpoints).await.map_err(DataPlaneError::Routing)?;
-        let (mtu, _) = self.routing.ensure_mesh_mtu(underlay.mtu).await.map_err(DataPlaneError::Routing)?;
-        if self.lane.is_some() {
-            self.routing.ensure_lane_mtu(mtu).await.map_err(DataPlaneError::Routing)?;
-        }
-        self.routing.ensure_mss_clamp(mtu).await.map_err(DataPlaneError::Routing)?;
-        if mtu != self.mtu {
-            tracing::info!(underlay = %underlay.interface, underlay_mtu = underlay.mtu, mtu, "mesh MTU set");
-        }
-        self.mtu = mtu;
-        self.sized_for = Some(endpoints.to_vec());
-        Ok(())
+        let lane = LaneDevice {
+            which: rotation::lane_key(rotation, &self.node),
+            port: target.lane_port,
+            peers: rotation::lane_peers(rotation),
+            address: target.mesh_address,
+            everything,
+        };
+        ask(&self.parts.wireguard, |reply| WireGuardMsg::ConvergeLane(lane, reply)).await
     }
 }

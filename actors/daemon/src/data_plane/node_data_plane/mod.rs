@@ -2,52 +2,48 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::IpAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
+use ractor::{Actor, ActorRef};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vpblu_messages::{
-    Backend, Cidr, Command, Generation, NodeDesiredState, NodeName, NodeRotation, PublicKey, RotationPhase,
+    Backend, Cidr, Command, Generation, NodeDesiredState, NodeName, NodeRotation, RotationPhase,
     RotationReport, apply,
 };
+use vpblu_runtime::{ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};
 
+use super::actors::{
+    self, BpfMsg, BpfOpener, BpfPart, KeyFacts, Opened, Part as _, PartSlots, Processes, RoutingPart,
+    WireGuardMsg, WireGuardOpener, WireGuardPart, ask, query,
+};
 use super::applied_generation::GenerationFile;
-use super::lane::Lane;
-use super::mesh_link::MeshLink;
 use super::plan::{self, Plan};
-use super::rotation::{self};
+use super::rotation::{self, Device};
 use super::rotation_reports::RotationReports;
-use super::{Config, DataPlaneError};
-use super::{blocking, lock};
-use crate::bpf::{AttachMode, Dataplane, Verdict};
-use crate::keys::KeyStore;
-use crate::pod_interfaces::PodInterfaces;
-use crate::routing::Routing;
+use super::{Config, DataPlaneError, blocking};
+use crate::bpf::{AttachMode, Verdict};
 use crate::stream::{DataPlane, HelloFacts};
-use crate::wireguard::{BackendReason, DeviceState, WireGuard, WireGuardDevice};
+use crate::wireguard::{BackendReason, DeviceState, WireGuard};
 
 mod converge;
 mod rotation_step;
 
-/// The node's WireGuard device, routing and BPF programs, driven as one
-/// data plane. See the module docs for the order of the steps.
+/// The node's data plane as the stream client drives it: the desired
+/// state in force and what each component was last brought to, and the
+/// WireGuard, Routing and BPF-map actors that own the components (see
+/// [`actors`]). Applying a command sends them typed messages in the order
+/// the module docs give and gathers their answers into one result.
 pub struct NodeDataPlane {
     node: NodeName,
     config: Config,
-    keys: Arc<Mutex<KeyStore>>,
     backend: Backend,
     /// Why that backend (`--backend`, or what `auto` found).
     backend_reason: BackendReason,
-    device: Arc<Mutex<WireGuardDevice>>,
-    link: MeshLink,
-    /// The lane device; `None` when the configuration has none.
-    lane: Option<Lane>,
-    routing: Routing,
-    bpf: Arc<Mutex<Dataplane>>,
-    pods: PodInterfaces,
+    parts: PartSlots,
+    /// The parts' supervisor, when this data plane runs them itself
+    /// ([`NodeDataPlane::start`]); the daemon's tree runs them instead.
+    own_supervisor: Option<OwnSupervisor>,
+    has_lane: bool,
     generation_file: GenerationFile,
     applied: Generation,
     /// The desired state in force; `None` until the first SyncState.
@@ -55,19 +51,24 @@ pub struct NodeDataPlane {
     /// What the components were last brought to (for targeted commands).
     plan: Plan,
     tombstones: BTreeSet<Cidr>,
-    /// The endpoints the mesh MTU was last sized for.
-    sized_for: Option<Vec<IpAddr>>,
+    /// The mesh MTU, as the Routing actor last said.
     mtu: u32,
+    /// The node's public keys, as the WireGuard actor last said.
+    keys: KeyFacts,
     /// A converge failed part-way: the next one redoes every component.
     dirty: bool,
-    /// The key the main device was last given.
-    main_key: PublicKey,
-    /// When this process added each main peer, or switched the main key
-    /// under it (a rotation's Retire waits for a newer handshake).
-    main_configured: BTreeMap<PublicKey, SystemTime>,
     /// This node's part in the key rotation in force.
     rotation: Progress,
     reports: RotationReports,
+}
+
+/// Stops the parts' supervisor (and so the parts) when dropped.
+struct OwnSupervisor(ActorRef<SupervisorMsg>);
+
+impl Drop for OwnSupervisor {
+    fn drop(&mut self) {
+        self.0.stop(Some("the data plane was dropped".into()));
+    }
 }
 
 /// Where this node stands in a key rotation.
@@ -106,6 +107,19 @@ impl fmt::Debug for NodeDataPlane {
 }
 
 impl NodeDataPlane {
+    /// [`NodeDataPlane::open`], with the actors run under a supervisor of
+    /// its own (stopped when the data plane is dropped): for programs that
+    /// embed a data plane without the daemon's tree.
+    pub async fn start(node: NodeName, config: Config) -> Result<Self, DataPlaneError> {
+        let (mut data_plane, children) = NodeDataPlane::open(node, config).await?;
+        let args = SupervisorArgs { children, policy: RestartPolicy::default(), on_exit: None };
+        let (supervisor, _) = Actor::spawn(None, Supervisor, args)
+            .await
+            .map_err(|e| DataPlaneError::Config(format!("could not start the data plane's actors: {e}")))?;
+        data_plane.own_supervisor = Some(OwnSupervisor(supervisor));
+        Ok(data_plane)
+    }
+
     /// Opens (or creates) the key, ensures (or adopts) the WireGuard device
     /// and brings it up, installs the fwmark rules, loads the BPF programs
     /// (reusing pinned maps), writes the mark and strict mode, attaches
@@ -113,12 +127,16 @@ impl NodeDataPlane {
     /// already configured is torn down: a restarted daemon keeps forwarding
     /// as before until the first full state converges it.
     ///
+    /// Returns the data plane and its actors' child specs (WireGuard,
+    /// Routing, BPF maps), for a supervisor to start before the data plane
+    /// is used; their first incarnations take over what was opened here.
+    ///
     /// The listen port comes with the first full state (`SelfSettings`);
     /// until then an adopted device keeps its port and a new one has
     /// whatever wireguard-go picked.
     ///
     /// Runs inside a tokio runtime in the node's network namespace.
-    pub async fn start(node: NodeName, config: Config) -> Result<Self, DataPlaneError> {
+    pub async fn open(node: NodeName, config: Config) -> Result<(Self, Vec<ChildSpec>), DataPlaneError> {
         config.validate()?;
         if let Some(phase) = config.fail_rotation_phase {
             tracing::warn!(
@@ -127,44 +145,41 @@ impl NodeDataPlane {
                  this phase (--fail-rotation-phase)"
             );
         }
-        let (keys, generation_file, applied) = open_keys(&config).await?;
+        let state_dir = config.state_dir.clone();
+        let (generation_file, applied) = blocking("state directory", move || {
+            GenerationFile::open(&state_dir)
+                .map_err(|source| DataPlaneError::StateDir { path: state_dir.clone(), source })
+        })
+        .await?;
 
         let wireguard = match config.backend {
             Some(backend) => WireGuard::new(backend, config.userspace.clone()),
             None => WireGuard::detect(config.userspace.clone()),
         };
         let (backend, backend_reason) = (wireguard.backend(), wireguard.reason());
-        let (device, keys) = ensure_device(&wireguard, &config.interface, keys).await?;
-        let device = Arc::new(Mutex::new(device));
-        let main_key = keys.public_key();
-        let keys = Arc::new(Mutex::new(keys));
-
-        let link = MeshLink::connect(&config.interface)?;
-        let mtu = link.ensure_up().await?;
-        let routing = Routing::connect(config.routing.clone()).map_err(DataPlaneError::Routing)?;
-        let lane = match &config.lane_interface {
-            Some(name) => {
-                let lane = Lane::open(wireguard.clone(), name.clone(), Arc::clone(&keys)).await?;
-                routing.ensure_lane_mtu(mtu).await.map_err(DataPlaneError::Routing)?;
-                Some(lane)
-            }
-            None => None,
+        let wireguard_opener = WireGuardOpener {
+            wireguard,
+            key_dir: config.key_dir.clone(),
+            interface: config.interface.clone(),
+            lane_interface: config.lane_interface.clone(),
         };
-        routing.ensure_rule().await.map_err(DataPlaneError::Routing)?;
-
-        let bpf = load_bpf(&config).await?;
-        let bpf = Arc::new(Mutex::new(bpf));
-        let pods = PodInterfaces::start(
-            config.pod_interfaces.clone(),
-            config.interface.clone(),
-            Arc::clone(&bpf),
-            config.pod_interface_resync,
-        )
-        .await
-        .map_err(DataPlaneError::PodInterfaces)?;
+        let wireguard = WireGuardPart::open(&wireguard_opener).await?;
+        let keys = wireguard.key_facts();
+        let routing = RoutingPart::open(&config.routing).await?;
+        let mtu = routing.mtu();
+        let bpf_opener = BpfOpener {
+            pin_dir: config.pin_dir.clone(),
+            mode: config.attach_mode.unwrap_or_else(AttachMode::for_running_kernel),
+            mark: config.routing.fwmark,
+            strict: config.strict,
+            interface: config.interface.clone(),
+            lane_interface: config.lane_interface.clone(),
+            pod_interfaces: config.pod_interfaces.clone(),
+            pod_interface_resync: config.pod_interface_resync,
+        };
+        let bpf = BpfPart::open(&bpf_opener).await?;
 
         tracing::info!(
-            node = %node,
             device = %config.interface,
             lane = config.lane_interface.as_deref().unwrap_or("(none)"),
             backend = backend.as_str(),
@@ -172,31 +187,33 @@ impl NodeDataPlane {
             mtu,
             "data plane started"
         );
-        Ok(NodeDataPlane {
+        let parts = PartSlots::new();
+        let opened = Opened {
+            wireguard: (wireguard, wireguard_opener),
+            routing: (routing, config.routing.clone()),
+            bpf: (bpf, bpf_opener),
+        };
+        let children = actors::children(opened, &parts);
+        let data_plane = NodeDataPlane {
             node,
+            has_lane: config.lane_interface.is_some(),
             config,
-            keys,
             backend,
             backend_reason,
-            device,
-            link,
-            lane,
-            routing,
-            bpf,
-            pods,
+            parts,
+            own_supervisor: None,
             generation_file,
             applied,
             state: None,
             plan: Plan::default(),
             tombstones: BTreeSet::new(),
-            sized_for: None,
             mtu,
+            keys,
             dirty: true,
-            main_key,
-            main_configured: BTreeMap::new(),
             rotation: Progress::default(),
             reports: RotationReports::default(),
-        })
+        };
+        Ok((data_plane, children))
     }
 
     /// The node.
@@ -214,28 +231,14 @@ impl NodeDataPlane {
         self.state.as_ref()
     }
 
-    /// The wireguard-go process (userspace backend only).
-    pub fn wireguard_pid(&self) -> Option<u32> {
-        lock(&self.device).pid()
-    }
-
-    /// The lane's wireguard-go process (userspace backend, with a lane).
-    pub fn lane_wireguard_pid(&self) -> Option<u32> {
-        self.lane.as_ref().and_then(Lane::pid)
-    }
-
-    fn public_key(&self) -> PublicKey {
-        lock(&self.keys).public_key()
-    }
-
-    /// The UAPI socket (userspace backend only).
-    pub fn wireguard_socket(&self) -> Option<PathBuf> {
-        lock(&self.device).socket().map(PathBuf::from)
+    /// The wireguard-go processes and the UAPI socket (userspace backend).
+    pub async fn processes(&self) -> Result<Processes, DataPlaneError> {
+        query(&self.parts.wireguard, WireGuardMsg::Processes).await
     }
 
     /// Interfaces classify is attached to now.
-    pub fn pod_interfaces(&self) -> Vec<String> {
-        self.pods.attached()
+    pub async fn pod_interfaces(&self) -> Result<Vec<String>, DataPlaneError> {
+        query(&self.parts.bpf, BpfMsg::PodInterfaces).await
     }
 
     /// Packets per verdict since the pinned maps were created.
@@ -243,14 +246,10 @@ impl NodeDataPlane {
         self.reader().counters().await
     }
 
-    /// A handle that reads the device and the counters without waiting
-    /// for an apply in progress (which holds `&mut self`).
+    /// A handle that reads the devices and the counters from the actors
+    /// that own them, between the steps of an apply in progress.
     pub fn reader(&self) -> DataPlaneReader {
-        DataPlaneReader {
-            device: Arc::clone(&self.device),
-            lane: self.lane.as_ref().map(Lane::device),
-            bpf: Arc::clone(&self.bpf),
-        }
+        DataPlaneReader { parts: self.parts.clone(), has_lane: self.has_lane }
     }
 
     /// Applies one command; see [`DataPlane::apply`]. On error the desired
@@ -262,7 +261,8 @@ impl NodeDataPlane {
     ) -> Result<(), DataPlaneError> {
         let next = self.next_state(command)?;
         next.validate().map_err(DataPlaneError::Invalid)?;
-        plan::check(&next, &self.public_key()).map_err(DataPlaneError::Refused)?;
+        self.keys = query(&self.parts.wireguard, WireGuardMsg::Keys).await?;
+        plan::check(&next, &self.keys.public_key).map_err(DataPlaneError::Refused)?;
 
         // This node's part of a rotation phase happens once, when the phase
         // comes in force; the state acted on carries the rotation the
@@ -281,7 +281,7 @@ impl NodeDataPlane {
         };
         let acted = NodeDesiredState { rotation: effective.clone(), ..next.clone() };
         if let Some(rotation) = &acted.rotation {
-            if self.lane.is_none() && !rotation.lane.is_empty() {
+            if !self.has_lane && !rotation.lane.is_empty() {
                 return Err(DataPlaneError::NoLane { rotating: rotation.node.clone() });
             }
             let lane_key = self.lane_public_key(rotation::lane_key(Some(rotation), &self.node));
@@ -302,11 +302,6 @@ impl NodeDataPlane {
         // a targeted command touches only the components it changes.
         let everything = self.dirty || matches!(command, Command::SyncState(_));
         self.dirty = true;
-        if let Some(lane) = &mut self.lane
-            && everything
-        {
-            lane.forget();
-        }
         self.converge(&acted, &target, everything).await?;
         self.dirty = false;
         self.plan = target;
@@ -321,7 +316,7 @@ impl NodeDataPlane {
                         self.reports.publish(self.report(rotation, Err(reason)));
                     }
                     // Without a failure the state acted on is the desired one.
-                    None => self.report_when_done(&acted, rotation),
+                    None => self.report_when_done(&acted, rotation).await?,
                 }
             }
         } else {
@@ -365,64 +360,14 @@ impl NodeDataPlane {
     }
 }
 
-/// Ensures (or adopts) the main WireGuard device under the active key.
-/// The key store moves to the blocking thread and back: the private key
-/// is lent to the device by reference, never copied.
-async fn ensure_device(
-    wireguard: &WireGuard,
-    interface: &str,
-    keys: KeyStore,
-) -> Result<(WireGuardDevice, KeyStore), DataPlaneError> {
-    let (name, wireguard) = (interface.to_owned(), wireguard.clone());
-    blocking("wireguard", move || {
-        let device = wireguard.ensure_device(&name, 0, keys.active()).map_err(DataPlaneError::WireGuard)?;
-        Ok((device, keys))
-    })
-    .await
-}
-
-/// Opens (or creates) the node's key and the applied-generation file.
-async fn open_keys(config: &Config) -> Result<(KeyStore, GenerationFile, Generation), DataPlaneError> {
-    let key_dir = config.key_dir.clone();
-    let state_dir = config.state_dir.clone();
-    blocking("keys", move || {
-        let keys = KeyStore::open(&key_dir).map_err(DataPlaneError::Keys)?;
-        let (file, applied) = GenerationFile::open(&state_dir)
-            .map_err(|source| DataPlaneError::StateDir { path: state_dir.clone(), source })?;
-        Ok((keys, file, applied))
-    })
-    .await
-}
-
-/// Loads the BPF programs (reusing pinned maps), writes the mark and
-/// strict mode, and attaches deliver to the mesh device and the lane.
-async fn load_bpf(config: &Config) -> Result<Dataplane, DataPlaneError> {
-    let pin_dir = config.pin_dir.clone();
-    let mode = config.attach_mode.unwrap_or_else(AttachMode::for_running_kernel);
-    let (mark, strict, interface) = (config.routing.fwmark, config.strict, config.interface.clone());
-    let lane = config.lane_interface.clone();
-    blocking("bpf", move || {
-        let mut bpf = Dataplane::load(&pin_dir, mode).map_err(DataPlaneError::Bpf)?;
-        // Before any PEER entry: an entry marks with whatever mark is set.
-        bpf.set_config(mark, strict).map_err(DataPlaneError::Bpf)?;
-        bpf.attach_deliver(&interface).map_err(DataPlaneError::Bpf)?;
-        // Traffic arrives on the lane while a key rotates: blocks hold there too.
-        if let Some(lane) = &lane {
-            bpf.attach_deliver(lane).map_err(DataPlaneError::Bpf)?;
-        }
-        Ok(bpf)
-    })
-    .await
-}
-
 /// Reads what the node's WireGuard device and BPF programs hold, for
-/// observation; see [`NodeDataPlane::reader`]. Each read takes the
-/// component's lock for the length of one read-back.
+/// observation; see [`NodeDataPlane::reader`]. Each read is a message to
+/// the actor that owns the component, answered between two steps of
+/// whatever it is doing.
 #[derive(Clone)]
 pub struct DataPlaneReader {
-    device: Arc<Mutex<WireGuardDevice>>,
-    lane: Option<Arc<Mutex<WireGuardDevice>>>,
-    bpf: Arc<Mutex<Dataplane>>,
+    parts: PartSlots,
+    has_lane: bool,
 }
 
 impl fmt::Debug for DataPlaneReader {
@@ -434,28 +379,27 @@ impl fmt::Debug for DataPlaneReader {
 impl DataPlaneReader {
     /// The device read back: its peers with handshakes and byte counters.
     pub async fn device(&self) -> Result<DeviceState, DataPlaneError> {
-        let device = Arc::clone(&self.device);
-        blocking("wireguard", move || lock(&device).read_back().map_err(DataPlaneError::WireGuard)).await
+        ask(&self.parts.wireguard, |reply| WireGuardMsg::ReadBack(Device::Main, reply)).await
     }
 
     /// The lane device read back, when the daemon has one.
     pub async fn lane(&self) -> Result<Option<DeviceState>, DataPlaneError> {
-        let Some(lane) = self.lane.clone() else { return Ok(None) };
-        blocking("wireguard (lane)", move || {
-            lock(&lane).read_back().map(Some).map_err(DataPlaneError::WireGuard)
-        })
-        .await
+        if !self.has_lane {
+            return Ok(None);
+        }
+        ask(&self.parts.wireguard, |reply| WireGuardMsg::ReadBack(Device::Lane, reply)).await.map(Some)
     }
 
     /// Packets per verdict since the pinned maps were created.
     pub async fn counters(&self) -> Result<BTreeMap<Verdict, u64>, DataPlaneError> {
-        let bpf = Arc::clone(&self.bpf);
-        blocking("bpf", move || lock(&bpf).counters().map_err(DataPlaneError::Bpf)).await
+        ask(&self.parts.bpf, BpfMsg::Counters).await
     }
 }
 
 impl DataPlane for NodeDataPlane {
-    async fn apply(&mut self, generation: Generation, command: &Command) -> Result<(), String> {
+    type Error = DataPlaneError;
+
+    async fn apply(&mut self, generation: Generation, command: &Command) -> Result<(), DataPlaneError> {
         match self.apply_command(generation, command).await {
             Ok(()) => {
                 tracing::info!(generation = %generation, command = command.kind(), "applied");
@@ -463,7 +407,7 @@ impl DataPlane for NodeDataPlane {
             }
             Err(e) => {
                 tracing::warn!(generation = %generation, command = command.kind(), error = %e, "not applied");
-                Err(e.to_string())
+                Err(e)
             }
         }
     }
@@ -473,11 +417,7 @@ impl DataPlane for NodeDataPlane {
     }
 
     fn hello_facts(&self) -> HelloFacts {
-        // One guard: a second lock in the same expression would deadlock.
-        let (public_key, staged_public_key) = {
-            let keys = lock(&self.keys);
-            (keys.public_key(), keys.staged_public_key())
-        };
+        let KeyFacts { public_key, staged_public_key } = self.keys;
         HelloFacts { public_key, staged_public_key, backend: self.backend, mtu: self.mtu }
     }
 

@@ -1,17 +1,15 @@
 //! This node's part of a key rotation phase: staging, checking and
-//! promoting keys when a phase comes in force, and reporting the phase
-//! done once its handshakes are seen.
-
-use std::sync::Arc;
-use std::time::SystemTime;
+//! promoting keys when a phase comes in force (messages to the WireGuard
+//! actor, which owns the key store), and reporting the phase done once its
+//! handshakes are seen.
 
 use vpblu_messages::{NodeDesiredState, NodeRotation, PublicKey, RotationPhase, RotationReport};
 
 use super::NodeDataPlane;
 use crate::data_plane::DataPlaneError;
-use crate::data_plane::handshake_wait::{self, Awaiting, Role};
-use crate::data_plane::rotation::{self, Awaited, Device, LaneKey};
-use crate::data_plane::{blocking, lock};
+use crate::data_plane::actors::{WireGuardMsg, ask, query};
+use crate::data_plane::handshake_wait::{self, Role};
+use crate::data_plane::rotation::{self, Awaited, LaneKey};
 
 impl NodeDataPlane {
     /// Does what a rotation phase needs before the devices follow it, once,
@@ -34,50 +32,44 @@ impl NodeDataPlane {
         if !r.rotates(&self.node) {
             return Ok(Ok(()));
         }
-        let (active, staged) = {
-            let keys = lock(&self.keys);
-            (keys.public_key(), keys.staged_public_key())
-        };
-        match r.phase {
+        let (active, staged) = (self.keys.public_key, self.keys.staged_public_key);
+        let wireguard = self.parts.wireguard.clone();
+        let outcome = match r.phase {
             RotationPhase::Prepare => {
-                let keys = Arc::clone(&self.keys);
-                let staged =
-                    blocking("keys", move || lock(&keys).stage().map_err(DataPlaneError::Keys)).await?;
+                let staged = ask(&wireguard, WireGuardMsg::Stage).await?;
                 tracing::info!(rotation = r.id, staged = %rotation::short(&staged), "key staged for rotation");
-                Ok(Ok(()))
+                Ok(())
             }
             RotationPhase::Distribute | RotationPhase::Activate => {
-                Ok(rotation::check_lane_key(r.new_public_key, active, staged))
+                rotation::check_lane_key(r.new_public_key, active, staged)
             }
             // Back to the main devices whatever the keys: never refused.
-            RotationPhase::Rollback => Ok(Ok(())),
+            RotationPhase::Rollback => Ok(()),
             RotationPhase::Retire | RotationPhase::Settle => {
                 match rotation::check_promotion(r.new_public_key, active, staged) {
-                    Ok(false) => Ok(Ok(())),
+                    Ok(false) => Ok(()),
                     Ok(true) => {
-                        let keys = Arc::clone(&self.keys);
-                        let now =
-                            blocking("keys", move || lock(&keys).activate().map_err(DataPlaneError::Keys))
-                                .await?;
+                        let now = ask(&wireguard, WireGuardMsg::Activate).await?;
                         tracing::info!(
                             rotation = r.id,
                             active = %rotation::short(&now),
                             "staged key is now the active key; the old one is zeroized"
                         );
-                        Ok(Ok(()))
+                        Ok(())
                     }
-                    Err(reason) => Ok(Err(reason)),
+                    Err(reason) => Err(reason),
                 }
             }
-        }
+        };
+        self.keys = query(&wireguard, WireGuardMsg::Keys).await?;
+        Ok(outcome)
     }
 
     /// The public key the lane holds for `which`.
     pub(super) fn lane_public_key(&self, which: LaneKey) -> PublicKey {
-        let keys = lock(&self.keys);
         match which {
-            LaneKey::Active => keys.public_key(),
-            LaneKey::New => keys.staged_public_key().unwrap_or_else(|| keys.public_key()),
+            LaneKey::Active => self.keys.public_key,
+            LaneKey::New => self.keys.staged_public_key.unwrap_or(self.keys.public_key),
         }
     }
 
@@ -86,54 +78,47 @@ impl NodeDataPlane {
         &mut self,
         effective: Option<&NodeRotation>,
     ) -> Result<(), DataPlaneError> {
-        if effective.is_some_and(|r| r.rotates(&self.node)) || lock(&self.keys).staged().is_none() {
+        if effective.is_some_and(|r| r.rotates(&self.node)) || self.keys.staged_public_key.is_none() {
             return Ok(());
         }
-        let keys = Arc::clone(&self.keys);
-        blocking("keys", move || lock(&keys).discard_staged().map_err(DataPlaneError::Keys)).await?;
-        tracing::info!("staged key discarded: no rotation of this node is in force");
+        if ask(&self.parts.wireguard, WireGuardMsg::DiscardStaged).await? {
+            tracing::info!("staged key discarded: no rotation of this node is in force");
+        }
+        self.keys.staged_public_key = None;
         Ok(())
     }
 
     /// This node's report on `rotation`'s phase.
     pub(super) fn report(&self, rotation: &NodeRotation, result: Result<(), String>) -> RotationReport {
-        let staged_public_key =
-            if rotation.rotates(&self.node) { lock(&self.keys).staged_public_key() } else { None };
+        let staged_public_key = if rotation.rotates(&self.node) { self.keys.staged_public_key } else { None };
         RotationReport { rotation_id: rotation.id, phase: rotation.phase, result, staged_public_key }
     }
 
     /// Reports `rotation`'s phase done now, or once its handshakes are seen
     /// (a task: the stream client keeps applying commands meanwhile).
-    pub(super) fn report_when_done(&mut self, state: &NodeDesiredState, rotation: &NodeRotation) {
+    pub(super) async fn report_when_done(
+        &mut self,
+        state: &NodeDesiredState,
+        rotation: &NodeRotation,
+    ) -> Result<(), DataPlaneError> {
         let template = self.report(rotation, Ok(()));
         let (which, peers) = match rotation::awaited(state, rotation, &self.node) {
             Awaited::Nothing => {
                 self.reports.publish(template);
-                return;
+                return Ok(());
             }
             Awaited::Handshakes { device, peers } => (device, peers),
         };
-        let device = match (which, &self.lane) {
-            (Device::Lane, Some(lane)) => lane.device(),
-            (Device::Lane, None) | (Device::Main, _) => Arc::clone(&self.device),
-        };
-        let awaiting: Vec<Awaiting> = peers
-            .into_iter()
-            .map(|(node, key)| {
-                let after = match (which, &self.lane) {
-                    (Device::Lane, Some(lane)) => lane.configured_at(&key),
-                    _ => self.main_configured.get(&key).copied().unwrap_or(SystemTime::UNIX_EPOCH),
-                };
-                Awaiting { node, key, after }
-            })
-            .collect();
+        let wireguard = self.parts.wireguard.clone();
+        let awaiting = query(&wireguard, |reply| WireGuardMsg::Awaiting(which, peers, reply)).await?;
         // One end starts each handshake, or crossed initiations can leave
         // both ends waiting for WireGuard's 5 s retry (see handshake_wait).
         let role = if rotation.rotates(&self.node) { Role::Initiator } else { Role::Responder };
         let reports = self.reports.clone();
-        self.rotation.wait = Some(tokio::spawn(async move {
-            let result = handshake_wait::wait(device, which, awaiting, role, handshake_wait::LIMIT).await;
+        self.rotation.wait = Some(vpblu_runtime::spawn(async move {
+            let result = handshake_wait::wait(wireguard, which, awaiting, role, handshake_wait::LIMIT).await;
             reports.publish(RotationReport { result, ..template });
         }));
+        Ok(())
     }
 }
