@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use vpblu_e2e::lab::pair_traffic::PairTraffic;
-use vpblu_e2e::lab::traffic::{wait_dropped, wait_flows};
+use vpblu_e2e::lab::traffic::{assert_dropped, wait_dropped, wait_flows};
 use vpblu_e2e::lab::{Lab, wg, with_lab_options};
 use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule};
 
@@ -75,10 +75,18 @@ fn a_panic_in_each_data_plane_actor_loses_no_packet_and_the_next_command_applies
                     "after the {actor} restart: BlockPolicy enforced in {} ms",
                     started.elapsed().as_millis()
                 );
-                assert!(
-                    set_blocks_applied(lab) > applied,
-                    "node-1 applied no SetBlocks after its {actor} restart"
-                );
+                // The receiver (node-2) may have dropped that first ping;
+                // once node-1 applied the block, its classify drops the
+                // next ones, counted in the pinned map.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while set_blocks_applied(lab) <= applied {
+                    assert!(
+                        Instant::now() < deadline,
+                        "node-1 applied no SetBlocks after its {actor} restart"
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                assert_dropped(&from.ns, &to.v4, "the probe pair, blocked at node-1");
                 let blocked = wait_blocked_drops_above(lab, blocked_before);
                 blocked_before = blocked;
                 api.delete(&name, &DeleteParams::default())

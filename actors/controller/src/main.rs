@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing::Instrument as _;
 use vpblu_controller::Args;
 
 /// mimalloc rather than glibc malloc: at 1000 nodes every change frees and
@@ -16,15 +15,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    vpblu_runtime::init_logging(args.log_format);
-    if args.fault_injection {
-        vpblu_runtime::fault::enable();
-    }
+    let (log_format, fault_injection, identity) =
+        (args.log_format, args.fault_injection, args.identity.clone());
     // Every line the controller logs, from every actor, names the replica once.
-    let span = tracing::info_span!("controller", identity = %args.identity);
-    let exit = async {
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), grpc = %args.grpc_addr, "vpblu-controller starting");
-        vpblu_controller::run(args).await
-    };
-    exit.instrument(span).await.into_exit_code("vpblu-controller")
+    let span = || tracing::info_span!("controller", identity = %identity);
+    vpblu_runtime::run_binary(
+        "vpblu-controller",
+        log_format,
+        fault_injection,
+        span,
+        vpblu_controller::run(args),
+    )
+    .await
 }

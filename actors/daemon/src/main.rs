@@ -4,21 +4,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing::Instrument as _;
 use vpblu_daemon::Args;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    vpblu_runtime::init_logging(args.log_format);
-    if args.fault_injection {
-        vpblu_runtime::fault::enable();
-    }
+    let (log_format, fault_injection, node) = (args.log_format, args.fault_injection, args.node_name.clone());
     // Every line the daemon logs, from every actor, names the node once.
-    let span = tracing::info_span!("daemon", node = %args.node_name);
-    let exit = async {
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), "vpblu-daemon starting");
-        vpblu_daemon::run(args).await
-    };
-    exit.instrument(span).await.into_exit_code("vpblu-daemon")
+    let span = || tracing::info_span!("daemon", node = %node);
+    vpblu_runtime::run_binary("vpblu-daemon", log_format, fault_injection, span, vpblu_daemon::run(args))
+        .await
 }

@@ -23,7 +23,7 @@ pub use forward::{Forward, broadcast_messages, forward, watch_changes};
 pub use gate::{Gate, GateArgs, GateMsg, GateState};
 pub use health::{Health, HealthServer, HealthServerArgs, HealthServerMsg, HealthServerState};
 pub use logging::{LogFormat, init_logging};
-pub use root::{RootExit, run_root, run_root_observed, shutdown_signal};
+pub use root::{RootExit, run_binary, run_root, run_root_observed, shutdown_signal};
 pub use slot::{Slot, SlotError};
 pub use supervisor::{ChildSpec, RestartPolicy, Supervisor, SupervisorArgs, SupervisorMsg};
 

@@ -92,3 +92,27 @@ where
         Err(_) => RootExit::Failed("the supervision tree ended without saying why".into()),
     }
 }
+
+/// What both binaries' `main` does once its flags are parsed: installs
+/// logging, turns fault injection on when asked, then runs `tree` in the
+/// span `span` makes (the one that names this node or replica on every
+/// line; made after logging is up, or it would record nothing) and turns
+/// how it ended into the process's exit code.
+pub async fn run_binary(
+    program: &'static str,
+    log_format: crate::LogFormat,
+    fault_injection: bool,
+    span: impl FnOnce() -> tracing::Span,
+    tree: impl Future<Output = RootExit>,
+) -> std::process::ExitCode {
+    use tracing::Instrument as _;
+    crate::init_logging(log_format);
+    if fault_injection {
+        crate::fault::enable();
+    }
+    let tree = async {
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "{program} starting");
+        tree.await
+    };
+    tree.instrument(span()).await.into_exit_code(program)
+}

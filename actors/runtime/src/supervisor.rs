@@ -144,6 +144,9 @@ pub struct SupervisorState {
     policy: RestartPolicy,
     restarts: VecDeque<Instant>,
     on_exit: Option<oneshot::Sender<Result<(), String>>>,
+    /// The span it started in (the binary's, or its own child span): its
+    /// lines go there whichever task woke it.
+    span: tracing::Span,
 }
 
 impl SupervisorState {
@@ -187,6 +190,7 @@ impl Actor for Supervisor {
             policy: args.policy,
             restarts: VecDeque::new(),
             on_exit: args.on_exit,
+            span: tracing::Span::current(),
         };
         for index in 0..state.children.len() {
             if let Err(e) = start_child(&myself, &mut state, index).await {
@@ -219,7 +223,7 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::Restart(index) => {
-                tracing::info!(child = state.name_of(index), "restarting child");
+                tracing::info!(parent: &state.span, child = state.name_of(index), "restarting child");
                 if let Err(e) = start_child(&myself, state, index).await {
                     state.report(Err(e.to_string()));
                     return Err(e);
@@ -262,13 +266,14 @@ impl Actor for Supervisor {
                 "child {name:?} {why}; {} restarts within {within:?} already: giving up",
                 state.restarts.len()
             );
-            tracing::error!(child = %name, %reason, "supervisor escalating");
+            tracing::error!(parent: &state.span, child = %name, %reason, "supervisor escalating");
             state.report(Err(reason.clone()));
             return Err(reason.into());
         }
         let delay = state.policy.backoff(state.restarts.len());
         state.restarts.push_back(now);
-        tracing::warn!(child = %name, %why, delay_ms = delay.as_millis() as u64, "child exited; will restart");
+        let delay_ms = delay.as_millis() as u64;
+        tracing::warn!(parent: &state.span, child = %name, %why, delay_ms, "child exited; will restart");
         myself.send_after(delay, move || SupervisorMsg::Restart(index));
         Ok(())
     }
