@@ -8,6 +8,7 @@ pub mod chromium;
 pub mod cluster;
 pub mod cpu;
 pub mod docs_reference;
+pub mod kube_api;
 pub mod kvm;
 pub mod lab;
 pub mod metrics_reference;
