@@ -29,7 +29,7 @@ use std::time::Duration;
 use futures::{StreamExt, future, stream};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -192,7 +192,11 @@ impl<K: Watched> Actor for Informer<K> {
             .backoff(WatchBackoff::default())
             .filter_map(move |event| {
                 future::ready(match event {
-                    Ok(event) => cache.apply(&event).then_some(InformerMsg::Changed),
+                    // Nobody here reads managedFields; at thousands of
+                    // Nodes they are a large share of what the cache holds.
+                    Ok(event) => cache
+                        .apply(&event.modify(|object| object.managed_fields_mut().clear()))
+                        .then_some(InformerMsg::Changed),
                     Err(e) => Some(InformerMsg::WatchError(error_chain(&e))),
                 })
             })

@@ -306,7 +306,7 @@ impl Actor for NodeStream {
         // either read below or announced by a Changed.
         args.desired.attach(&node, myself.clone());
         let reader = vpblu_runtime::spawn(read_inbound(args.inbound, myself.clone()));
-        let resync = myself.send_interval(args.config.resync_interval, || NodeStreamMsg::Resync);
+        let resync = resync_timer(myself.clone(), &node, args.config.resync_interval);
         let _no_subscriber =
             args.events.send(StreamEvent::Message(node.clone(), Upstream::Hello(args.hello.clone())));
         let state = NodeStreamState {
@@ -417,5 +417,58 @@ impl Actor for NodeStream {
             myself.stop(None);
         }
         Ok(())
+    }
+}
+
+/// The periodic resync. Its first tick falls at a point of
+/// [interval/2, 3·interval/2) fixed by the node's name, then every
+/// interval: streams that open together (every daemon after a failover)
+/// resync spread over the interval instead of in one burst of full states.
+fn resync_timer(myself: ActorRef<NodeStreamMsg>, node: &NodeName, every: Duration) -> JoinHandle<()> {
+    // The flag refuses zero; a config built in code gets 1 ms, not a panic.
+    let every = every.max(Duration::from_millis(1));
+    let first = every / 2 + spread(node, every);
+    vpblu_runtime::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if myself.cast(NodeStreamMsg::Resync).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// A point of [0, `every`) from `node`'s name (FNV-1a: the same in every
+/// replica and release, so a restart does not bunch the resyncs up).
+fn spread(node: &NodeName, every: Duration) -> Duration {
+    let hash = node
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    let nanos = u64::try_from(every.as_nanos()).unwrap_or(u64::MAX).max(1);
+    Duration::from_nanos(hash % nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resyncs_of_streams_opened_together_spread_over_the_interval() {
+        let every = Duration::from_secs(300);
+        let mut buckets = [0u32; 10];
+        for i in 0..1000 {
+            let node = NodeName::new(format!("node-{i}")).expect("a valid name");
+            let at = spread(&node, every);
+            assert!(at < every, "{node}: {at:?} is outside the interval");
+            assert_eq!(at, spread(&node, every), "{node}: the same name, the same point");
+            buckets[(at.as_secs() / 30) as usize] += 1;
+        }
+        // 100 expected per 30 s; a burst would put most in one bucket.
+        assert!(buckets.iter().all(|b| (50..=150).contains(b)), "{buckets:?}");
+        let node = NodeName::new("node-0").expect("a valid name");
+        assert_eq!(spread(&node, Duration::ZERO), Duration::ZERO, "a zero interval has one point");
     }
 }
