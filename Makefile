@@ -84,15 +84,20 @@ testbed-up: testbed
 test: deps fmt-check clippy build testbed wireguard-go helm prometheus mdbook
 	$(CARGO) test --workspace --locked
 
+# Every bench prints its figures and a GOAL line per goal; the log gathers
+# them and tools/bench/table.sh prints one table at the end.
+BENCH_LOG := $(CARGO_TARGET_DIR)/vpblu-bench.log
+BENCHES := vpblu-engine:desired_state vpblu-controller:stream_fanout vpblu-daemon:classify \
+	vpblu-daemon:mesh_throughput vpblu-daemon:daemon_rss vpblu-e2e:lab vpblu-e2e:rotation
+
 bench: deps wireguard-go testbed
 	$(CARGO) build --release --workspace --bins --locked
-	$(CARGO) bench -p vpblu-engine --bench desired_state --locked
-	$(CARGO) bench -p vpblu-controller --bench stream_fanout --locked
-	$(CARGO) bench -p vpblu-daemon --bench classify --locked
-	$(CARGO) bench -p vpblu-daemon --bench mesh_throughput --locked
-	$(CARGO) bench -p vpblu-daemon --bench daemon_rss --locked
-	$(CARGO) bench -p vpblu-e2e --bench lab --locked
-	$(CARGO) bench -p vpblu-e2e --bench rotation --locked
+	@mkdir -p "$(dir $(BENCH_LOG))" && : > "$(BENCH_LOG)"
+	@for b in $(BENCHES); do \
+		echo "$(CARGO) bench -p $${b%%:*} --bench $${b#*:} --locked"; \
+		$(CARGO) bench -p "$${b%%:*}" --bench "$${b#*:}" --locked | tee -a "$(BENCH_LOG)"; \
+	done
+	@tools/bench/table.sh "$(BENCH_LOG)"
 
 # Key rotation soak: VPBLU_SOAK_RUNS (default 50) 3-node rotations under
 # traffic on the lab; per-run figures, a summary, and on any loss the

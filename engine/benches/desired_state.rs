@@ -118,6 +118,24 @@ fn child_compute() {
         list(&cpu),
         before,
     );
+    goal(
+        &format!("compute, {NODES}-node full mesh"),
+        "< 1 s",
+        &format!("{:.3} s", best.as_secs_f64()),
+        best < Duration::from_secs(1),
+    );
+    goal(
+        &format!("compute peak RSS, {NODES} nodes"),
+        "< 2048 MiB",
+        &format!("{:.0} MiB", peak_rss_mib()),
+        peak_rss_mib() < 2048.0,
+    );
+}
+
+/// A `GOAL` line for `make bench`'s table (the format of
+/// vpblu_e2e::bench_goal, which this std-only crate does not depend on).
+fn goal(figure: &str, goal: &str, measured: &str, met: bool) {
+    println!("GOAL\t{figure}\t{goal}\t{measured}\t{}", if met { "met" } else { "missed" });
 }
 
 fn main() {
@@ -160,6 +178,12 @@ fn main() {
         ms(times[samples / 2]),
         ms(times[samples - 1])
     );
+    goal(
+        "compute_node, one node's state",
+        "< 5 ms",
+        &format!("{:.1} ms (slowest of {samples})", ms(times[samples - 1])),
+        ms(times[samples - 1]) < 5.0,
+    );
 
     let before = compute(&inputs);
     let mut changed = inputs.clone();
@@ -175,5 +199,13 @@ fn main() {
         "one BlockPolicy change: commands for {} of {NODES} nodes ({})",
         touched.len(),
         touched.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    // The rule's source is node 17's CIDR and its destination node 4242's:
+    // those two nodes hold the block, no other node's state changes.
+    goal(
+        "one BlockPolicy change reaches",
+        "only its 2 nodes",
+        &format!("{} of {NODES} nodes", touched.len()),
+        touched.len() == 2,
     );
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
+use vpblu_e2e::bench_goal::goal;
 use vpblu_e2e::lab::traffic::{wait_dropped, wait_flows};
 use vpblu_e2e::lab::{Lab, LabOptions, wg};
 use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule};
@@ -67,6 +68,12 @@ async fn block_latency(lab: &Lab, trials: usize) {
         "BlockPolicy create -> first dropped ping on the wire, {trials} trials: p50 {} ms, p99 {} ms (goal p99 < 250 ms)",
         p50.as_millis(),
         p99.as_millis()
+    );
+    goal(
+        "lab: BlockPolicy create -> first dropped ping, p99",
+        "< 250 ms",
+        &format!("{} ms", p99.as_millis()),
+        p99 < Duration::from_millis(250),
     );
 }
 

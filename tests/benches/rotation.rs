@@ -13,6 +13,7 @@
 
 use std::time::{Duration, Instant};
 
+use vpblu_e2e::bench_goal::goal;
 use vpblu_e2e::cpu;
 use vpblu_e2e::lab::pair_traffic::PairTraffic;
 use vpblu_e2e::lab::rotation::{now_rfc3339, rotate_now, wait_rotated};
@@ -53,6 +54,12 @@ fn main() {
             traffic_started.elapsed().as_secs_f64()
         );
         let (took, busy) = rotate(&lab, "bench-all", None, &all).await;
+        goal(
+            "rotate a 3-node cluster",
+            "< 10 s",
+            &format!("{:.2} s", took.as_secs_f64()),
+            took < Duration::from_secs(10),
+        );
         println!(
             "rotate a 3-node cluster: {:.2} s ({:.0}% CPU busy, +{:.0} points over the baseline)",
             took.as_secs_f64(),
@@ -68,6 +75,18 @@ fn main() {
             result.sent(),
             result.max_tcp_gap().as_millis(),
             if result.lost() == 0 { "zero loss" } else { "LOSS" }
+        );
+        goal(
+            "pings lost during the rotations",
+            "0",
+            &format!("{} of {}", result.lost(), result.sent()),
+            result.lost() == 0,
+        );
+        goal(
+            "longest TCP gap during the rotations",
+            "< 100 ms",
+            &format!("{} ms", result.max_tcp_gap().as_millis()),
+            result.max_tcp_gap() < Duration::from_millis(100),
         );
         if result.lost() > 0 || result.max_tcp_gap() > Duration::from_millis(200) {
             print!("{}", result.summary());

@@ -1,6 +1,7 @@
 //! vpblu's test harness: child processes and (with later parts) a real
 //! Kubernetes control plane, the lab, and the §12 acceptance suite.
 
+pub mod bench_goal;
 pub mod binary_lifecycle;
 pub mod built_tools;
 pub mod chart;

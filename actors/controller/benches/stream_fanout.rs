@@ -20,13 +20,17 @@
 //! streams are plaintext (`--insecure-dev`), so TLS and TokenReview (paid
 //! once per connect) are not in the figures. It prints; it asserts nothing
 //! about timings. A size that cannot form its mesh in time says so and the
-//! next size runs. Run with `make bench` or
+//! next size runs. At 1000 and 5000 daemons each figure with a goal also
+//! prints a GOAL line for `make bench`'s table (a figure not measured is
+//! missed); `make bench` runs 100 and 1000, `VPBLU_BENCH_NODES=5000` the
+//! larger size. Run with `make bench` or
 //! `cargo bench -p vpblu-controller --bench stream_fanout`.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -37,12 +41,11 @@ use vpblu_daemon::stream::{
     Backoff, ClientConfig, DataPlane, HelloFacts, StreamClient, StreamClientArgs, StreamClientMsg,
     StreamSecurity,
 };
+use vpblu_e2e::bench_goal::goal;
 use vpblu_e2e::cluster::TestCluster;
 use vpblu_e2e::process::{Guarded, free_addr, http_get, wait_http_ok};
 use vpblu_k8s::{BlockPolicy, BlockPolicySpec, BlockRule};
-use vpblu_messages::{
-    Backend, Command as MeshCommand, Generation, NodeDesiredState, NodeName, PublicKey, apply,
-};
+use vpblu_messages::{Backend, Command as MeshCommand, Generation, NodeName, PublicKey};
 
 const EXE: &str = env!("CARGO_BIN_EXE_vpblu-controller");
 const LEASE: [&str; 4] = ["--lease-duration", "2s", "--lease-renew", "500ms"];
@@ -59,27 +62,46 @@ struct Counts {
     syncs: AtomicU64,
 }
 
-/// A data plane that applies commands to a plain state (as the recording
-/// one does) and publishes the counts the figures wait on.
+/// A data plane that keeps what the figures wait on (which peers, how
+/// many blocks) and publishes the counts. Peers are kept as node numbers,
+/// not as whole states: at 5000 daemons the states alone would hold 25
+/// million peers in this process, beside the controller being measured.
 #[derive(Debug)]
 struct CountingPlane {
     facts: HelloFacts,
-    state: Mutex<NodeDesiredState>,
+    peers: HashSet<u32>,
     applied: AtomicU64,
     counts: Arc<Counts>,
+}
+
+/// The number in a simulated node's name (`node-<i>`).
+fn node_number(node: &NodeName) -> u32 {
+    node.as_str()
+        .strip_prefix("node-")
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("{node} is not a simulated node's name"))
 }
 
 impl DataPlane for CountingPlane {
     type Error = std::convert::Infallible;
 
     async fn apply(&mut self, generation: Generation, command: &MeshCommand) -> Result<(), Self::Error> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        apply(&mut state, command);
-        self.counts.peers.store(state.peers.len(), Ordering::Release);
-        self.counts.blocks.store(state.blocks.len(), Ordering::Release);
-        if matches!(command, MeshCommand::SyncState(_)) {
-            self.counts.syncs.fetch_add(1, Ordering::AcqRel);
+        match command {
+            MeshCommand::SyncState(state) => {
+                self.peers = state.peers.keys().map(node_number).collect();
+                self.counts.blocks.store(state.blocks.len(), Ordering::Release);
+                self.counts.syncs.fetch_add(1, Ordering::AcqRel);
+            }
+            MeshCommand::PeerUpsert(peer) => {
+                self.peers.insert(node_number(&peer.node));
+            }
+            MeshCommand::PeerRemove(node) => {
+                self.peers.remove(&node_number(node));
+            }
+            MeshCommand::SetBlocks(blocks) => self.counts.blocks.store(blocks.len(), Ordering::Release),
+            MeshCommand::SetSettings(_) | MeshCommand::SetUnreachable(_) | MeshCommand::SetRotation(_) => {}
         }
+        self.counts.peers.store(self.peers.len(), Ordering::Release);
         self.applied.store(generation.0, Ordering::Release);
         Ok(())
     }
@@ -130,7 +152,7 @@ async fn start_daemon(i: usize, endpoint: &str) -> Daemon {
             backend: Backend::Userspace,
             mtu: 1420,
         },
-        state: Mutex::new(NodeDesiredState::empty(node.clone())),
+        peers: HashSet::new(),
         applied: AtomicU64::new(0),
         counts: Arc::clone(&counts),
     };
@@ -267,10 +289,56 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn report(label: &str, n: usize, mut samples: Vec<Duration>, failed: usize) {
+/// The goals at a size: #5's at 1000 daemons, #19's at 5000 (other sizes
+/// only print their figures).
+#[derive(Clone, Copy, Debug)]
+struct Goals {
+    block_p99: Duration,
+    join_p99: Duration,
+    rss_mib: f64,
+    idle_cpu_percent: f64,
+    failover: Duration,
+}
+
+fn goals(n: usize) -> Option<Goals> {
+    match n {
+        1000 => Some(Goals {
+            block_p99: Duration::from_secs(1),
+            join_p99: Duration::from_secs(1),
+            rss_mib: 256.0,
+            idle_cpu_percent: 1.0,
+            failover: Duration::from_secs(5),
+        }),
+        5000 => Some(Goals {
+            block_p99: Duration::from_secs(2),
+            join_p99: Duration::from_secs(2),
+            rss_mib: 1024.0,
+            idle_cpu_percent: 2.0,
+            failover: Duration::from_secs(10),
+        }),
+        _ => None,
+    }
+}
+
+/// A GOAL line for a time figure at `n` daemons when `n` has goals; a
+/// figure that was not measured (`None`) is missed.
+fn time_goal(figure: &str, n: usize, limit: Option<Duration>, measured: Option<Duration>) {
+    let Some(limit) = limit else { return };
+    let text =
+        measured.map_or_else(|| "not measured".to_owned(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3));
+    goal(
+        &format!("{figure} @ {n} daemons"),
+        &format!("< {:.0} ms", limit.as_secs_f64() * 1e3),
+        &text,
+        measured.is_some_and(|d| d < limit),
+    );
+}
+
+/// Prints p50/p99/max of `samples`; returns the p99.
+fn report(label: &str, n: usize, mut samples: Vec<Duration>, failed: usize) -> Option<Duration> {
     if samples.is_empty() {
         println!("{label} @ {n} daemons: no trial finished ({failed} timed out)");
-        return;
+        return None;
     }
     samples.sort();
     println!(
@@ -281,6 +349,8 @@ fn report(label: &str, n: usize, mut samples: Vec<Duration>, failed: usize) {
         samples.len(),
         if failed > 0 { format!(" ({failed} more timed out)") } else { String::new() },
     );
+    // A trial that timed out counts against the goal.
+    (failed == 0).then(|| percentile(&samples, 99.0))
 }
 
 async fn register_nodes(cluster: &TestCluster, range: std::ops::Range<usize>) {
@@ -311,6 +381,18 @@ async fn scenario(n: usize, trials: usize) {
     let limit = Duration::from_secs(120 + n as u64 / 2);
     let mesh =
         time_until(limit, || daemons.iter().all(|d| d.counts.peers.load(Ordering::Acquire) == n - 1)).await;
+    let goals = goals(n);
+    if goals.is_some() {
+        goal(
+            &format!("full mesh @ {n} daemons"),
+            "formed",
+            &mesh.map_or_else(
+                || format!("not formed within {limit:?}"),
+                |took| format!("formed in {:.1} s", took.as_secs_f64()),
+            ),
+            mesh.is_some(),
+        );
+    }
     let Some(mesh) = mesh else {
         let complete = daemons.iter().filter(|d| d.counts.peers.load(Ordering::Acquire) == n - 1).count();
         let (rss, peak) = leader.rss();
@@ -318,6 +400,9 @@ async fn scenario(n: usize, trials: usize) {
             "full mesh @ {n} daemons: NOT formed within {limit:?} ({complete}/{n} daemons complete; controller RSS \
              {rss:.0} MiB, peak {peak:.0} MiB): too heavy for this machine at this size; skipping its other figures"
         );
+        time_goal("BlockPolicy create -> acked by all, p99", n, goals.map(|g| g.block_p99), None);
+        time_goal("node join -> every daemon has the peer, p99", n, goals.map(|g| g.join_p99), None);
+        time_goal("leader failover -> standby serving all", n, goals.map(|g| g.failover), None);
         stop(daemons).await;
         return;
     };
@@ -343,6 +428,20 @@ async fn scenario(n: usize, trials: usize) {
     println!(
         "controller idle @ {n} daemons: RSS {rss:.1} MiB (peak so far {peak:.1} MiB), CPU {idle_cpu:.2}% of one core over {IDLE:?}"
     );
+    if let Some(g) = goals {
+        goal(
+            &format!("controller idle RSS @ {n} daemons"),
+            &format!("< {:.0} MiB", g.rss_mib),
+            &format!("{rss:.0} MiB"),
+            rss < g.rss_mib,
+        );
+        goal(
+            &format!("controller idle CPU @ {n} daemons"),
+            &format!("< {}%", g.idle_cpu_percent),
+            &format!("{idle_cpu:.2}%"),
+            idle_cpu < g.idle_cpu_percent,
+        );
+    }
 
     // Churn: BlockPolicies, then node joins.
     let churn_cpu = leader.cpu();
@@ -373,7 +472,8 @@ async fn scenario(n: usize, trials: usize) {
             None => failed += 1,
         }
     }
-    report("BlockPolicy create -> applied and acked by every daemon", n, samples, failed);
+    let p99 = report("BlockPolicy create -> applied and acked by every daemon", n, samples, failed);
+    time_goal("BlockPolicy create -> acked by all, p99", n, goals.map(|g| g.block_p99), p99);
 
     let (mut samples, mut failed) = (Vec::new(), 0);
     for t in 0..trials {
@@ -392,7 +492,13 @@ async fn scenario(n: usize, trials: usize) {
             None => failed += 1,
         }
     }
-    report("node join (Node created, its daemon started) -> every daemon has the peer", n, samples, failed);
+    let p99 = report(
+        "node join (Node created, its daemon started) -> every daemon has the peer",
+        n,
+        samples,
+        failed,
+    );
+    time_goal("node join -> every daemon has the peer, p99", n, goals.map(|g| g.join_p99), p99);
     let churn = churn_start.elapsed();
     let churn_cpu = (leader.cpu() - churn_cpu) / churn.as_secs_f64() * 100.0;
     let (rss, peak) = leader.rss();
@@ -421,6 +527,7 @@ async fn scenario(n: usize, trials: usize) {
         ),
         None => println!("leader failover @ {total} daemons: not every daemon was served within 120 s"),
     }
+    time_goal("leader failover -> standby serving all", n, goals.map(|g| g.failover), served);
     let (rss, peak) = standby.rss();
     println!("new leader after failover @ {total} daemons: RSS {rss:.1} MiB, peak {peak:.1} MiB");
     drop(standby);

@@ -21,6 +21,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use vpblu_daemon::bpf::{AttachMode, Dataplane, DstEntry, ProgramKind, Verdict};
+use vpblu_e2e::bench_goal::goal;
 use vpblu_messages::{BlockRule, Cidr, UnreachableReason};
 
 const REPEAT: u32 = 1_000_000;
@@ -245,7 +246,18 @@ fn main() {
          (non-IP floor measured the same way: {mix_floor:.0} ns; difference {:.0} ns)",
         mix_ns - mix_floor
     );
+    // The floor is the harness's own cost (context, clock reads, the
+    // program's entry): the ratio is what survives a slower or busier machine.
+    let floor_ns = floor.per_run.as_nanos() as f64;
+    let ratio = worst / floor_ns;
     println!(
-        "classify with 10000 IPv4 + 10000 IPv6 block rules: {worst:.0} ns/packet on the slowest path (goal < 100)"
+        "classify with 10000 IPv4 + 10000 IPv6 block rules: {worst:.0} ns/packet on the slowest path, \
+         {ratio:.2}x the non-IP floor of {floor_ns:.0} ns in the same run (goal < 100 ns)"
+    );
+    goal(
+        "classify slowest path, 10k v4 + 10k v6 block rules",
+        "< 100 ns",
+        &format!("{worst:.0} ns ({ratio:.2}x the {floor_ns:.0} ns floor)"),
+        worst < 100.0,
     );
 }

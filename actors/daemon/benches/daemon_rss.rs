@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use daemon_support::controller::StreamController;
 use daemon_support::{DaemonSetup, processes_named};
+use vpblu_e2e::bench_goal::goal;
 use vpblu_e2e::netns::{Bridge, Netns, require_root_and};
 use vpblu_messages::{
     BlockRule, Cidr, Generation, NodeDesiredState, NodeName, Peer, PublicKey, SelfSettings,
@@ -119,6 +120,12 @@ fn main() {
         mib(full_peak),
         acked.last_acked.map_or(0, |g| g.0),
         took.as_secs_f64() * 1000.0
+    );
+    goal(
+        &format!("daemon RSS, {PEERS} peers + {BLOCKS} blocks"),
+        "< 64 MiB",
+        &format!("{:.1} MiB (peak {:.1})", mib(full), mib(full_peak)),
+        mib(full_peak) < 64.0,
     );
     for pid in processes_named(&ns, "wireguard-go") {
         let (rss, peak) = rss(pid);
