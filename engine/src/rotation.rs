@@ -14,11 +14,11 @@
 //! new key too. Entries are built once per distinct main entry and shared,
 //! as the main peers are.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use vpblu_messages::{NodeDesiredState, NodeRotation, Peer, PublicKey, RotationPhase};
+use vpblu_messages::{NodeDesiredState, NodeRotation, Peer, PeerMap, PublicKey, RotationPhase};
 
 use super::findings::{FindingReason, Findings, SubjectKind};
 use super::inputs::RotationInput;
@@ -74,7 +74,7 @@ impl<'a> Overlay<'a> {
                 Some(_) => {
                     state.peers.iter().map(|(name, main)| (name.clone(), self.lane_of(main, None))).collect()
                 }
-                None => BTreeMap::new(),
+                None => PeerMap::new(),
             }
         } else {
             let Some(main) = state.peers.get(rotating).cloned() else { return };
@@ -85,8 +85,8 @@ impl<'a> Overlay<'a> {
                 state.peers.insert(rotating.clone(), renewed);
             }
             match self.lane_key {
-                Some(key) => BTreeMap::from([(rotating.clone(), self.lane_of(&main, Some(key)))]),
-                None => BTreeMap::new(),
+                Some(key) => PeerMap::unit(rotating.clone(), self.lane_of(&main, Some(key))),
+                None => PeerMap::new(),
             }
         };
         state.rotation = Some(NodeRotation {

@@ -1,11 +1,13 @@
 //! One node's desired state, assembled from the index: its peers (shared
 //! `Arc<Peer>` entries), the blocks it enforces, the CIDRs it cannot reach.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use vpblu_messages::{Cidr, NodeDesiredState, NodeName, Peer, SelfSettings, Unreachable, UnreachableReason};
+use vpblu_messages::{
+    Cidr, NodeDesiredState, NodeName, Peer, PeerMap, SelfSettings, Unreachable, UnreachableReason,
+};
 
 use super::blocks;
 use super::index::Index;
@@ -34,7 +36,7 @@ pub(super) struct Entries {
     /// In a full mesh, every eligible node's common entry: each viewer's
     /// peer map is a clone of it, minus the viewer, plus its variants.
     /// Cloning copies the tree as it is, without comparing any keys.
-    mesh: Option<BTreeMap<NodeName, Arc<Peer>>>,
+    mesh: Option<PeerMap>,
 }
 
 impl Entries {
@@ -123,9 +125,9 @@ impl Index<'_> {
         let node = &self.nodes.nodes[n];
         let (peers, unreachable) = match node.standing {
             Standing::Eligible => (self.peers_of(n, entries), self.unreachable_from(n)),
-            Standing::Ineligible(reason) => (BTreeMap::new(), self.all_unreachable(n, reason)),
+            Standing::Ineligible(reason) => (PeerMap::new(), self.all_unreachable(n, reason)),
             // Callers only ask for live nodes.
-            Standing::Gone => (BTreeMap::new(), BTreeSet::new()),
+            Standing::Gone => (PeerMap::new(), BTreeSet::new()),
         };
         NodeDesiredState {
             node: node.name().clone(),
@@ -153,7 +155,7 @@ pub(super) fn lane_port(listen_port: u16) -> u16 {
 impl Index<'_> {
     /// Eligible `n`'s peers: every eligible node the tunnel policy pairs
     /// it with, in name order, so the map is built from a sorted run.
-    fn peers_of(&self, n: usize, entries: &mut Entries) -> BTreeMap<NodeName, Arc<Peer>> {
+    fn peers_of(&self, n: usize, entries: &mut Entries) -> PeerMap {
         if self.tunnel.is_full_mesh() && entries.viewers == Viewers::Many {
             if entries.mesh.is_none() {
                 let mesh =

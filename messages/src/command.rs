@@ -2,12 +2,11 @@
 //! pure functions that compute (`diff`) and replay (`apply`) them.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BlockRule, NodeDesiredState, NodeName, NodeRotation, Peer, SelfSettings, Unreachable};
+use crate::{BlockRule, NodeDesiredState, NodeName, NodeRotation, Peer, PeerMap, SelfSettings, Unreachable};
 
 /// One change to a node's desired state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,10 +72,7 @@ pub fn diff(old: &NodeDesiredState, new: &NodeDesiredState) -> Vec<Command> {
 /// controller diffs every node's map of every peer on each change, so a
 /// lookup per peer (a dozen string compares each in a 1000-peer map) cost
 /// more than everything else it did.
-fn peer_changes(
-    old: &BTreeMap<NodeName, Arc<Peer>>,
-    new: &BTreeMap<NodeName, Arc<Peer>>,
-) -> (Vec<Command>, Vec<Command>) {
+fn peer_changes(old: &PeerMap, new: &PeerMap) -> (Vec<Command>, Vec<Command>) {
     let (mut removed, mut upserted) = (Vec::new(), Vec::new());
     let mut old = old.iter().peekable();
     let mut new = new.iter().peekable();

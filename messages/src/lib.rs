@@ -21,6 +21,6 @@ pub use key::{KeyError, PublicKey};
 pub use node::{Generation, NodeName, NodeNameError};
 pub use rotation::{NodeRotation, RotationPhase, RotationReport};
 pub use state::{
-    BlockRule, InvalidState, NodeDesiredState, Peer, SelfSettings, Unreachable, UnreachableReason,
+    BlockRule, InvalidState, NodeDesiredState, Peer, PeerMap, SelfSettings, Unreachable, UnreachableReason,
 };
 pub use stream::{Backend, Downstream, Envelope, Hello, PeerObservation, Upstream};

@@ -22,12 +22,9 @@
 //! state ([`NodeRotation`]), so a new controller leader or a reconnecting
 //! daemon picks it up from a `SyncState` like everything else.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
-use crate::{NodeName, Peer, PublicKey};
+use crate::{NodeName, PeerMap, PublicKey};
 
 /// A phase of one node's key rotation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -116,7 +113,7 @@ pub struct NodeRotation {
     /// endpoints. On the rotating node: every peer, under their current
     /// keys; on a peer: the rotating node, under its new key. Empty during
     /// Prepare.
-    pub lane: BTreeMap<NodeName, Arc<Peer>>,
+    pub lane: PeerMap,
 }
 
 impl NodeRotation {

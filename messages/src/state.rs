@@ -76,6 +76,12 @@ pub struct SelfSettings {
     pub pod_cidrs: Vec<Cidr>,
 }
 
+/// Peers by node name: a persistent (structurally shared) B-tree. A clone
+/// is a reference-count bump and an insert or remove copies one path, so
+/// 5000 nodes' maps of 4999 peers each cost about one map, not 25 million
+/// entries.
+pub type PeerMap = imbl::OrdMap<NodeName, Arc<Peer>>;
+
 /// Everything one node should hold. `compute` produces one per node; `diff`
 /// turns two of them into the commands between them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,9 +90,10 @@ pub struct NodeDesiredState {
     pub node: NodeName,
     /// Its own settings.
     pub settings: SelfSettings,
-    /// Its peers, by peer node name. Shared: in a full mesh every node holds
-    /// the same `Peer` for a given peer node.
-    pub peers: BTreeMap<NodeName, Arc<Peer>>,
+    /// Its peers, by peer node name. Shared twice over: in a full mesh
+    /// every node holds the same `Peer` for a given peer node, and every
+    /// node's map shares the mesh's tree but for the path to its own name.
+    pub peers: PeerMap,
     /// Blocks this node enforces (as sender or as receiver).
     pub blocks: BTreeSet<BlockRule>,
     /// Cluster CIDRs it has no tunnel to, for strict mode.
@@ -101,7 +108,7 @@ impl NodeDesiredState {
         NodeDesiredState {
             node,
             settings: SelfSettings::default(),
-            peers: BTreeMap::new(),
+            peers: PeerMap::new(),
             blocks: BTreeSet::new(),
             unreachable: BTreeSet::new(),
             rotation: None,
@@ -158,12 +165,12 @@ impl NodeDesiredState {
     /// Peers are checked with two sorts (a full state of 1000 peers
     /// arrives at every daemon on each reconnect); only a map that fails
     /// them is walked again to name the first culprit.
-    fn validate_peers(&self, peers: &BTreeMap<NodeName, Arc<Peer>>) -> Result<(), InvalidState> {
+    fn validate_peers(&self, peers: &PeerMap) -> Result<(), InvalidState> {
         if self.peers_pass(peers) { Ok(()) } else { self.first_peer_fault(peers) }
     }
 
     /// Whether `peers` break none of the rules, without saying which.
-    fn peers_pass(&self, peers: &BTreeMap<NodeName, Arc<Peer>>) -> bool {
+    fn peers_pass(&self, peers: &PeerMap) -> bool {
         let mut keys = Vec::with_capacity(peers.len());
         let mut cidrs = Vec::with_capacity(peers.len());
         for (name, peer) in peers {
@@ -182,7 +189,7 @@ impl NodeDesiredState {
     }
 
     /// The first rule `peers` break, in name order.
-    fn first_peer_fault(&self, peers: &BTreeMap<NodeName, Arc<Peer>>) -> Result<(), InvalidState> {
+    fn first_peer_fault(&self, peers: &PeerMap) -> Result<(), InvalidState> {
         let mut owners: BTreeMap<Cidr, &NodeName> = BTreeMap::new();
         let mut keys: BTreeMap<PublicKey, &NodeName> = BTreeMap::new();
         for (name, peer) in peers {

@@ -5,7 +5,7 @@
 //! [`WireError`] naming the field and the bad value; it never panics on
 //! anything a peer might send.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,8 +13,8 @@ use vpblu_proto as pb;
 
 use crate::{
     Backend, BlockRule, Cidr, CidrError, Command, Downstream, Envelope, Generation, Hello, KeyError,
-    NodeDesiredState, NodeName, NodeNameError, NodeRotation, Peer, PeerObservation, PublicKey, RotationPhase,
-    RotationReport, SelfSettings, Unreachable, UnreachableReason, Upstream,
+    NodeDesiredState, NodeName, NodeNameError, NodeRotation, Peer, PeerMap, PeerObservation, PublicKey,
+    RotationPhase, RotationReport, SelfSettings, Unreachable, UnreachableReason, Upstream,
 };
 
 /// A wire message that does not make a valid domain value.
@@ -252,7 +252,7 @@ impl TryFrom<&pb::SyncState> for NodeDesiredState {
             .peers
             .iter()
             .map(|p| Peer::try_from(p).map(|p| (p.node.clone(), std::sync::Arc::new(p))))
-            .collect::<Result<BTreeMap<_, _>, _>>()?;
+            .collect::<Result<PeerMap, _>>()?;
         Ok(NodeDesiredState {
             node: node("sync_state.node", &s.node)?,
             settings: settings.try_into()?,
@@ -321,7 +321,7 @@ impl TryFrom<&pb::NodeRotation> for NodeRotation {
                 .lane
                 .iter()
                 .map(|p| Peer::try_from(p).map(|p| (p.node.clone(), std::sync::Arc::new(p))))
-                .collect::<Result<BTreeMap<_, _>, _>>()?,
+                .collect::<Result<PeerMap, _>>()?,
         })
     }
 }

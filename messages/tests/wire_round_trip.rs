@@ -1,7 +1,7 @@
 //! Domain → wire → domain is the identity for everything the stream
 //! carries, and malformed wire input becomes an error naming the field.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use vpblu_messages::wire::WireError;
 use vpblu_messages::{
     Backend, BlockRule, Cidr, Command, Downstream, Envelope, Generation, Hello, NodeDesiredState, NodeName,
-    NodeRotation, Peer, PeerObservation, PublicKey, RotationPhase, RotationReport, SelfSettings, Unreachable,
-    UnreachableReason, Upstream,
+    NodeRotation, Peer, PeerMap, PeerObservation, PublicKey, RotationPhase, RotationReport, SelfSettings,
+    Unreachable, UnreachableReason, Upstream,
 };
 use vpblu_proto as pb;
 
@@ -86,10 +86,7 @@ fn state_strategy() -> impl Strategy<Value = NodeDesiredState> {
                     node,
                     settings: SelfSettings { listen_port, lane_port, isolated, drained, pod_cidrs },
                     rotation,
-                    peers: peers
-                        .into_iter()
-                        .map(|p| (p.node.clone(), Arc::new(p)))
-                        .collect::<BTreeMap<_, _>>(),
+                    peers: peers.into_iter().map(|p| (p.node.clone(), Arc::new(p))).collect::<PeerMap>(),
                     blocks: blocks.into_iter().map(|(from, to)| BlockRule { from, to }).collect(),
                     unreachable: unreachable
                         .into_iter()

@@ -25,7 +25,6 @@
 //! `VPBLU_BENCH_PAIRS` (10), `VPBLU_BENCH_MAX_PAIRS` (30) and
 //! `VPBLU_BENCH_SECONDS` (5 s per run) override the defaults.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -41,7 +40,7 @@ use vpblu_e2e::lab::topology::{LabNode, Topology};
 use vpblu_e2e::lab::traffic::wait_flows;
 use vpblu_e2e::netns::{Netns, require_root_and};
 use vpblu_messages::{
-    Backend, Cidr, Command as MeshCommand, Generation, NodeDesiredState, NodeName, Peer, PublicKey,
+    Backend, Cidr, Command as MeshCommand, Generation, NodeDesiredState, NodeName, Peer, PeerMap, PublicKey,
     SelfSettings,
 };
 
@@ -203,7 +202,7 @@ impl PlainWireGuard {
             devices.push(device);
         }
         for (i, (node, device)) in topology.nodes.iter().zip(devices.iter_mut()).enumerate() {
-            let mut peers = BTreeMap::new();
+            let mut peers = PeerMap::new();
             for (j, other) in topology.nodes.iter().enumerate().filter(|(j, _)| *j != i) {
                 peers.insert(NodeName::new(other.name.clone()).expect("node name"), peer(other, keys[j]));
                 for cidr in &other.pod_cidrs {

@@ -33,6 +33,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vpblu_messages::PeerMap;
 
 use base64::Engine as _;
 use daemon_support::controller::StreamController;
@@ -99,7 +100,7 @@ fn state(n: u8, keys: &BTreeMap<u8, PublicKey>, step: Option<Step>) -> NodeDesir
     }
     state.rotation = step.map(|step| {
         let lane = if step.phase == RotationPhase::Prepare {
-            BTreeMap::new()
+            PeerMap::new()
         } else if n == ROTATING {
             keys.iter()
                 .filter(|(m, _)| **m != n)
@@ -107,7 +108,7 @@ fn state(n: u8, keys: &BTreeMap<u8, PublicKey>, step: Option<Step>) -> NodeDesir
                 .collect()
         } else {
             let new = step.new_key.expect("the new key is known after Prepare");
-            BTreeMap::from([(name(ROTATING), peer(ROTATING, new, LANE_PORT))])
+            PeerMap::unit(name(ROTATING), peer(ROTATING, new, LANE_PORT))
         };
         NodeRotation {
             id: step.id,

@@ -7,7 +7,6 @@
 //! (tools/wireguard-go/build.sh; milliseconds once cached). Fails, never
 //! skips, when any is missing.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -21,6 +20,7 @@ use vpblu_daemon::wireguard::{
     WireGuardGo, detect_backend,
 };
 use vpblu_e2e::netns::{Netns, require_root_and, veth};
+use vpblu_messages::PeerMap;
 use vpblu_messages::{Backend, Cidr, NodeName, Peer};
 
 const PORT: u16 = 51820;
@@ -123,7 +123,7 @@ fn lab() -> Lab {
 /// Creates both devices, addresses them, and configures the peers from
 /// `Peer` values, the responder (b) first so a's first packet handshakes at
 /// once.
-fn bring_up(lab: &Lab) -> (WireGuardDevice, WireGuardDevice, [BTreeMap<NodeName, Arc<Peer>>; 2]) {
+fn bring_up(lab: &Lab) -> (WireGuardDevice, WireGuardDevice, [PeerMap; 2]) {
     let mut dev_a = lab.a.ensure(&lab.wg);
     let mut dev_b = lab.b.ensure(&lab.wg);
     assert!(dev_a.started_here() && dev_b.started_here());
@@ -131,8 +131,8 @@ fn bring_up(lab: &Lab) -> (WireGuardDevice, WireGuardDevice, [BTreeMap<NodeName,
         node.ns.ip(&["addr", "add", &format!("{}/24", node.overlay), "dev", dev.name()]);
         node.ns.ip(&["link", "set", dev.name(), "up"]);
     }
-    let want_a: BTreeMap<_, _> = [(lab.b.node.clone(), lab.b.peer(&["10.99.0.2/32"]))].into();
-    let want_b: BTreeMap<_, _> = [(lab.a.node.clone(), lab.a.peer(&["10.99.0.1/32"]))].into();
+    let want_a: PeerMap = [(lab.b.node.clone(), lab.b.peer(&["10.99.0.2/32"]))].into_iter().collect();
+    let want_b: PeerMap = [(lab.a.node.clone(), lab.a.peer(&["10.99.0.1/32"]))].into_iter().collect();
     let added = dev_b.apply_peers(&want_b).unwrap();
     assert_eq!(added.add.len(), 1);
     let added = dev_a.apply_peers(&want_a).unwrap();
@@ -197,8 +197,8 @@ fn peers_from_messages_carry_traffic_and_reconcile_minimally() {
             .stdout(Stdio::piped()),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let widened: BTreeMap<_, _> =
-        [(lab.b.node.clone(), lab.b.peer(&["10.99.0.2/32", "10.98.0.0/24"]))].into();
+    let widened: PeerMap =
+        [(lab.b.node.clone(), lab.b.peer(&["10.99.0.2/32", "10.98.0.0/24"]))].into_iter().collect();
     let diff = dev_a.apply_peers(&widened).unwrap();
     assert!(diff.add.is_empty() && diff.remove.is_empty(), "never remove and re-add: {diff:?}");
     assert_eq!(diff.update.len(), 1);
@@ -213,7 +213,7 @@ fn peers_from_messages_carry_traffic_and_reconcile_minimally() {
     assert!(after.tx_bytes > peer_b.tx_bytes && after.rx_bytes > peer_b.rx_bytes, "counters kept counting");
 
     // Removing the peer on a stops the traffic.
-    let diff = dev_a.apply_peers(&BTreeMap::new()).unwrap();
+    let diff = dev_a.apply_peers(&PeerMap::new()).unwrap();
     assert_eq!(diff.remove, [lab.b.keys.public_key()]);
     assert!(dev_a.read_back().unwrap().peers.is_empty());
     assert_eq!(lab.a.ping(&lab.b, 3).1, 0, "no traffic without the peer");

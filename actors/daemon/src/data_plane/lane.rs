@@ -12,7 +12,8 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use vpblu_messages::{NodeName, Peer, PublicKey};
+use vpblu_messages::PeerMap;
+use vpblu_messages::PublicKey;
 
 use super::DataPlaneError;
 use super::mesh_link::MeshLink;
@@ -31,7 +32,7 @@ pub struct Lane {
     /// adoption, until the first converge reads it back).
     key: Option<PublicKey>,
     /// The peers it was last brought to (`None`: unknown, redo).
-    peers: Option<BTreeMap<NodeName, Arc<Peer>>>,
+    peers: Option<PeerMap>,
     /// When this process added each peer or changed the key under it.
     configured: BTreeMap<PublicKey, SystemTime>,
     /// The listen port and address it was last given.
@@ -98,7 +99,7 @@ impl Lane {
         keys: &Arc<Mutex<KeyStore>>,
         which: LaneKey,
         port: u16,
-        peers: &BTreeMap<NodeName, Arc<Peer>>,
+        peers: &PeerMap,
         address: Option<Ipv4Addr>,
         everything: bool,
     ) -> Result<(), DataPlaneError> {

@@ -191,12 +191,12 @@ fn check_peers<'a>(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use vpblu_messages::{Peer, SelfSettings, Unreachable};
 
     use super::*;
+    use vpblu_messages::PeerMap;
 
     fn cidr(text: &str) -> Cidr {
         text.parse().unwrap()
@@ -226,7 +226,7 @@ mod tests {
                 pod_cidrs: vec![cidr("10.1.0.0/24"), cidr("fd01::/64")],
                 ..SelfSettings::default()
             },
-            peers: peers.iter().map(|p| (p.node.clone(), Arc::clone(p))).collect::<BTreeMap<_, _>>(),
+            peers: peers.iter().map(|p| (p.node.clone(), Arc::clone(p))).collect::<PeerMap>(),
             blocks: BTreeSet::new(),
             unreachable: BTreeSet::new(),
             rotation: None,

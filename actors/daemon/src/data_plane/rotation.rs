@@ -19,10 +19,9 @@
 //! - **Reports**: what this node must see before it reports a phase done
 //!   ([`awaited`]).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::BTreeSet;
 
-use vpblu_messages::{Cidr, NodeDesiredState, NodeName, NodeRotation, Peer, PublicKey, RotationPhase};
+use vpblu_messages::{Cidr, NodeDesiredState, NodeName, NodeRotation, PeerMap, PublicKey, RotationPhase};
 
 /// Which of this node's keys its lane device holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +42,7 @@ pub fn lane_key(rotation: Option<&NodeRotation>, me: &NodeName) -> LaneKey {
 }
 
 /// The peers of the lane device: the rotation's lane, or none.
-pub fn lane_peers(rotation: Option<&NodeRotation>) -> BTreeMap<NodeName, Arc<Peer>> {
+pub fn lane_peers(rotation: Option<&NodeRotation>) -> PeerMap {
     rotation.map(|r| r.lane.clone()).unwrap_or_default()
 }
 
@@ -183,8 +182,11 @@ pub fn check_lane_key(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use vpblu_messages::{Peer, SelfSettings};
+
     use super::*;
-    use vpblu_messages::SelfSettings;
 
     fn name(n: &str) -> NodeName {
         NodeName::new(n).unwrap()

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use vpblu_messages::PeerMap;
 use vpblu_messages::{Cidr, NodeName, Peer, PublicKey};
 
 use super::PeerState;
@@ -53,7 +54,7 @@ pub struct PeerUpdate {
 /// with duplicate keys the last node in name order wins. Output order is
 /// deterministic: additions and updates in node-name order, removals in key
 /// order.
-pub fn diff_peers(actual: &[PeerState], desired: &BTreeMap<NodeName, Arc<Peer>>) -> PeerDiff {
+pub fn diff_peers(actual: &[PeerState], desired: &PeerMap) -> PeerDiff {
     let actual_by_key: HashMap<&PublicKey, &PeerState> = actual.iter().map(|p| (&p.public_key, p)).collect();
     let desired_by_key: BTreeMap<&PublicKey, &Arc<Peer>> =
         desired.values().map(|p| (&p.public_key, p)).collect();
@@ -148,7 +149,7 @@ mod tests {
         }
     }
 
-    fn desired(peers: &[Arc<Peer>]) -> BTreeMap<NodeName, Arc<Peer>> {
+    fn desired(peers: &[Arc<Peer>]) -> PeerMap {
         peers.iter().map(|p| (p.node.clone(), Arc::clone(p))).collect()
     }
 
@@ -164,7 +165,7 @@ mod tests {
         let want = desired(&[b(), c()]);
         let actual: Vec<_> = want.values().map(|p| state_of(p)).collect();
         assert!(diff_peers(&actual, &want).is_empty());
-        assert!(diff_peers(&[], &BTreeMap::new()).is_empty());
+        assert!(diff_peers(&[], &PeerMap::new()).is_empty());
     }
 
     #[test]
@@ -193,7 +194,7 @@ mod tests {
         assert_eq!(diff.remove, [key(3), key(9)]);
         assert!(diff.add.is_empty() && diff.update.is_empty());
         // Everything goes when nothing is desired.
-        assert_eq!(diff_peers(&actual, &BTreeMap::new()).remove.len(), 3);
+        assert_eq!(diff_peers(&actual, &PeerMap::new()).remove.len(), 3);
     }
 
     #[test]
@@ -256,8 +257,8 @@ mod tests {
         (0u8..8, 0u8..4, any::<bool>(), prop_oneof![Just(None), Just(Some(25)), Just(Some(0))])
     }
 
-    fn build(spec: &[(u8, u8, bool, Option<u16>)]) -> BTreeMap<NodeName, Arc<Peer>> {
-        let mut out = BTreeMap::new();
+    fn build(spec: &[(u8, u8, bool, Option<u16>)]) -> PeerMap {
+        let mut out = PeerMap::new();
         let mut seen = std::collections::BTreeSet::new();
         for (i, &(k, a, second, keepalive)) in spec.iter().enumerate() {
             if !seen.insert(k) {

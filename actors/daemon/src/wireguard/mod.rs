@@ -64,7 +64,6 @@ mod kernel;
 mod uapi;
 mod userspace;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -75,6 +74,7 @@ pub use error::WireGuardError;
 /// The UAPI `get=1` reply parser (public for the fuzz target).
 pub use uapi::parse_get as parse_uapi_get;
 pub use userspace::{DEFAULT_LOG_DIR, DEFAULT_SOCKET_DIR, UserspaceOptions, WireGuardGo, find_wireguard_go};
+use vpblu_messages::PeerMap;
 use vpblu_messages::{Backend, Cidr, NodeName, Peer, PublicKey};
 
 use crate::keys::PrivateKey;
@@ -332,10 +332,7 @@ impl WireGuardDevice {
     /// Brings the peers to `desired`: reads the device back, diffs, and
     /// applies only the difference in one transaction (nothing at all when
     /// nothing differs). Returns what was applied.
-    pub fn apply_peers(
-        &mut self,
-        desired: &BTreeMap<NodeName, Arc<Peer>>,
-    ) -> Result<PeerDiff, WireGuardError> {
+    pub fn apply_peers(&mut self, desired: &PeerMap) -> Result<PeerDiff, WireGuardError> {
         let actual = self.read_back()?;
         let diff = diff_peers(&actual.peers, desired);
         if !diff.is_empty() {

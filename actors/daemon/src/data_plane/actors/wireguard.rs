@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use ractor::RpcReplyPort;
-use vpblu_messages::{NodeName, Peer, PublicKey};
+use vpblu_messages::PeerMap;
+use vpblu_messages::{NodeName, PublicKey};
 
 use super::Part;
 use crate::data_plane::handshake_wait::Awaiting;
@@ -60,7 +61,7 @@ pub struct MainDevice {
     /// The listen port to set (`None`: leave it).
     pub listen_port: Option<u16>,
     /// The desired peers.
-    pub peers: BTreeMap<NodeName, Arc<Peer>>,
+    pub peers: PeerMap,
     /// Whether to bring the device's peers to them (they changed, or
     /// everything is redone).
     pub apply_peers: bool,
@@ -76,7 +77,7 @@ pub struct LaneDevice {
     /// Its listen port (0: leave it).
     pub port: u16,
     /// Its peers.
-    pub peers: BTreeMap<NodeName, Arc<Peer>>,
+    pub peers: PeerMap,
     /// Its address (like the main device's, for `rp_filter`).
     pub address: Option<Ipv4Addr>,
     /// Redo everything.
