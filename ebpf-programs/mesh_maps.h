@@ -17,6 +17,12 @@
 
 #define MESH_DST_MAX_ENTRIES 65536
 #define MESH_BLOCK_FROM_MAX_ENTRIES 262144
+/*
+ * Destination prefix lengths the hash copy of the destination table is
+ * probed at. A hash probe costs about a quarter of a trie walk, so past
+ * this many lengths the trie is the faster one.
+ */
+#define MESH_DST_LENS 4
 /* Source prefix lengths a destination entry lists for its block class. */
 #define MESH_BLOCK_LENS 8
 /* block_nlens when a class has more lengths than fit: probe every length. */
@@ -80,6 +86,23 @@ struct dst_value {
 };
 
 /*
+ * mesh_dst_hash_* hold exactly the entries of mesh_dst_* (same keys, host
+ * bits zero, same values) in hash maps. When a family's table uses at most
+ * MESH_DST_LENS distinct prefix lengths, mesh_dst_lens lists them longest
+ * first and the programs probe the hash once per length: the first hit is
+ * the longest match, the entry the trie walk would find. nlens 0 (more
+ * lengths, no entries, or a map not yet written by this build: a fresh
+ * array is zero) means walk the trie.
+ */
+struct dst_lens {
+	__u8 nlens_v4;
+	__u8 nlens_v6;
+	__u8 pad[2];
+	__u8 lens_v4[MESH_DST_LENS];
+	__u8 lens_v6[MESH_DST_LENS];
+};
+
+/*
  * A block source: present = {class, source CIDR} drops. Hash keys, probed
  * once per length in the destination's block_lens with the source address
  * masked to that length. block_class is in host byte order, src in network
@@ -138,6 +161,32 @@ struct {
 	__type(key, struct lpm_v6_key);
 	__type(value, struct dst_value);
 } mesh_dst_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESH_DST_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, struct lpm_v4_key);
+	__type(value, struct dst_value);
+} mesh_dst_hash_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MESH_DST_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, struct lpm_v6_key);
+	__type(value, struct dst_value);
+} mesh_dst_hash_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__type(key, __u32);
+	__type(value, struct dst_lens);
+} mesh_dst_lens SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -6,8 +6,10 @@
 //! Two views, both printed with the verdict each packet got:
 //! - per scenario, hot: one frame 1,000,000 times (maps and trie nodes in
 //!   cache): each path classify can take, including the worst (a
-//!   destination that block rules cover, sent from a source they do not
-//!   name: the trie walk plus every hash probe, then the mark);
+//!   destination that block rules cover: the destination lookup plus every
+//!   source probe). Each path twice: with the destination table probed by
+//!   hash, one probe per prefix length (the bench's table has two per
+//!   family), and by trie walk, as a table with more lengths is;
 //! - a mix: 4,096 distinct frames (v4 and v6; covered, blocked, uncovered
 //!   and non-mesh destinations) each run once per pass, so consecutive
 //!   runs take different trie paths. A single run's figure includes the
@@ -20,6 +22,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use vpblu_daemon::bpf::layout::DST_LENS;
 use vpblu_daemon::bpf::{AttachMode, Dataplane, DstEntry, ProgramKind, Verdict};
 use vpblu_e2e::bench_goal::goal;
 use vpblu_messages::{BlockRule, Cidr, UnreachableReason};
@@ -137,6 +140,23 @@ fn hot(dp: &Dataplane, label: &str, p: Scenario, v6: bool) -> f64 {
     ns
 }
 
+/// Every path classify takes for a mesh member's packet, both families.
+fn paths() -> Vec<(String, Scenario, bool)> {
+    let mut out = Vec::new();
+    for v6 in [false, true] {
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        for (p, what) in [
+            (Scenario::CoveredMarked, "destination covered by rules, source not blocked: marked"),
+            (Scenario::Blocked, "blocked pair: dropped"),
+            (Scenario::UncoveredMarked, "destination a peer no rule covers: marked"),
+            (Scenario::NotMesh, "destination outside the mesh: passed"),
+        ] {
+            out.push((format!("{family}, {what}"), p, v6));
+        }
+    }
+    out
+}
+
 fn main() {
     assert!(
         rustix::process::geteuid().is_root(),
@@ -188,18 +208,30 @@ fn main() {
         stats.added + stats.changed
     );
 
+    let lens = dp.dst_lens().expect("lengths");
+    assert!(lens.nlens_v4 > 0 && lens.nlens_v6 > 0, "two lengths per family: hash probes ({lens:?})");
     println!("BPF_PROG_TEST_RUN, hot: one frame {REPEAT} times each");
-    let mut worst: f64 = 0.0;
-    for v6 in [false, true] {
-        let family = if v6 { "IPv6" } else { "IPv4" };
-        for (p, what) in [
-            (Scenario::CoveredMarked, "destination covered by rules, source not blocked: marked"),
-            (Scenario::Blocked, "blocked pair: dropped"),
-            (Scenario::UncoveredMarked, "destination a peer no rule covers: marked"),
-            (Scenario::NotMesh, "destination outside the mesh: passed"),
-        ] {
-            worst = worst.max(hot(&dp, &format!("{family}, {what}"), p, v6));
-        }
+    let paths = paths();
+    let by_hash: Vec<f64> = paths.iter().map(|(label, p, v6)| hot(&dp, label, *p, *v6)).collect();
+    let mut worst = by_hash.iter().copied().fold(0.0, f64::max);
+
+    // The same paths with the destination table looked up by trie walk, as
+    // a table with more than DST_LENS prefix lengths per family is: block
+    // destinations of three more lengths where no packet below goes.
+    let mut more = rules.clone();
+    for to in ["172.16.0.0/12", "172.32.0.0/13", "172.40.0.0/14", "fd71::/20", "fd72::/21", "fd73::/22"] {
+        let from = if to.contains(':') { "fd99::/16" } else { "10.99.0.0/16" };
+        more.push(BlockRule { from: cidr(from), to: cidr(to) });
+    }
+    dp.sync_blocks(&more).expect("block destinations of three more lengths");
+    let lens = dp.dst_lens().expect("lengths");
+    assert_eq!((lens.nlens_v4, lens.nlens_v6), (0, 0), "five lengths per family: the trie");
+    println!("the same paths with {} destination prefix lengths per family: trie walk", DST_LENS + 1);
+    let by_trie: Vec<f64> = paths.iter().map(|(label, p, v6)| hot(&dp, label, *p, *v6)).collect();
+    dp.sync_blocks(&rules).expect("back to the 20,000 rules");
+    println!("per path: hash probes (<= {} lengths) vs trie walk", DST_LENS);
+    for (i, (label, _, _)) in paths.iter().enumerate() {
+        println!("  {label:<62} {:>5.0} ns  {:>5.0} ns", by_hash[i], by_trie[i]);
     }
     // Strict mode: an unreachable cluster CIDR.
     let packet = frame(ip("10.50.1.2"), ip("10.90.3.4"));
@@ -250,9 +282,13 @@ fn main() {
     // program's entry): the ratio is what survives a slower or busier machine.
     let floor_ns = floor.per_run.as_nanos() as f64;
     let ratio = worst / floor_ns;
+    let worst_trie = by_trie.iter().copied().fold(0.0, f64::max);
     println!(
         "classify with 10000 IPv4 + 10000 IPv6 block rules: {worst:.0} ns/packet on the slowest path, \
-         {ratio:.2}x the non-IP floor of {floor_ns:.0} ns in the same run (goal < 100 ns)"
+         {ratio:.2}x the non-IP floor of {floor_ns:.0} ns in the same run (goal < 100 ns); \
+         {worst_trie:.0} ns ({:.2}x) when the destination table has more than {} prefix lengths per family",
+        worst_trie / floor_ns,
+        DST_LENS
     );
     goal(
         "classify slowest path, 10k v4 + 10k v6 block rules",

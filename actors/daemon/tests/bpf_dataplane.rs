@@ -350,3 +350,98 @@ fn a_destination_blocked_from_many_source_lengths_is_matched_at_every_length() {
     }
     assert_eq!(count(&dp, Verdict::DropBlocked), rules.len() as u64);
 }
+
+/// What classify did with one packet: its return value and the verdict it
+/// counted.
+fn outcome(dp: &Dataplane, src: IpAddr, dst: IpAddr) -> (u32, Verdict) {
+    let before = dp.counters().expect("counters");
+    let packet = frame(src, dst);
+    let ret = dp.test_run(ProgramKind::Classify, &packet, 1).expect("test run classify").return_value;
+    let after = dp.counters().expect("counters");
+    let counted: Vec<Verdict> = Verdict::ALL.into_iter().filter(|v| after[v] != before[v]).collect();
+    assert_eq!(counted.len(), 1, "{src} -> {dst} counted {counted:?}");
+    (ret, counted[0])
+}
+
+#[test]
+fn hash_probes_and_the_trie_walk_find_the_same_longest_match() {
+    let lab = Lab::new();
+    // Loaded, not attached: only the test runs below are counted.
+    let mut dp = Dataplane::load(&lab.pin_dir, AttachMode::Tcx).expect("load the data plane");
+    dp.set_config(MARK, true).expect("config");
+    // Peers' /24s (/64s) inside an unreachable cluster /16 (/32), and block
+    // destinations of a third length, one of them inside a peer's CIDR.
+    let mut destinations = vec![
+        (cidr("10.50.0.0/16"), DstEntry::unreachable(UnreachableReason::NotPeered)),
+        (cidr("fd50::/32"), DstEntry::unreachable(UnreachableReason::NotPeered)),
+    ];
+    for x in 1..8 {
+        destinations.push((cidr(&format!("10.50.{x}.0/24")), DstEntry::peer()));
+        destinations.push((cidr(&format!("fd50:0:{x}::/64")), DstEntry::peer()));
+    }
+    dp.sync_destinations(&destinations).expect("sync destinations");
+    let rules = vec![
+        rule("10.60.0.0/16", "10.50.3.0/24"),
+        rule("10.61.1.0/24", "10.50.4.128/25"),
+        rule("fd60::/32", "fd50:0:3::/64"),
+        rule("fd61:0:1::/48", "fd50:0:4:0:8000::/65"),
+    ];
+    dp.sync_blocks(&rules).expect("sync blocks");
+    let lens = dp.dst_lens().expect("lengths");
+    assert_eq!((lens.nlens_v4, lens.lens_v4), (3, [25, 24, 16, 0]), "three IPv4 lengths: hash probes");
+    assert_eq!((lens.nlens_v6, lens.lens_v6), (3, [65, 64, 32, 0]), "three IPv6 lengths: hash probes");
+
+    // Every source region against every destination region, both families.
+    let mut packets = Vec::new();
+    for (src, v6src) in
+        [("10.50.1.9", "fd50:0:1::9"), ("10.60.7.1", "fd60::7:1"), ("10.61.1.5", "fd61:0:1::5")]
+    {
+        for x in 0..10u8 {
+            for host in [1u8, 127, 128, 250] {
+                packets.push((ip_of(src), IpAddr::from([10, 50, x, host])));
+                let dst =
+                    [0xfd50, 0, u16::from(x), 0, if host >= 128 { 0x8000 } else { 0 }, 0, 0, u16::from(host)];
+                packets.push((ip_of(v6src), IpAddr::from(dst)));
+            }
+        }
+        packets.push((ip_of(src), ip_of("10.51.0.1")));
+        packets.push((ip_of(v6src), ip_of("2001:db8::1")));
+    }
+    let by_hash: Vec<_> = packets.iter().map(|(s, d)| outcome(&dp, *s, *d)).collect();
+
+    // The expected answers, so the comparison below compares right ones.
+    let expect = |src: &str, dst: &str| outcome(&dp, ip_of(src), ip_of(dst));
+    assert_eq!(expect("10.60.7.1", "10.50.3.1"), (TC_ACT_SHOT, Verdict::DropBlocked));
+    assert_eq!(expect("10.61.1.5", "10.50.4.250"), (TC_ACT_SHOT, Verdict::DropBlocked));
+    assert_eq!(expect("10.61.1.5", "10.50.4.127"), (TC_ACT_OK, Verdict::ToMesh), "outside the /25");
+    assert_eq!(expect("10.50.1.9", "10.50.9.1"), (TC_ACT_SHOT, Verdict::DropUnreachableNotPeered));
+    assert_eq!(expect("10.50.1.9", "10.51.0.1"), (TC_ACT_OK, Verdict::PassLocal));
+    assert_eq!(expect("fd61:0:1::5", "fd50:0:4:0:8000::1"), (TC_ACT_SHOT, Verdict::DropBlocked));
+    assert_eq!(expect("fd61:0:1::5", "fd50:0:4::1"), (TC_ACT_OK, Verdict::ToMesh));
+
+    // Block destinations of three more lengths elsewhere: more lengths
+    // than the record lists, so both families walk the tries.
+    let mut more = rules.clone();
+    for to in ["172.16.0.0/12", "172.32.0.0/13", "172.40.0.0/14", "fd70::/20", "fd71::/21", "fd72::/22"] {
+        let from = if to.contains(':') { "fd99::/16" } else { "10.99.0.0/16" };
+        more.push(rule(from, to));
+    }
+    dp.sync_blocks(&more).expect("sync more blocks");
+    let lens = dp.dst_lens().expect("lengths");
+    assert_eq!((lens.nlens_v4, lens.nlens_v6), (0, 0), "six lengths per family: the tries");
+    let by_trie: Vec<_> = packets.iter().map(|(s, d)| outcome(&dp, *s, *d)).collect();
+    for (i, (src, dst)) in packets.iter().enumerate() {
+        assert_eq!(by_hash[i], by_trie[i], "{src} -> {dst}: hash probes and trie walk disagree");
+    }
+    assert_eq!(outcome(&dp, ip_of("10.99.0.1"), ip_of("172.41.0.1")), (TC_ACT_SHOT, Verdict::DropBlocked));
+
+    // Back to three lengths: hash probes again, same answers.
+    dp.sync_blocks(&rules).expect("sync fewer blocks");
+    assert_eq!(dp.dst_lens().expect("lengths").nlens_v4, 3);
+    let again: Vec<_> = packets.iter().map(|(s, d)| outcome(&dp, *s, *d)).collect();
+    assert_eq!(again, by_hash, "the hash copy is exact again after the trie detour");
+}
+
+fn ip_of(text: &str) -> IpAddr {
+    text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+}

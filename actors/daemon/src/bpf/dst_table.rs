@@ -1,7 +1,8 @@
-//! The destination trie's contents: mesh destinations and block
-//! destinations in one LPM trie, so a packet costs one trie walk. Each
-//! entry is flattened so that the longest match for an address answers
-//! both questions the programs ask:
+//! The destination table's contents: mesh destinations and block
+//! destinations in one table (an LPM trie per family, and a hash copy the
+//! programs probe once per prefix length while there are few), so a packet
+//! costs one longest-match lookup. Each entry is flattened so that the
+//! longest match for an address answers both questions the programs ask:
 //! - the longest mesh destination containing it (mesh marking, strict mode);
 //! - the block class of the longest block `to` containing it (0: no block
 //!   rule can match, so no block lookup), with the class's source lengths.

@@ -6,6 +6,7 @@
 
 #![allow(unsafe_code)]
 
+use std::collections::BTreeSet;
 use std::mem::size_of;
 
 use vpblu_messages::UnreachableReason;
@@ -14,6 +15,9 @@ use vpblu_messages::UnreachableReason;
 pub const DST_MAX_ENTRIES: u32 = 65_536;
 /// `MESH_BLOCK_FROM_MAX_ENTRIES`.
 pub const BLOCK_FROM_MAX_ENTRIES: u32 = 262_144;
+/// `MESH_DST_LENS`: destination prefix lengths [`DstLens`] lists; a
+/// family whose table uses more is looked up by trie walk.
+pub const DST_LENS: usize = 4;
 /// `MESH_BLOCK_LENS`: source prefix lengths a [`DstValue`] lists.
 pub const BLOCK_LENS: usize = 8;
 /// `MESH_BLOCK_LENS_ALL`: the class uses more lengths than fit; the
@@ -106,6 +110,70 @@ impl Default for DstEntry {
         DstEntry { kind: DST_NONE, reason: 0 }
     }
 }
+
+/// `struct lpm_v4_key` / `struct lpm_v6_key` as the key of the hash copies
+/// `mesh_dst_hash_*`: the prefix length and the network address (host bits
+/// zero), so one key per table entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PrefixKey<A> {
+    /// Prefix length in bits.
+    pub prefixlen: u32,
+    /// Network address, network byte order.
+    pub addr: A,
+}
+
+// SAFETY: repr(C), a u32 then a byte array whose length is a multiple of 4:
+// no padding; every bit pattern is valid.
+unsafe impl aya::Pod for PrefixKey<[u8; 4]> {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PrefixKey<[u8; 16]> {}
+const _: () = assert!(size_of::<PrefixKey<[u8; 4]>>() == 8);
+const _: () = assert!(size_of::<PrefixKey<[u8; 16]>>() == 20);
+
+/// `struct dst_lens`: slot 0 of `mesh_dst_lens`. Per family, the distinct
+/// prefix lengths of the destination table, longest first, when there are
+/// at most [`DST_LENS`]; the programs then probe `mesh_dst_hash_*` once
+/// per length instead of walking the trie. `nlens` 0: walk the trie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DstLens {
+    /// Entries of `lens_v4` in use; 0: IPv4 lookups walk the trie.
+    pub nlens_v4: u8,
+    /// Entries of `lens_v6` in use; 0: IPv6 lookups walk the trie.
+    pub nlens_v6: u8,
+    /// Zero.
+    pub pad: [u8; 2],
+    /// IPv4 prefix lengths, longest first; zero past `nlens_v4`.
+    pub lens_v4: [u8; DST_LENS],
+    /// IPv6 prefix lengths, longest first; zero past `nlens_v6`.
+    pub lens_v6: [u8; DST_LENS],
+}
+
+impl DstLens {
+    /// The record for tables whose IPv4 and IPv6 entries have the distinct
+    /// prefix lengths `v4` and `v6` (any order): a family with more than
+    /// [`DST_LENS`] lengths, or none, gets 0 (walk the trie).
+    pub fn new(v4: &BTreeSet<u8>, v6: &BTreeSet<u8>) -> DstLens {
+        fn list(lens: &BTreeSet<u8>) -> (u8, [u8; DST_LENS]) {
+            let mut out = [0; DST_LENS];
+            if lens.len() > DST_LENS {
+                return (0, out);
+            }
+            for (slot, len) in out.iter_mut().zip(lens.iter().rev()) {
+                *slot = *len;
+            }
+            (lens.len() as u8, out)
+        }
+        let (nlens_v4, lens_v4) = list(v4);
+        let (nlens_v6, lens_v6) = list(v6);
+        DstLens { nlens_v4, nlens_v6, pad: [0; 2], lens_v4, lens_v6 }
+    }
+}
+
+// SAFETY: repr(C), single bytes only: no padding; every bit pattern is valid.
+unsafe impl aya::Pod for DstLens {}
+const _: () = assert!(size_of::<DstLens>() == 4 + 2 * DST_LENS);
 
 /// `struct block_from_v4_key`: a block source of one class.
 #[repr(C)]
@@ -292,10 +360,32 @@ const fn hash(name: &'static str, key_size: usize, value_size: usize, max_entrie
     }
 }
 
+/// An ARRAY with one slot (key 0) of `value_size` bytes.
+const fn one_slot(name: &'static str, value_size: usize) -> MapShape {
+    MapShape {
+        name,
+        map_type: MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: value_size as u32,
+        max_entries: 1,
+        flags: 0,
+    }
+}
+
 /// `mesh_dst_v4`: LPM {prefixlen, addr[4]} → [`DstValue`].
 pub const DST_V4: MapShape = lpm("mesh_dst_v4", 4 + 4, size_of::<DstValue>(), DST_MAX_ENTRIES);
 /// `mesh_dst_v6`: LPM {prefixlen, addr[16]} → [`DstValue`].
 pub const DST_V6: MapShape = lpm("mesh_dst_v6", 4 + 16, size_of::<DstValue>(), DST_MAX_ENTRIES);
+/// `mesh_dst_hash_v4`: HASH [`PrefixKey`]`<[u8; 4]>` → [`DstValue`], the
+/// entries of [`DST_V4`].
+pub const DST_HASH_V4: MapShape =
+    hash("mesh_dst_hash_v4", size_of::<PrefixKey<[u8; 4]>>(), size_of::<DstValue>(), DST_MAX_ENTRIES);
+/// `mesh_dst_hash_v6`: HASH [`PrefixKey`]`<[u8; 16]>` → [`DstValue`], the
+/// entries of [`DST_V6`].
+pub const DST_HASH_V6: MapShape =
+    hash("mesh_dst_hash_v6", size_of::<PrefixKey<[u8; 16]>>(), size_of::<DstValue>(), DST_MAX_ENTRIES);
+/// `mesh_dst_lens`: ARRAY[1] of [`DstLens`].
+pub const DST_LENS_MAP: MapShape = one_slot("mesh_dst_lens", size_of::<DstLens>());
 /// `mesh_block_from_v4`: HASH [`BlockFromV4`] → u8.
 pub const BLOCK_FROM_V4: MapShape =
     hash("mesh_block_from_v4", size_of::<BlockFromV4>(), 1, BLOCK_FROM_MAX_ENTRIES);
@@ -303,14 +393,7 @@ pub const BLOCK_FROM_V4: MapShape =
 pub const BLOCK_FROM_V6: MapShape =
     hash("mesh_block_from_v6", size_of::<BlockFromV6>(), 1, BLOCK_FROM_MAX_ENTRIES);
 /// `mesh_config`: ARRAY[1] of [`MeshConfig`].
-pub const CONFIG: MapShape = MapShape {
-    name: "mesh_config",
-    map_type: MAP_TYPE_ARRAY,
-    key_size: 4,
-    value_size: size_of::<MeshConfig>() as u32,
-    max_entries: 1,
-    flags: 0,
-};
+pub const CONFIG: MapShape = one_slot("mesh_config", size_of::<MeshConfig>());
 /// `mesh_counters`: PERCPU_ARRAY of u64 indexed by [`Verdict`].
 pub const COUNTERS: MapShape = MapShape {
     name: "mesh_counters",
@@ -322,7 +405,8 @@ pub const COUNTERS: MapShape = MapShape {
 };
 
 /// Every map both programs share, all pinned by name.
-pub const ALL_MAPS: [MapShape; 6] = [DST_V4, DST_V6, BLOCK_FROM_V4, BLOCK_FROM_V6, CONFIG, COUNTERS];
+pub const ALL_MAPS: [MapShape; 9] =
+    [DST_V4, DST_V6, DST_HASH_V4, DST_HASH_V6, DST_LENS_MAP, BLOCK_FROM_V4, BLOCK_FROM_V6, CONFIG, COUNTERS];
 
 #[cfg(test)]
 mod tests {
@@ -333,6 +417,18 @@ mod tests {
         for (i, v) in Verdict::ALL.iter().enumerate() {
             assert_eq!(v.index() as usize, i, "{v:?}");
         }
+    }
+
+    #[test]
+    fn dst_lens_list_the_longest_first_or_send_to_the_trie() {
+        let set = |lens: &[u8]| lens.iter().copied().collect::<BTreeSet<u8>>();
+        let lens = DstLens::new(&set(&[16, 24, 32]), &set(&[64, 32, 128, 48]));
+        assert_eq!((lens.nlens_v4, lens.lens_v4), (3, [32, 24, 16, 0]));
+        assert_eq!((lens.nlens_v6, lens.lens_v6), (4, [128, 64, 48, 32]));
+        let lens = DstLens::new(&set(&[8, 16, 20, 24, 32]), &set(&[]));
+        assert_eq!((lens.nlens_v4, lens.lens_v4), (0, [0; DST_LENS]), "five lengths: the trie");
+        assert_eq!(lens.nlens_v6, 0, "no entries: the (empty) trie");
+        assert_eq!(DstLens::default(), DstLens::new(&set(&[]), &set(&[])), "a fresh map walks the tries");
     }
 
     #[test]

@@ -32,7 +32,9 @@ use aya::{Ebpf, EbpfLoader};
 
 use super::BpfError;
 use super::bpffs;
-use super::layout::{self, BlockFromV4, BlockFromV6, DstValue, MapShape, MeshConfig, Verdict};
+use super::layout::{
+    self, BlockFromV4, BlockFromV6, DstLens, DstValue, MapShape, MeshConfig, PrefixKey, Verdict,
+};
 
 pub use self::sync::SyncStats;
 
@@ -115,6 +117,9 @@ pub struct TestRunOutcome {
 struct Maps {
     dst_v4: LpmTrie<MapData, [u8; 4], DstValue>,
     dst_v6: LpmTrie<MapData, [u8; 16], DstValue>,
+    dst_hash_v4: HashMap<MapData, PrefixKey<[u8; 4]>, DstValue>,
+    dst_hash_v6: HashMap<MapData, PrefixKey<[u8; 16]>, DstValue>,
+    dst_lens: Array<MapData, DstLens>,
     block_from_v4: HashMap<MapData, BlockFromV4, u8>,
     block_from_v6: HashMap<MapData, BlockFromV6, u8>,
     config: Array<MapData, MeshConfig>,
@@ -155,6 +160,9 @@ impl Dataplane {
         let maps = Maps {
             dst_v4: take_map(&mut classify, object, &layout::DST_V4)?,
             dst_v6: take_map(&mut classify, object, &layout::DST_V6)?,
+            dst_hash_v4: take_map(&mut classify, object, &layout::DST_HASH_V4)?,
+            dst_hash_v6: take_map(&mut classify, object, &layout::DST_HASH_V6)?,
+            dst_lens: take_map(&mut classify, object, &layout::DST_LENS_MAP)?,
             block_from_v4: take_map(&mut classify, object, &layout::BLOCK_FROM_V4)?,
             block_from_v6: take_map(&mut classify, object, &layout::BLOCK_FROM_V6)?,
             config: take_map(&mut classify, object, &layout::CONFIG)?,

@@ -4,8 +4,15 @@
 //! changes first, deletions last). One writer ([`Change::upsert`],
 //! [`Change::remove_missing`]) serves the LPM tries and the hash maps alike
 //! through [`SyncedMap`].
+//!
+//! The destination table is written twice, with the same entries: into
+//! the tries and into their hash copies, which the programs probe once per
+//! prefix length instead of walking a trie while a family's table has at
+//! most [`layout::DST_LENS`] lengths (`mesh_dst_lens` says which, and is
+//! written between the inserts and the deletions, so a length is listed
+//! only while its entries are in place). The tries are what is read back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::IpAddr;
 
@@ -19,7 +26,9 @@ use super::Dataplane;
 use crate::bpf::BpfError;
 use crate::bpf::blocks::{self, BlockTables};
 use crate::bpf::dst_table;
-use crate::bpf::layout::{self, BlockFromV4, BlockFromV6, DST_F_BLOCK, DstEntry, DstValue, MapShape};
+use crate::bpf::layout::{
+    self, BlockFromV4, BlockFromV6, DST_F_BLOCK, DstEntry, DstLens, DstValue, MapShape, PrefixKey,
+};
 
 /// How many entries a sync wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -132,6 +141,15 @@ impl Dataplane {
         Ok((destinations, sources))
     }
 
+    /// The lengths record the programs read now (`mesh_dst_lens`).
+    pub fn dst_lens(&self) -> Result<DstLens, BpfError> {
+        self.maps.dst_lens.get(&0, 0).map_err(|source| BpfError::Map {
+            action: "read",
+            map: layout::DST_LENS_MAP.name,
+            source,
+        })
+    }
+
     fn read_destination_trie(&self) -> Result<DestinationTrie, BpfError> {
         let v4 = read(&self.maps.dst_v4, &layout::DST_V4)?;
         let v6 = read(&self.maps.dst_v6, &layout::DST_V6)?;
@@ -146,13 +164,16 @@ impl Dataplane {
                 merged.insert(cidr, *value);
             }
         }
-        Ok(DestinationTrie { v4, v6, merged })
+        let hash_v4 = read(&self.maps.dst_hash_v4, &layout::DST_HASH_V4)?;
+        let hash_v6 = read(&self.maps.dst_hash_v6, &layout::DST_HASH_V6)?;
+        Ok(DestinationTrie { v4, v6, hash_v4, hash_v6, lens: self.dst_lens()?, merged })
     }
 
-    /// Makes the destination trie hold `desired`: inserts and changes
-    /// first (an LPM update replaces an entry atomically), deletions last.
-    /// Entries the maps hold that are not a CIDR (not written by us) are
-    /// deleted too.
+    /// Makes the destination table hold `desired`, in the tries and in
+    /// their hash copies: inserts and changes first (an update replaces an
+    /// entry atomically), then the lengths record, deletions last. Entries
+    /// the maps hold that are not a CIDR (not written by us) are deleted
+    /// too. The stats count table entries (what the tries wrote).
     fn write_destination_trie(
         &mut self,
         current: &DestinationTrie,
@@ -160,31 +181,63 @@ impl Dataplane {
     ) -> Result<SyncStats, BpfError> {
         let mut v4: BTreeMap<(u32, [u8; 4]), DstValue> = BTreeMap::new();
         let mut v6: BTreeMap<(u32, [u8; 16]), DstValue> = BTreeMap::new();
+        let (mut lens_v4, mut lens_v6) = (BTreeSet::new(), BTreeSet::new());
         for (cidr, value) in desired {
             let len = u32::from(cidr.prefix_len());
             match cidr.addr() {
-                IpAddr::V4(a) => v4.insert((len, a.octets()), *value),
-                IpAddr::V6(a) => v6.insert((len, a.octets()), *value),
+                IpAddr::V4(a) => {
+                    v4.insert((len, a.octets()), *value);
+                    lens_v4.insert(cidr.prefix_len());
+                }
+                IpAddr::V6(a) => {
+                    v6.insert((len, a.octets()), *value);
+                    lens_v6.insert(cidr.prefix_len());
+                }
             };
         }
         check_capacity(&layout::DST_V4, v4.len())?;
         check_capacity(&layout::DST_V6, v6.len())?;
+        let (hash_v4, hash_v6) = (hash_keyed(&v4), hash_keyed(&v6));
         let dst_v4 = Change { shape: &layout::DST_V4, current: &current.v4, desired: &v4 };
         let dst_v6 = Change { shape: &layout::DST_V6, current: &current.v6, desired: &v6 };
+        let copy_v4 = Change { shape: &layout::DST_HASH_V4, current: &current.hash_v4, desired: &hash_v4 };
+        let copy_v6 = Change { shape: &layout::DST_HASH_V6, current: &current.hash_v6, desired: &hash_v6 };
         let mut stats = SyncStats::default();
         stats = stats.merge(dst_v4.upsert(&mut self.maps.dst_v4)?);
         stats = stats.merge(dst_v6.upsert(&mut self.maps.dst_v6)?);
+        copy_v4.upsert(&mut self.maps.dst_hash_v4)?;
+        copy_v6.upsert(&mut self.maps.dst_hash_v6)?;
+        let lens = DstLens::new(&lens_v4, &lens_v6);
+        if lens != current.lens {
+            self.maps.dst_lens.set(0, lens, 0).map_err(|source| BpfError::Map {
+                action: "write",
+                map: layout::DST_LENS_MAP.name,
+                source,
+            })?;
+        }
         stats = stats.merge(dst_v4.remove_missing(&mut self.maps.dst_v4)?);
         stats = stats.merge(dst_v6.remove_missing(&mut self.maps.dst_v6)?);
+        copy_v4.remove_missing(&mut self.maps.dst_hash_v4)?;
+        copy_v6.remove_missing(&mut self.maps.dst_hash_v6)?;
         Ok(stats)
     }
 }
 
-/// What the destination trie holds, per family as the maps key it and
-/// merged by CIDR.
+/// The entries of a trie table keyed as its hash copy keys them.
+fn hash_keyed<A: Copy + Ord>(trie: &BTreeMap<(u32, A), DstValue>) -> BTreeMap<PrefixKey<A>, DstValue> {
+    trie.iter()
+        .map(|((prefixlen, addr), value)| (PrefixKey { prefixlen: *prefixlen, addr: *addr }, *value))
+        .collect()
+}
+
+/// What the destination table holds: the tries per family as the maps key
+/// them and merged by CIDR, the hash copies, the lengths record.
 struct DestinationTrie {
     v4: BTreeMap<(u32, [u8; 4]), DstValue>,
     v6: BTreeMap<(u32, [u8; 16]), DstValue>,
+    hash_v4: BTreeMap<PrefixKey<[u8; 4]>, DstValue>,
+    hash_v6: BTreeMap<PrefixKey<[u8; 16]>, DstValue>,
+    lens: DstLens,
     merged: BTreeMap<Cidr, DstValue>,
 }
 
