@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
@@ -21,7 +22,6 @@ use tonic::{Request, Response, Status, Streaming};
 use vpblu_messages::wire::WireError;
 use vpblu_messages::{Hello, Upstream};
 use vpblu_proto as pb;
-use vpblu_proto::mesh::mesh_server::Mesh;
 
 use super::identity::{NodeAuth, bearer_token};
 use super::node_stream::upstream_kind;
@@ -108,14 +108,17 @@ impl MeshService {
     }
 }
 
-#[tonic::async_trait]
-impl Mesh for MeshService {
-    type SessionStream = ReceiverStream<Result<pb::ControllerMessage, Status>>;
+/// The controller's half of a session: messages framed by the node stream
+/// (see `encode`), or the status that ends the stream.
+pub(crate) type SessionStream = ReceiverStream<Result<Bytes, Status>>;
 
-    async fn session(
+impl MeshService {
+    /// The `Mesh.Session` call: the Hello, the node's identity, then the
+    /// node stream that answers it.
+    pub(crate) async fn session(
         &self,
         request: Request<Streaming<pb::DaemonMessage>>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
+    ) -> Result<Response<SessionStream>, Status> {
         let remote = request.remote_addr();
         // Read now, judged after the Hello: a refusal then names the node.
         let token = bearer_token(request.metadata());

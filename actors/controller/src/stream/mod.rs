@@ -14,6 +14,7 @@
 
 mod accept;
 mod desired;
+mod encode;
 pub mod identity;
 mod metrics;
 mod node_stream;

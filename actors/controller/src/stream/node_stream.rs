@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -17,6 +18,7 @@ use vpblu_messages::{
 };
 use vpblu_proto as pb;
 
+use super::encode::PeerEncodings;
 use super::refusal_events::{CLOSED, Regarding};
 use super::rejection::is_too_large;
 use super::{Desired, RefusalEvents, Rejection, StreamConfig, StreamEvent, StreamMetrics};
@@ -24,7 +26,7 @@ use super::{Desired, RefusalEvents, Rejection, StreamConfig, StreamEvent, Stream
 /// The daemon's half of the stream.
 pub(crate) type Inbound = BoxStream<'static, Result<pb::DaemonMessage, Status>>;
 /// The controller's half: what feeds the tonic response stream.
-pub(crate) type Outbound = mpsc::Sender<Result<pb::ControllerMessage, Status>>;
+pub(crate) type Outbound = mpsc::Sender<Result<Bytes, Status>>;
 
 /// How long a closing status may wait for room in a full outbound queue.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -91,6 +93,7 @@ pub(crate) struct NodeStreamArgs {
     pub metrics: StreamMetrics,
     pub events: broadcast::Sender<StreamEvent>,
     pub refusals: RefusalEvents,
+    pub encodings: Arc<PeerEncodings>,
 }
 
 /// The running stream of one node.
@@ -105,6 +108,7 @@ pub(crate) struct NodeStreamState {
     metrics: StreamMetrics,
     events: broadcast::Sender<StreamEvent>,
     refusals: RefusalEvents,
+    encodings: Arc<PeerEncodings>,
     /// Shared with the desired store while it holds the same state.
     last_sent: Option<Arc<NodeDesiredState>>,
     last_sent_generation: Option<Generation>,
@@ -208,7 +212,7 @@ impl NodeStreamState {
         let Some(outbound) = &self.outbound else {
             return Err(Closed);
         };
-        match outbound.try_send(Ok(pb::ControllerMessage::from(&envelope))) {
+        match outbound.try_send(Ok(self.encodings.frame(&envelope))) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 tracing::info!(node = %self.node, "daemon stream gone");
@@ -318,6 +322,7 @@ impl Actor for NodeStream {
             metrics: args.metrics,
             events: args.events,
             refusals: args.refusals,
+            encodings: args.encodings,
             last_sent: None,
             last_sent_generation: None,
             last_full_sync: None,

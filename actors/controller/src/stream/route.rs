@@ -5,21 +5,21 @@
 //! stream and keeps that buffer's capacity for the stream's life: the
 //! largest message it ever framed. A node's first SyncState is its largest
 //! (a 1000-peer full mesh is about 90 KB on the wire), so every stream held
-//! about 128 KB it would never need again, 130 MB at 1000 nodes. Here each
-//! message is framed (gRPC's 5-byte prefix, then the protobuf) in an
-//! allocation of exactly its size, freed once HTTP/2 has written it. The
+//! about 128 KB it would never need again, 130 MB at 1000 nodes. Here the
+//! session's stream yields messages already framed by its node stream
+//! (see `encode`: each in an allocation of exactly its size, freed once
+//! HTTP/2 has written it, its peers encoded once for all streams). The
 //! daemon's half is decoded by tonic as before; the session itself is
-//! [`MeshService::session`], unchanged.
+//! [`MeshService::session`].
 
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use http_body::Frame;
-use prost::Message;
 use tonic::body::Body;
 use tonic::codec::Codec;
 use tonic::codegen::http::{self, HeaderMap, header};
@@ -29,15 +29,11 @@ use tonic::server::NamedService;
 use tonic::{Code, Request, Status, Streaming};
 use tonic_prost::ProstCodec;
 use vpblu_proto as pb;
-use vpblu_proto::mesh::mesh_server::Mesh;
 
-use super::accept::MeshService;
+use super::accept::{MeshService, SessionStream};
 
 /// The one method of the service.
 const SESSION_PATH: &str = "/vpblu.mesh.v1.Mesh/Session";
-
-/// gRPC's per-message prefix: a compression flag and a big-endian length.
-const PREFIX: usize = 5;
 
 /// The `Mesh` service for tonic's router.
 #[derive(Clone, Debug)]
@@ -104,7 +100,7 @@ async fn session(service: &MeshService, request: http::Request<Body>, max: usize
 /// trailers (`grpc-status` 0 when the stream ends, the status it was
 /// closed with otherwise).
 struct Framed {
-    messages: <MeshService as Mesh>::SessionStream,
+    messages: SessionStream,
     done: bool,
 }
 
@@ -121,7 +117,7 @@ impl http_body::Body for Framed {
         }
         let frame = match self.messages.poll_next_unpin(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(message))) => Frame::data(frame(&message)),
+            Poll::Ready(Some(Ok(framed))) => Frame::data(framed),
             Poll::Ready(Some(Err(status))) => {
                 self.done = true;
                 Frame::trailers(trailers(&status))
@@ -139,17 +135,6 @@ impl http_body::Body for Framed {
     }
 }
 
-/// `message` with its gRPC prefix, in a buffer of exactly that size.
-fn frame(message: &pb::ControllerMessage) -> Bytes {
-    let len = message.encoded_len();
-    let mut buf = BytesMut::with_capacity(PREFIX + len);
-    buf.put_u8(0);
-    // Far below 4 GiB: the largest state is a few MB.
-    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-    message.encode_raw(&mut buf);
-    buf.freeze()
-}
-
 /// The trailers that end a stream with `status`.
 fn trailers(status: &Status) -> HeaderMap {
     let mut map = HeaderMap::new();
@@ -164,17 +149,6 @@ fn trailers(status: &Status) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_frame_is_the_prefix_and_the_message_in_exactly_its_size() {
-        let message = pb::ControllerMessage { generation: 7, ..pb::ControllerMessage::default() };
-        let framed = frame(&message);
-        let len = message.encoded_len();
-        assert_eq!(framed.len(), PREFIX + len);
-        assert_eq!(framed[0], 0, "not compressed");
-        assert_eq!(u32::from_be_bytes([framed[1], framed[2], framed[3], framed[4]]) as usize, len);
-        assert_eq!(pb::ControllerMessage::decode(&framed[PREFIX..]).expect("decodes"), message);
-    }
 
     #[test]
     fn trailers_carry_the_code_and_the_message() {

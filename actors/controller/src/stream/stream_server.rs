@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
@@ -14,6 +15,7 @@ use tokio::task::JoinHandle;
 use vpblu_messages::{Hello, NodeName};
 
 use super::accept::{MeshService, serve};
+use super::encode::PeerEncodings;
 use super::node_stream::{Inbound, NodeStream, NodeStreamArgs, Outbound};
 use super::{
     Desired, NodeAuth, NodeStreamMsg, NodeStreamStatus, RefusalEvents, ServerTransport, StreamConfig,
@@ -86,6 +88,8 @@ pub struct StreamServerState {
     metrics: StreamMetrics,
     events: broadcast::Sender<StreamEvent>,
     refusals: RefusalEvents,
+    /// Peers' wire encodings, shared by every node stream.
+    encodings: Arc<PeerEncodings>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -107,6 +111,7 @@ impl StreamServerState {
             metrics: self.metrics.clone(),
             events: self.events.clone(),
             refusals: self.refusals.clone(),
+            encodings: Arc::clone(&self.encodings),
         };
         let spawned = Actor::spawn_linked(None, NodeStream, args, myself.get_cell()).await;
         self.metrics.set_connected(self.streams.len() + usize::from(spawned.is_ok()));
@@ -189,6 +194,7 @@ impl Actor for StreamServer {
             metrics: args.metrics,
             events: args.events,
             refusals: args.refusals,
+            encodings: Arc::default(),
             stop: Some(stop),
             task,
         })
