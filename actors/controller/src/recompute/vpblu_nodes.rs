@@ -4,12 +4,14 @@
 //! it never deletes one nor touches a spec it did not write.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use ractor::ActorRef;
 use serde_json::json;
+use tokio::sync::Semaphore;
 use vpblu_k8s::{FIELD_MANAGER, VpbluNode};
 
 use super::RecomputeMsg;
@@ -20,6 +22,13 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Delay before a failed VpbluNode apply is tried again.
 const APPLY_RETRY: Duration = Duration::from_secs(2);
+
+/// Applies sent to the API server at once. A fresh install on a large
+/// cluster has a VpbluNode to create for every Node: 5000 at once kept the
+/// API server past [`APPLY_TIMEOUT`] and every timeout came back as a
+/// retry; queued here, each waits its turn instead (and its timeout runs
+/// from when it is sent).
+const APPLIES_IN_FLIGHT: usize = 32;
 
 /// Why a VpbluNode could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -32,15 +41,21 @@ pub enum ApplyError {
     Timeout(Duration),
 }
 
-/// The applies in flight, one per node at most.
+/// The applies queued or in flight, one per node at most.
 pub(super) struct VpbluNodeCreator {
     api: Api<VpbluNode>,
     applying: BTreeSet<String>,
+    /// [`APPLIES_IN_FLIGHT`] permits.
+    in_flight: Arc<Semaphore>,
 }
 
 impl VpbluNodeCreator {
     pub(super) fn new(api: Api<VpbluNode>) -> Self {
-        VpbluNodeCreator { api, applying: BTreeSet::new() }
+        VpbluNodeCreator {
+            api,
+            applying: BTreeSet::new(),
+            in_flight: Arc::new(Semaphore::new(APPLIES_IN_FLIGHT)),
+        }
     }
 
     /// Starts a server-side apply for every Node in `snapshot` without a
@@ -61,7 +76,10 @@ impl VpbluNodeCreator {
             self.applying.insert(name.clone());
             let api = self.api.clone();
             let me = myself.clone();
+            let in_flight = Arc::clone(&self.in_flight);
             vpblu_runtime::spawn(async move {
+                // Never closed: a permit always comes.
+                let _permit = in_flight.acquire_owned().await;
                 let result = apply(&api, &name, &uid).await;
                 let _stopped = me.cast(RecomputeMsg::Applied { node: name, result });
             });
