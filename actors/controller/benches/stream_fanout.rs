@@ -252,13 +252,30 @@ impl Controller {
 
     /// CPU seconds (user + system) used so far.
     fn cpu(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.process.pid())).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are 14 and 15.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
-        (ticks(11) + ticks(12)) / clock_ticks()
+        cpu_seconds(self.process.pid())
     }
+
+    /// (passes, seconds spent in them) of the recompute so far.
+    fn recompute(&self) -> (f64, f64) {
+        let passes = self.metric("vpblu_controller_recompute_duration_seconds_count").unwrap_or(f64::NAN);
+        let seconds = self.metric("vpblu_controller_recompute_duration_seconds_sum").unwrap_or(f64::NAN);
+        (passes, seconds)
+    }
+}
+
+/// CPU seconds (user + system) process `pid` used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+/// CPU seconds this process (the simulated daemons) used so far.
+fn daemons_cpu() -> f64 {
+    cpu_seconds(std::process::id())
 }
 
 /// `VPBLU_BENCH_CONTROLLER_LOG`: the controllers' `RUST_LOG` (default
@@ -390,6 +407,7 @@ async fn scenario(n: usize, trials: usize) {
     // controller's accept and come back as a reconnect storm.
     let wave = if n > 1000 { CONNECT_WAVE } else { n };
     let first_started = Instant::now();
+    let (formation_cpu, formation_daemons_cpu) = (leader.cpu(), daemons_cpu());
     for i in 0..n {
         if i > 0 && i % wave == 0 {
             tokio::time::sleep(CONNECT_WAVE_PAUSE).await;
@@ -433,18 +451,23 @@ async fn scenario(n: usize, trials: usize) {
         return;
     };
     println!(
-        "full mesh @ {n} daemons: every daemon holds {} peers, {:.1} s after the first daemon started",
+        "full mesh @ {n} daemons: every daemon holds {} peers, {:.1} s after the first daemon started \
+         (the controller used {:.1} CPU s, the simulated daemons {:.1})",
         n - 1,
-        mesh.as_secs_f64()
+        mesh.as_secs_f64(),
+        leader.cpu() - formation_cpu,
+        daemons_cpu() - formation_daemons_cpu,
     );
 
-    // Idle: once the status of every node is written.
-    match leader.settle(Duration::from_secs(120)).await {
+    // Idle: once the status of every node is written (lazy writes go at
+    // 50/s: a large cluster needs n/50 s for one round).
+    let settle_limit = Duration::from_secs(120 + n as u64 / 50);
+    match leader.settle(settle_limit).await {
         Some(took) => println!(
             "controller settled @ {n} daemons: every VpbluNode status written {:.1} s after the mesh formed",
             took.as_secs_f64()
         ),
-        None => println!("controller @ {n} daemons: status writes still pending after 120 s"),
+        None => println!("controller @ {n} daemons: status writes still pending after {settle_limit:?}"),
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu = leader.cpu();
@@ -471,6 +494,8 @@ async fn scenario(n: usize, trials: usize) {
 
     // Churn: BlockPolicies, then node joins.
     let churn_cpu = leader.cpu();
+    let churn_daemons_cpu = daemons_cpu();
+    let churn_recompute = leader.recompute();
     let churn_start = Instant::now();
     let blocks: Api<BlockPolicy> = Api::all(cluster.client());
     let (mut samples, mut failed) = (Vec::new(), 0);
@@ -527,10 +552,15 @@ async fn scenario(n: usize, trials: usize) {
     time_goal("node join -> every daemon has the peer, p99", n, goals.map(|g| g.join_p99), p99);
     let churn = churn_start.elapsed();
     let churn_cpu = (leader.cpu() - churn_cpu) / churn.as_secs_f64() * 100.0;
+    let churn_daemons_cpu = (daemons_cpu() - churn_daemons_cpu) / churn.as_secs_f64() * 100.0;
+    let (passes, seconds) = leader.recompute();
+    let passes = passes - churn_recompute.0;
     let (rss, peak) = leader.rss();
     println!(
-        "controller during churn @ {n} daemons: CPU {churn_cpu:.1}% of one core over {:.1} s; RSS {rss:.1} MiB, peak {peak:.1} MiB",
-        churn.as_secs_f64()
+        "controller during churn @ {n} daemons: CPU {churn_cpu:.1}% of one core over {:.1} s; RSS {rss:.1} MiB, peak {peak:.1} MiB; \
+         {passes:.0} recompute passes of {:.0} ms on average; the simulated daemons used {churn_daemons_cpu:.1}%",
+        churn.as_secs_f64(),
+        (seconds - churn_recompute.1) / passes * 1e3,
     );
 
     // Failover: a warm standby (same --grpc-addr; it listens only once it
@@ -540,6 +570,7 @@ async fn scenario(n: usize, trials: usize) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let syncs: Vec<u64> = daemons.iter().map(|d| d.counts.syncs.load(Ordering::Acquire)).collect();
     trace_trial("failover", 0);
+    let (standby_cpu, failover_daemons_cpu) = (standby.cpu(), daemons_cpu());
     drop(leader);
     let served = time_until(Duration::from_secs(120), || {
         daemons.iter().zip(&syncs).all(|(d, before)| d.counts.syncs.load(Ordering::Acquire) > *before)
@@ -553,6 +584,11 @@ async fn scenario(n: usize, trials: usize) {
         ),
         None => println!("leader failover @ {total} daemons: not every daemon was served within 120 s"),
     }
+    println!(
+        "during the failover: the new leader used {:.1} CPU s, the simulated daemons {:.1} CPU s",
+        standby.cpu() - standby_cpu,
+        daemons_cpu() - failover_daemons_cpu
+    );
     time_goal("leader failover -> standby serving all", n, goals.map(|g| g.failover), served);
     let (rss, peak) = standby.rss();
     println!("new leader after failover @ {total} daemons: RSS {rss:.1} MiB, peak {peak:.1} MiB");
