@@ -87,6 +87,7 @@ pub use inputs::{
 pub use peering::DEFAULT_LISTEN_PORT;
 
 use index::Index;
+pub use view::Previous;
 use view::{Entries, Viewers};
 
 /// Below this many nodes one thread is quicker than two.
@@ -104,6 +105,15 @@ pub struct Output {
 /// Every node's desired state. Large meshes are split over two threads;
 /// the result is the same either way.
 pub fn compute(inputs: &Inputs) -> Output {
+    compute_after(inputs, &Previous::default())
+}
+
+/// [`compute`], reusing what `previous` (see [`Previous::of`]) offers:
+/// equal peer entries keep their `Arc`, and the mesh is built as an edit of
+/// the previous one, so a state that did not change shares its tree with
+/// its previous self and `==` between them costs what changed, not N. The
+/// result equals [`compute`]'s.
+pub fn compute_after(inputs: &Inputs, previous: &Previous) -> Output {
     let (index, mut findings) = Index::build(inputs);
     let mut rotation_findings = findings::Findings::default();
     let rotation = rotation::in_effect(&inputs.rotations, &mut rotation_findings);
@@ -114,7 +124,7 @@ pub fn compute(inputs: &Inputs) -> Output {
     }
     let live = index.live();
     let states_of = |chunk: &[usize]| {
-        let mut entries = Entries::new(&index, Viewers::Many);
+        let mut entries = Entries::new(&index, Viewers::Many, previous);
         chunk
             .iter()
             .map(|&n| (index.nodes.nodes[n].name().clone(), index.node_state(n, &mut entries)))
@@ -148,7 +158,8 @@ pub fn compute_node(inputs: &Inputs, node: &NodeName) -> Option<NodeDesiredState
     if !index.nodes.nodes[n].is_live() {
         return None;
     }
-    let mut entries = Entries::new(&index, Viewers::One);
+    let none = Previous::default();
+    let mut entries = Entries::new(&index, Viewers::One, &none);
     let mut state = index.node_state(n, &mut entries);
     if let Some(rotation) = rotation::in_effect(&inputs.rotations, &mut findings::Findings::default()) {
         rotation::Overlay::new(rotation).apply(&mut state);

@@ -22,13 +22,81 @@ pub(super) enum Viewers {
     Many,
 }
 
+/// What the previous computation produced, for the next to reuse: the
+/// same `Arc<Peer>` for every entry that did not change, and the previous
+/// full-mesh tree to build the new one on, so that states that did not
+/// change share their trees with the previous ones (persistent maps) and
+/// compare with them in time proportional to what changed, not N².
+#[derive(Debug, Default)]
+pub struct Previous {
+    peers: HashMap<NodeName, Arc<Peer>>,
+    mesh: Option<PeerMap>,
+}
+
+impl Previous {
+    /// What `states` (a previous output's) offer for reuse. In a full mesh
+    /// two states tell it all (any node's peers are the mesh but itself,
+    /// another's hold that one); otherwise it reads on until every node
+    /// with a state is known as a peer, or the states end. Values decide:
+    /// an entry or a tree from here is reused only where it equals what is
+    /// computed anew.
+    pub fn of<'a>(states: impl IntoIterator<Item = &'a NodeDesiredState>) -> Previous {
+        let states: Vec<&NodeDesiredState> = states.into_iter().collect();
+        let mut with_peers = states.iter().filter(|s| !s.peers.is_empty());
+        let Some(base) = with_peers.next() else { return Previous::default() };
+        let mut peers: HashMap<NodeName, Arc<Peer>> =
+            base.peers.iter().map(|(name, peer)| (name.clone(), Arc::clone(peer))).collect();
+        for state in with_peers {
+            if peers.len() >= states.len() {
+                break;
+            }
+            for (name, peer) in &state.peers {
+                peers.entry(name.clone()).or_insert_with(|| Arc::clone(peer));
+            }
+        }
+        let mut mesh = base.peers.clone();
+        if let Some(own) = peers.get(&base.node) {
+            mesh.insert(base.node.clone(), Arc::clone(own));
+        }
+        Previous { peers, mesh: Some(mesh) }
+    }
+
+    /// `built`, as the previous entry when that one is equal.
+    fn reuse(&self, built: Peer) -> Arc<Peer> {
+        match self.peers.get(&built.node) {
+            Some(old) if **old == built => Arc::clone(old),
+            _ => Arc::new(built),
+        }
+    }
+
+    /// `fresh` as an edit of the previous mesh: the same entries, sharing
+    /// every subtree the edit does not touch.
+    fn rebase(&self, fresh: PeerMap) -> PeerMap {
+        let Some(previous) = &self.mesh else { return fresh };
+        let mut out = previous.clone();
+        for (name, entry) in &fresh {
+            if !out.get(name).is_some_and(|old| Arc::ptr_eq(old, entry) || old == entry) {
+                out.insert(name.clone(), Arc::clone(entry));
+            }
+        }
+        if out.len() != fresh.len() {
+            let gone: Vec<NodeName> = out.keys().filter(|name| !fresh.contains_key(*name)).cloned().collect();
+            for name in &gone {
+                out.remove(name);
+            }
+        }
+        out
+    }
+}
+
 /// Peer entries built so far, shared by every viewer that sees the same
 /// entry. A peer's entry is the same on every viewer except where a route
 /// overriding one of its pod CIDRs does not apply (on the route's target,
 /// or off its peering), so most peers have a single entry.
 #[derive(Debug)]
-pub(super) struct Entries {
+pub(super) struct Entries<'p> {
     viewers: Viewers,
+    previous: &'p Previous,
     /// The entry with every override applied, per node, built on first use.
     common: Vec<Option<Arc<Peer>>>,
     /// Other entries, by node and the set of its pod CIDRs removed.
@@ -39,9 +107,15 @@ pub(super) struct Entries {
     mesh: Option<PeerMap>,
 }
 
-impl Entries {
-    pub(super) fn new(index: &Index<'_>, viewers: Viewers) -> Self {
-        Entries { viewers, common: vec![None; index.nodes.nodes.len()], variants: HashMap::new(), mesh: None }
+impl<'p> Entries<'p> {
+    pub(super) fn new(index: &Index<'_>, viewers: Viewers, previous: &'p Previous) -> Self {
+        Entries {
+            viewers,
+            previous,
+            common: vec![None; index.nodes.nodes.len()],
+            variants: HashMap::new(),
+            mesh: None,
+        }
     }
 
     /// Peer `p`'s entry as eligible node `viewer` sees it.
@@ -79,8 +153,9 @@ impl Entries {
             return entry.clone();
         }
         let overrides = &index.claims.overrides[p];
-        let entry =
-            Arc::new(self.build(index, p, &|position| overrides.iter().any(|o| o.position == position)));
+        let entry = self
+            .previous
+            .reuse(self.build(index, p, &|position| overrides.iter().any(|o| o.position == position)));
         self.common[p] = Some(entry.clone());
         entry
     }
@@ -158,9 +233,13 @@ impl Index<'_> {
     fn peers_of(&self, n: usize, entries: &mut Entries) -> PeerMap {
         if self.tunnel.is_full_mesh() && entries.viewers == Viewers::Many {
             if entries.mesh.is_none() {
-                let mesh =
-                    self.eligible.iter().map(|&p| entries.common(self, p)).map(|e| (e.node.clone(), e));
-                entries.mesh = Some(mesh.collect());
+                let fresh: PeerMap = self
+                    .eligible
+                    .iter()
+                    .map(|&p| entries.common(self, p))
+                    .map(|e| (e.node.clone(), e))
+                    .collect();
+                entries.mesh = Some(entries.previous.rebase(fresh));
             }
             let mut peers = entries.mesh.clone().unwrap_or_default();
             peers.remove(self.nodes.nodes[n].name());

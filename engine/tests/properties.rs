@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 use vpblu_engine::{
-    BlockInput, BlockPolicyInput, FindingReason, Inputs, NodeAction, NodeInput, Output, Peering,
-    RotationInput, RouteInput, RoutePolicyInput, TunnelPolicyInput, compute, compute_node,
+    BlockInput, BlockPolicyInput, FindingReason, Inputs, NodeAction, NodeInput, Output, Peering, Previous,
+    RotationInput, RouteInput, RoutePolicyInput, TunnelPolicyInput, compute, compute_after, compute_node,
 };
 use vpblu_messages::{BlockRule, Cidr, NodeDesiredState, NodeName, PublicKey, RotationPhase, apply, diff};
 
@@ -476,4 +476,41 @@ fn covers_a_node(inputs: &Inputs, block: &BlockInput) -> bool {
         .iter()
         .filter_map(|n| n.internal_ip)
         .any(|ip| block.from.contains_ip(ip) || block.to.contains_ip(ip))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+        ..ProptestConfig::default()
+    })]
+
+    /// Reusing a previous output never changes the result, whatever the
+    /// previous inputs were.
+    #[test]
+    fn computing_after_any_previous_output_gives_the_same_states(before in cluster(), after in cluster()) {
+        let previous = compute(&before);
+        let reused = compute_after(&after, &Previous::of(previous.nodes.values()));
+        prop_assert_eq!(reused, compute(&after));
+    }
+
+    /// With unchanged inputs every peer entry is the previous `Arc`, and
+    /// each state compares equal to its previous self. (Entries a route
+    /// overrides for some viewers are rebuilt: only their values are kept.)
+    #[test]
+    fn unchanged_inputs_reuse_every_entry(mut inputs in cluster()) {
+        inputs.rotations.clear();
+        inputs.route_policies.clear();
+        let first = compute(&inputs);
+        let second = compute_after(&inputs, &Previous::of(first.nodes.values()));
+        prop_assert_eq!(&second, &first);
+        for (node, state) in &second.nodes {
+            for (peer, entry) in &state.peers {
+                let old = &first.nodes[node].peers[peer];
+                let reused = std::sync::Arc::ptr_eq(entry, old) || first.nodes.values().any(|s| {
+                    s.peers.get(peer).is_some_and(|o| std::sync::Arc::ptr_eq(o, entry))
+                });
+                prop_assert!(reused, "{}'s entry for {} was rebuilt", node, peer);
+            }
+        }
+    }
 }

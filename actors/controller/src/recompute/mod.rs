@@ -28,6 +28,7 @@ use futures::{StreamExt, future, stream};
 use kube::{Api, Client};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
+use vpblu_engine::Previous;
 use vpblu_messages::{Cidr, NodeDesiredState, NodeName};
 use vpblu_runtime::{ChildSpec, Forward, Health, forward, watch_changes};
 
@@ -393,7 +394,10 @@ async fn pass(myself: &ActorRef<RecomputeMsg>, state: &mut RecomputeState) -> Re
         let (mut inputs, mut findings) = inputs_from(snapshot.objects());
         inputs.service_cidrs = service_cidrs;
         phases.lap("convert");
-        let computed = vpblu_engine::compute(&inputs);
+        // The previous result's entries and mesh tree, so unchanged states
+        // share their trees with it and `share` compares them cheaply.
+        let previous = last.as_deref().map(|last| Previous::of(last.nodes.values().map(|s| &**s)));
+        let computed = vpblu_engine::compute_after(&inputs, &previous.unwrap_or_default());
         findings.extend(computed.findings);
         findings.sort();
         findings.dedup();
