@@ -373,3 +373,19 @@ mod tests {
         require_root_and(&["ip", "no-such-tool-vpblu"]);
     }
 }
+
+/// A bpffs pin directory, emptied and removed on drop (also while a
+/// failing test unwinds).
+#[derive(Debug)]
+pub struct PinDir(pub PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use vpblu_daemon::bpf::layout::DST_LENS;
 use vpblu_daemon::bpf::{AttachMode, Dataplane, DstEntry, ProgramKind, Verdict};
 use vpblu_e2e::bench_goal::goal;
+use vpblu_e2e::netns::PinDir;
 use vpblu_messages::{BlockRule, Cidr, UnreachableReason};
 
 const REPEAT: u32 = 1_000_000;
@@ -33,19 +34,6 @@ const MIX_PASSES: usize = 4;
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
 const MARK: u32 = 0x5650;
-
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(&self.0) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
 
 fn frame(src: IpAddr, dst: IpAddr) -> Vec<u8> {
     let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];

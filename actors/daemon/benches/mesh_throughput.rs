@@ -38,6 +38,7 @@ use vpblu_daemon::wireguard::{UserspaceOptions, WireGuard, WireGuardDevice, Wire
 use vpblu_e2e::bench_goal::goal;
 use vpblu_e2e::lab::topology::{LabNode, Topology};
 use vpblu_e2e::lab::traffic::wait_flows;
+use vpblu_e2e::netns::PinDir;
 use vpblu_e2e::netns::{Netns, require_root_and};
 use vpblu_messages::{
     Backend, Cidr, Command as MeshCommand, Generation, NodeDesiredState, NodeName, Peer, PeerMap, PublicKey,
@@ -50,19 +51,6 @@ const IPERF_PORT: &str = "5201";
 const MESH_MTU: &str = "1420";
 
 /// A bpffs pin directory, emptied and removed on drop.
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(&self.0) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 fn env_number(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
         Ok(v) => v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number")),

@@ -36,20 +36,7 @@ pub const METRICS_PORT: u16 = 9091;
 
 static DAEMONS: AtomicU32 = AtomicU32::new(0);
 
-/// A bpffs pin directory, emptied and removed on drop.
-#[derive(Debug)]
-pub struct PinDir(pub PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(&self.0) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
+pub use vpblu_e2e::netns::PinDir;
 
 /// One node's daemon: where it keeps things and how it is started. The
 /// process itself is a [`Running`].

@@ -2,19 +2,7 @@
 
 use super::*;
 
-/// A bpffs pin directory, emptied and removed on drop.
-pub(crate) struct PinDir(pub(crate) PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(&self.0) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
+pub(crate) use vpblu_e2e::netns::PinDir;
 
 /// One node. Fields drop in order: the data plane first, then its pins,
 /// its pods, its namespace (which kills wireguard-go by PID).
