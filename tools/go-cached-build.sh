@@ -93,6 +93,22 @@ go_build() {
 	say "$name: built in $((SECONDS - start))s ($(du -h "$bindir/$name" | cut -f1))"
 }
 
+# k8s_ldflags VERSION: -ldflags for a Kubernetes binary, with the -X stamps of
+# kubernetes' hack/lib/version.sh, so `--version`, /version and kubeadm's
+# checks report the pinned release.
+k8s_ldflags() {
+	local version=$1 major minor p flags="-s -w"
+	minor=${version#v*.}
+	minor=${minor%%.*}
+	major=${version#v}
+	major=${major%%.*}
+	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		flags+=" -X $p.gitVersion=$version -X $p.gitMajor=$major -X $p.gitMinor=$minor"
+		flags+=" -X $p.gitTreeState=clean -X $p.gitCommit= -X $p.buildDate=1970-01-01T00:00:00Z"
+	done
+	echo "$flags"
+}
+
 cache_done() {
 	up_to_date || die "binaries missing after build in $bindir"
 	point_current

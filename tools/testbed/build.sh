@@ -56,18 +56,7 @@ total_start=$SECONDS
 # etcd first: it is the smaller build, and its version is compiled in.
 go_build etcd "$here/etcd" go.etcd.io/etcd/server/v3 -ldflags "-s -w"
 
-# Same -X stamps as kubernetes' hack/lib/version.sh, so /version and
-# `kube-apiserver --version` report the pinned release.
-k8s_minor=${k8s_version#v*.}
-k8s_minor=${k8s_minor%%.*}
-k8s_major=${k8s_version#v}
-k8s_major=${k8s_major%%.*}
-build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-ldflags="-s -w"
-for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-	ldflags+=" -X $p.gitVersion=$k8s_version -X $p.gitMajor=$k8s_major -X $p.gitMinor=$k8s_minor"
-	ldflags+=" -X $p.gitTreeState=clean -X $p.gitCommit= -X $p.buildDate=$build_date"
-done
+ldflags=$(k8s_ldflags "$k8s_version")
 go_build kube-apiserver "$here/apiserver" k8s.io/kubernetes/cmd/kube-apiserver -ldflags "$ldflags"
 [[ -z $want_kubectl ]] || go_build kubectl "$here/apiserver" k8s.io/kubernetes/cmd/kubectl -ldflags "$ldflags"
 
