@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vpblu/target
 CARGO ?= cargo
 
-.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down build-meshtop install-cli kind-e2e prometheus soak chaos fuzz docs docs-serve mdbook kvm-validate kvm-down
+.PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down build-meshtop install-cli kind-e2e kind-down prometheus soak chaos fuzz docs docs-serve mdbook kvm-validate kvm-down
 
 help:
 	@echo "make lab       bring the vpblu mesh up on this machine (see README)"
@@ -28,7 +28,8 @@ help:
 	@echo "make lab-down  remove what a killed lab left behind"
 	@echo "make kvm-validate  the kernel WireGuard backend in QEMU guests (Debian kernel): the §12 table"
 	@echo "make kvm-down  remove what a killed kvm-validate left behind (like lab-down: every lab's)"
-	@echo "make kind-e2e  the acceptance checks on a real kind cluster (needs docker + kind)"
+	@echo "make kind-e2e  §12 on a real 3-node kind cluster, built offline, vpblu installed with helm (root)"
+	@echo "make kind-down remove the cluster and private engine a killed kind-e2e left behind"
 	@echo "make build-meshtop  build meshtop, the terminal view of the mesh"
 	@echo "make install-cli    install vpblu (and kubectl-vpblu, for kubectl vpblu status) in $$(PREFIX)/bin"
 
@@ -134,10 +135,14 @@ lab-down:
 	@if [[ -x "$(CARGO_TARGET_DIR)/debug/vpblu-lab" ]]; then "$(CARGO_TARGET_DIR)/debug/vpblu-lab" down; \
 	else $(CARGO) run -q -p vpblu-e2e --bin vpblu-lab --locked -- down; fi
 
-# The same checks on a real 3-node kind cluster (needs docker and kind;
-# cannot run on machines without a container engine).
-kind-e2e:
+# A real 3-node kind cluster built offline (tools/kind: node image, images,
+# a private dockerd), vpblu installed from chart/vpblu with helm, §12 on it.
+kind-e2e: deps
 	tools/kind/e2e.sh
+
+# Removes the cluster and the private engine a killed kind-e2e left behind.
+kind-down:
+	tools/kind/e2e.sh down
 
 # The docs site: docs/ (guide, generated reference) built by the pinned
 # mdBook (tools/mdbook, from crates.io, cached) into docs/book.
