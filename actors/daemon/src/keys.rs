@@ -318,10 +318,22 @@ fn ensure_private_dir(dir: &Path) -> Result<(), KeyStoreError> {
         Ok(meta) if !meta.is_dir() => Err(KeyStoreError::NotADirectory { path: dir.to_path_buf() }),
         Ok(meta) => {
             let mode = meta.permissions().mode() & 0o7777;
-            if mode & 0o077 != 0 {
+            if mode & 0o077 == 0 {
+                return Ok(());
+            }
+            // An empty directory has held no key anyone could have read: it
+            // is what the kubelet makes of a DirectoryOrCreate hostPath
+            // (0755) on a node's first start. Tighten it. One with files in
+            // it is the operator's to look at.
+            let empty = fs::read_dir(dir)
+                .map_err(|source| KeyStoreError::Directory { path: dir.to_path_buf(), source })?
+                .next()
+                .is_none();
+            if !empty {
                 return Err(KeyStoreError::DirectoryMode { path: dir.to_path_buf(), mode });
             }
-            Ok(())
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .map_err(|source| KeyStoreError::Directory { path: dir.to_path_buf(), source })
         }
     }
 }

@@ -134,6 +134,21 @@ fn a_staged_key_file_with_a_loose_mode_is_refused_too() {
 }
 
 #[test]
+fn an_empty_dir_with_a_loose_mode_is_tightened_and_used() {
+    // What the kubelet makes of a DirectoryOrCreate hostPath: 0755, empty.
+    for loose in [0o755, 0o777, 0o750] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        fs::create_dir(&dir).unwrap();
+        set_mode(&dir, loose);
+        let store = KeyStore::open(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(ACTIVE_FILE)), 0o600);
+        drop(store);
+    }
+}
+
+#[test]
 fn a_group_or_world_accessible_dir_is_refused_with_the_fix() {
     for bad in [0o750, 0o705, 0o755, 0o777, 0o710] {
         let (_tmp, dir, store) = store();
