@@ -321,15 +321,23 @@ fn ensure_private_dir(dir: &Path) -> Result<(), KeyStoreError> {
             if mode & 0o077 == 0 {
                 return Ok(());
             }
-            // An empty directory has held no key anyone could have read: it
-            // is what the kubelet makes of a DirectoryOrCreate hostPath
-            // (0755) on a node's first start. Tighten it. One with files in
-            // it is the operator's to look at.
-            let empty = fs::read_dir(dir)
-                .map_err(|source| KeyStoreError::Directory { path: dir.to_path_buf(), source })?
-                .next()
-                .is_none();
-            if !empty {
+            // A directory without a single file has held no key anyone could
+            // have read: it is what the kubelet makes of a DirectoryOrCreate
+            // hostPath (0755) on a node's first start, perhaps with the
+            // daemon's own state directory in it already. Tighten it. One
+            // with files in it is the operator's to look at.
+            let entries = fs::read_dir(dir)
+                .map_err(|source| KeyStoreError::Directory { path: dir.to_path_buf(), source })?;
+            let mut holds_files = false;
+            for entry in entries {
+                let entry =
+                    entry.map_err(|source| KeyStoreError::Directory { path: dir.to_path_buf(), source })?;
+                let file_type = entry
+                    .file_type()
+                    .map_err(|source| KeyStoreError::Directory { path: entry.path(), source })?;
+                holds_files |= !file_type.is_dir();
+            }
+            if holds_files {
                 return Err(KeyStoreError::DirectoryMode { path: dir.to_path_buf(), mode });
             }
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))

@@ -134,12 +134,14 @@ fn a_staged_key_file_with_a_loose_mode_is_refused_too() {
 }
 
 #[test]
-fn an_empty_dir_with_a_loose_mode_is_tightened_and_used() {
+fn a_dir_without_files_with_a_loose_mode_is_tightened_and_used() {
     // What the kubelet makes of a DirectoryOrCreate hostPath: 0755, empty.
     for loose in [0o755, 0o777, 0o750] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("keys");
         fs::create_dir(&dir).unwrap();
+        // The daemon's state directory may be there already.
+        fs::create_dir(dir.join("state")).unwrap();
         set_mode(&dir, loose);
         let store = KeyStore::open(&dir).unwrap();
         assert_eq!(mode(&dir), 0o700);
