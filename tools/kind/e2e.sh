@@ -315,6 +315,7 @@ done
 gone_ms=$(($(now_ms) - t0))
 # The kubelet registers the node again when it restarts: the peer comes back.
 docker exec "$victim" systemctl restart kubelet
+for _ in $(seq 60); do kc get node "$victim" >/dev/null 2>&1 && break; sleep 1; done
 kc wait --for=condition=Ready "node/$victim" --timeout=120s >/dev/null
 kc -n vpblu-system rollout status daemonset/vpblu-daemon --timeout=180s >/dev/null
 row 12.5 "node delete drops peer" PASS "$victim gone from every peer list in $gone_ms ms; re-registered"
@@ -339,6 +340,9 @@ for node in "${node_list[@]}"; do
 		leftovers=$((leftovers + 1))
 	fi
 done
-((leftovers == 0)) || die "helm uninstall left vpblu state on $leftovers node(s) (above)"
-echo "all $node_count nodes are clean"
+if ((leftovers > 0)); then
+	row uninst "helm uninstall leaves nodes clean" FAIL "vpblu state left on $leftovers of $node_count nodes (above)"
+	die "helm uninstall left vpblu state on $leftovers node(s) (above)"
+fi
+row uninst "helm uninstall leaves nodes clean" PASS "no device, pin, fwmark rule, route or wireguard-go on $node_count nodes"
 log "all kind checks passed"
