@@ -62,8 +62,12 @@ async fn a_daemon_refuses_a_controller_it_cannot_verify() {
     // it, so the count is awaited rather than read once; a handshake the
     // daemon dropped before its ClientHello is counted only when the
     // server's handshake timeout (10 s) fires, so the wait outlasts it.
+    // Only the first attempt is sure to have reached the server: `refused`
+    // returns once the second has *started* (epoch 2), and the daemon is
+    // stopped then, perhaps before that one connected (seen under CI load:
+    // counted 1 after 15 s).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while controller.metrics.rejected_count(RejectReason::TlsHandshake) < 2 {
+    while controller.metrics.rejected_count(RejectReason::TlsHandshake) < 1 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the refused handshakes were not counted within 15 s (counted {})",
