@@ -82,13 +82,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# image_from_dir REF DIR [DOCKERFILE-LINES...]: an image of DIR's contents.
+# image_from_dir REF BASE DIR [DOCKERFILE-LINES...]: BASE with DIR's
+# contents copied over its root; REF is added to the images to preload.
 image_from_dir() {
-	local ref=$1 dir=$2
-	shift 2
-	{ echo "FROM scratch"; echo "COPY . /"; printf '%s\n' "$@"; } >"$dir.Dockerfile"
+	local ref=$1 base=$2 dir=$3
+	shift 3
+	{ echo "FROM $base"; echo "COPY . /"; printf '%s\n' "$@"; } >"$dir.Dockerfile"
 	$docker build -q -f "$dir.Dockerfile" -t "$ref" "$dir" >/dev/null ||
 		die "docker build of $ref from $dir failed"
+	images+=("$ref")
 }
 
 # A distroless-like filesystem: a root user, CA certificates, /tmp.
@@ -110,31 +112,23 @@ for p in kube-apiserver kube-controller-manager kube-scheduler etcd; do
 	etcd) ref=registry.k8s.io/etcd:${etcd_version#v}-0 ;;
 	*) ref=registry.k8s.io/$p:$k8s_version ;;
 	esac
-	image_from_dir "$ref" "$work/$p" 'ENV PATH=/usr/local/bin:/usr/bin:/bin'
-	images+=("$ref")
+	image_from_dir "$ref" scratch "$work/$p" 'ENV PATH=/usr/local/bin:/usr/bin:/bin'
 done
 minimal_rootfs "$work/coredns"
 cp "$bin/coredns" "$work/coredns/coredns"
-image_from_dir "registry.k8s.io/coredns/coredns:$coredns_version" "$work/coredns" 'ENTRYPOINT ["/coredns"]'
-images+=("registry.k8s.io/coredns/coredns:$coredns_version")
+image_from_dir "registry.k8s.io/coredns/coredns:$coredns_version" scratch "$work/coredns" 'ENTRYPOINT ["/coredns"]'
 mkdir -p "$work/pause"
 cp "$bin/pause" "$work/pause/pause"
-image_from_dir "registry.k8s.io/pause:$PAUSE_VERSION" "$work/pause" 'ENTRYPOINT ["/pause"]'
-images+=("registry.k8s.io/pause:$PAUSE_VERSION")
+image_from_dir "registry.k8s.io/pause:$PAUSE_VERSION" scratch "$work/pause" 'ENTRYPOINT ["/pause"]'
 
 # The Debian-based ones: kube-proxy (iptables), Flannel, and the e2e tools.
 tar -C "$tools_base" -c . | $docker import - "$tools_image" >/dev/null
 images+=("$tools_image")
-mkdir -p "$work/kube-proxy" "$work/flannel/opt/bin"
-cp "$bin/kube-proxy" "$work/kube-proxy/"
-printf 'FROM %s\nCOPY kube-proxy /usr/local/bin/kube-proxy\n' "$tools_image" >"$work/kube-proxy.Dockerfile"
-$docker build -q -f "$work/kube-proxy.Dockerfile" -t "registry.k8s.io/kube-proxy:$k8s_version" "$work/kube-proxy" >/dev/null
-images+=("registry.k8s.io/kube-proxy:$k8s_version")
-cp "$bin/flanneld" "$work/flannel/opt/bin/flanneld"
-cp "$bin/flannel" "$work/flannel/opt/bin/flannel"
-printf 'FROM %s\nCOPY opt /opt\nENTRYPOINT ["/opt/bin/flanneld"]\n' "$tools_image" >"$work/flannel.Dockerfile"
-$docker build -q -f "$work/flannel.Dockerfile" -t "vpblu.dev/flannel:$flannel_version" "$work/flannel" >/dev/null
-images+=("vpblu.dev/flannel:$flannel_version")
+mkdir -p "$work/kube-proxy/usr/local/bin" "$work/flannel/opt/bin"
+cp "$bin/kube-proxy" "$work/kube-proxy/usr/local/bin/"
+image_from_dir "registry.k8s.io/kube-proxy:$k8s_version" "$tools_image" "$work/kube-proxy"
+cp "$bin/flanneld" "$bin/flannel" "$work/flannel/opt/bin/"
+image_from_dir "vpblu.dev/flannel:$flannel_version" "$tools_image" "$work/flannel" 'ENTRYPOINT ["/opt/bin/flanneld"]'
 
 say "assembling the node root filesystem"
 rootfs=$work/node
