@@ -9,6 +9,7 @@ use clap::Parser;
 use vpblu_messages::{Backend, NodeName, RotationPhase};
 use vpblu_runtime::{LogFormat, parse_duration};
 
+use crate::uninstall::RemoveOnStop;
 use crate::wireguard::WireGuardGo;
 
 /// vpblu daemon: runs on every node, owns its WireGuard device, routes and
@@ -91,6 +92,23 @@ pub struct Args {
     /// Log line format.
     #[arg(long, env = "VPBLU_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+
+    /// What a stopping daemon does with the data plane: `auto` removes
+    /// vpblu from the node (devices, programs and pins, rules, routes,
+    /// keys) when its DaemonSet (`--daemonset`) is gone or being deleted,
+    /// i.e. on uninstall, and keeps it for the next daemon otherwise;
+    /// `always` and `never` do not ask.
+    #[arg(long, env = "VPBLU_REMOVE_ON_STOP", value_enum, default_value = "auto")]
+    pub remove_on_stop: RemoveOnStop,
+
+    /// The DaemonSet that runs this daemon, looked up (in
+    /// `--pod-namespace`) when it stops, for `--remove-on-stop=auto`.
+    #[arg(long, env = "VPBLU_DAEMONSET", requires = "pod_namespace")]
+    pub daemonset: Option<String>,
+
+    /// This pod's namespace (the downward API's metadata.namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
 
     /// Directory where the applied generation is recorded, so a restarted
     /// daemon's Hello says what is really in force.

@@ -438,6 +438,33 @@ fn scrub(path: &Path) -> Result<(), KeyStoreError> {
     fs::remove_file(path).map_err(write_err)
 }
 
+/// `EBUSY`: removing a directory that is a mount point.
+const EBUSY: i32 = 16;
+
+/// Removes every key file of the store in `dir` (active, staged, retired,
+/// half-written temps), each overwritten with zeros first, and then `dir`
+/// itself if that left it empty (removing vpblu from a node). How many key
+/// files there were; a missing `dir` holds none.
+pub fn remove_all(dir: &Path) -> Result<usize, KeyStoreError> {
+    let present = |name: &str| fs::symlink_metadata(dir.join(name)).is_ok();
+    let keys = [ACTIVE_FILE, STAGED_FILE, RETIRED_FILE].into_iter().filter(|name| present(name)).count();
+    if !dir.exists() {
+        return Ok(0);
+    }
+    scrub_leftovers(dir)?;
+    scrub(&dir.join(STAGED_FILE))?;
+    scrub(&dir.join(ACTIVE_FILE))?;
+    match fs::remove_dir(dir) {
+        // Not empty (not ours alone), or a mount point (the DaemonSet's
+        // hostPath, EBUSY): it stays, without our files.
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty || e.raw_os_error() == Some(EBUSY) => Ok(keys),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(KeyStoreError::Directory { path: dir.to_path_buf(), source: e })
+        }
+        _ => Ok(keys),
+    }
+}
+
 /// Scrubs what a crash may have left: a retired key, half-written temps.
 fn scrub_leftovers(dir: &Path) -> Result<(), KeyStoreError> {
     scrub(&dir.join(RETIRED_FILE))?;

@@ -9,6 +9,7 @@ pub mod pod_interfaces;
 pub mod routing;
 pub mod stream;
 mod tree;
+pub mod uninstall;
 pub mod wireguard;
 
 pub use args::Args;

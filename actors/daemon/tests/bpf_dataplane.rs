@@ -183,6 +183,16 @@ fn blocks_survive_a_restart(mode: AttachMode) {
     lab.in_node(|| assert!(dp.detach(ProgramKind::Classify, &lab.pod_veth).expect("detach")));
     assert!(!dp.link_pin_path(ProgramKind::Classify, &lab.pod_veth).exists());
     assert!(reachable(&lab.pod, "10.50.2.2"));
+    // Detaching again finds nothing, and is no error.
+    lab.in_node(|| assert!(!dp.detach(ProgramKind::Classify, &lab.pod_veth).expect("detach again")));
+    if mode == AttachMode::Netlink {
+        // What removing vpblu from a node calls on every pod interface,
+        // including one that never had clsact: nothing there, no error.
+        lab.in_node(|| {
+            let detached = vpblu_daemon::bpf::dataplane::detach_netlink(ProgramKind::Classify, "lo");
+            assert!(!detached.expect("detach from an interface without clsact"));
+        });
+    }
 }
 
 #[test]

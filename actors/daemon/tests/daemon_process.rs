@@ -22,7 +22,11 @@
 //!    packet lost, the same public key in its new Hello, the same
 //!    wireguard-go process, no peer re-created (the device's byte counters
 //!    only grew and the new daemon changed no peer), and it is ready again;
-//! 4. SIGTERM: exit 0, and the mesh keeps forwarding without the daemon.
+//! 4. SIGTERM: exit 0, and the mesh keeps forwarding without the daemon;
+//! 5. node 1's daemon starts again with `--remove-on-stop=always` and is
+//!    stopped: its devices, wireguard-go processes, pins, fwmark rules,
+//!    mesh routes, MSS clamp table, key and generation files are gone, and
+//!    nodes 2 and 3 still talk.
 //!
 //! No log of any daemon contains its private key.
 //!
@@ -177,6 +181,44 @@ fn handshakes(text: &str, n: u8) -> BTreeMap<u8, f64> {
 }
 
 /// Seconds since the epoch, now.
+/// What of vpblu is on `node`: its devices, pin directory, fwmark rule,
+/// mesh table routes, MSS clamp table, key and generation files.
+fn left_on_node(node: &Node) -> Vec<String> {
+    let setup = &node.setup;
+    let mut left = Vec::new();
+    for device in [&setup.interface, &setup.lane_interface] {
+        if node.ns.run("ip", &["link", "show", "dev", device]).status.success() {
+            left.push(format!("device {device}"));
+        }
+    }
+    if setup.pin_dir.0.exists() {
+        left.push(format!("pins {}", setup.pin_dir.0.display()));
+    }
+    let rules = node.ns.run_ok("ip", &["rule", "show"]);
+    left.extend(
+        rules
+            .lines()
+            .filter(|l| l.contains("proto 86") || l.contains("0x56500000"))
+            .map(|l| format!("rule {l}")),
+    );
+    let routes = node.ns.run_ok("ip", &["route", "show", "table", "22096"]);
+    left.extend(routes.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("route {l}")));
+    if node.ns.run("nft", &["list", "table", "inet", "vpblu"]).status.success() {
+        left.push("nftables table inet vpblu".into());
+    }
+    for file in [setup.key_dir.join("private.key"), setup.state_dir.join("applied-generation")] {
+        if file.exists() {
+            left.push(format!("file {}", file.display()));
+        }
+    }
+    left
+}
+
+/// The daemon's own account of a removal.
+fn removal_line(log: &str) -> String {
+    log.lines().find(|l| l.contains("vpblu removed from this node")).unwrap_or_default().trim().to_owned()
+}
+
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64()
 }
@@ -338,16 +380,35 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
     assert_eq!(processes_named(&nodes[0].ns, "wireguard-go"), wireguard_go, "wireguard-go kept running");
     summary.push("SIGTERM: exit 0; pods still talk through node-1 without its daemon".into());
 
+    // 5. Removal: a daemon that stops with --remove-on-stop=always (what
+    // `auto` does once its DaemonSet is deleted) takes away everything it
+    // put on the node, and the other nodes are not touched.
+    // The keys, read while they exist, for the log check at the end.
+    let keys: Vec<String> = nodes.iter().map(|node| node.setup.private_key_text()).collect();
+    let node1 = &mut nodes[0];
+    node1.setup.extra.extend(["--remove-on-stop".to_owned(), "always".to_owned()]);
+    node1.daemon = Some(node1.setup.start(&node1.ns));
+    node1.daemon().wait_status("/readyz", 200, Duration::from_secs(20));
+    assert_flows(&nodes[0].pod, &NET.pod_ip(2), "through the daemon that will remove itself");
+    let status = nodes[0].daemon().stop_with("TERM", Duration::from_secs(20));
+    let log = nodes[0].daemon().log_text();
+    assert!(status.success(), "a complete removal exits 0, got {status}:\n{log}");
+    assert!(log.contains("vpblu removed from this node"), "the removal is logged:\n{log}");
+    let left = left_on_node(&nodes[0]);
+    assert!(left.is_empty(), "vpblu left on node-1 after its removal: {left:#?}\n{log}");
+    assert!(processes_named(&nodes[0].ns, "wireguard-go").is_empty(), "node-1's wireguard-go stopped");
+    assert!(left_on_node(&nodes[1]).len() >= 5, "node-2 keeps its data plane: only node-1 was removed");
+    assert_flows(&nodes[1].pod, &NET.pod_ip(3), "node-2 to node-3 after node-1's removal");
+    summary.push(format!("removal: nothing of vpblu left on node-1 ({})", removal_line(&log)));
+
     // No daemon ever logged its private key.
     let mut logs = vec![old_log];
-    for node in &mut nodes {
-        let key = node.setup.private_key_text();
+    for (node, key) in nodes.iter_mut().zip(&keys) {
         let log = node.daemon().log_text();
-        assert!(!log.contains(&key), "node-{}: the private key was logged", node.n);
+        assert!(!log.contains(key), "node-{}: the private key was logged", node.n);
         logs.push(log);
     }
-    let key1 = nodes[0].setup.private_key_text();
-    assert!(!logs[0].contains(&key1), "node-1's first run logged its private key");
+    assert!(!logs[0].contains(&keys[0]), "node-1's first run logged its private key");
 
     println!("daemon_process summary:\n  {}", summary.join("\n  "));
     drop(nodes);

@@ -1,10 +1,12 @@
-//! Nodes and Pods as a kubelet and a CNI would register them. Nothing else
+//! Nodes and Pods as a kubelet and a CNI would register them (and the
+//! DaemonSet a chart would create). Nothing else
 //! runs in the test control plane (no scheduler, no kubelet), so the spec
 //! says where a Pod runs and the status subresource says what a kubelet
 //! would have reported.
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Container, Node, NodeSpec, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -91,6 +93,30 @@ impl TestCluster {
         api.delete(name, &DeleteParams::default())
             .await
             .unwrap_or_else(|e| panic!("cannot delete Node {name}: {e}"));
+    }
+
+    /// Creates DaemonSet `namespace/name` (the namespace must exist), its
+    /// pods labelled `app.kubernetes.io/name: NAME`, as the chart's. No
+    /// controller runs here: it never gets a pod.
+    pub async fn create_daemonset(&self, namespace: &str, name: &str) -> DaemonSet {
+        let labels = json!({ "app.kubernetes.io/name": name });
+        let daemonset: DaemonSet = serde_json::from_value(json!({
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": { "name": name, "namespace": namespace },
+            "spec": {
+                "selector": { "matchLabels": labels },
+                "template": {
+                    "metadata": { "labels": labels },
+                    "spec": { "containers": [{ "name": "main", "image": POD_IMAGE }] }
+                }
+            }
+        }))
+        .expect("a DaemonSet");
+        Api::<DaemonSet>::namespaced(self.client(), namespace)
+            .create(&PostParams::default(), &daemonset)
+            .await
+            .unwrap_or_else(|e| panic!("create DaemonSet {namespace}/{name}: {e}"))
     }
 
     /// Creates Pod `namespace/name` on `node_name` (the namespace and the

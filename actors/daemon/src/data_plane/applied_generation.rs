@@ -35,6 +35,23 @@ impl GenerationFile {
         Ok((file, generation))
     }
 
+    /// Removes the generation file (and a half-written one) from `dir`,
+    /// then `dir` if that left it empty. Nothing else in `dir` is touched.
+    pub fn remove(dir: &Path) -> io::Result<()> {
+        for name in [FILE, TEMPORARY] {
+            match fs::remove_file(dir.join(name)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        match fs::remove_dir(dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound && e.kind() != io::ErrorKind::DirectoryNotEmpty => {
+                Err(e)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The file's path.
     pub fn path(&self) -> PathBuf {
         self.dir.join(FILE)

@@ -334,3 +334,24 @@ fn no_formatting_of_a_key_bearing_type_shows_the_private_key() {
     // The public keys are what Debug shows instead.
     assert!(shown[0].contains(&store.public_key().to_base64()));
 }
+
+#[test]
+fn removal_scrubs_every_key_file_and_the_directory_when_it_held_only_those() {
+    let (_tmp, dir, mut store) = store();
+    store.stage().unwrap();
+    drop(store);
+    fs::write(dir.join(".private.key.123.tmp"), b"half").unwrap();
+    assert_eq!(remove_all(&dir).unwrap(), 2, "active and staged");
+    assert!(!dir.exists(), "the directory held only the store: gone");
+    assert_eq!(remove_all(&dir).unwrap(), 0, "nothing left to remove is no error");
+}
+
+#[test]
+fn removal_leaves_files_that_are_not_the_stores_and_their_directory() {
+    let (_tmp, dir, store) = store();
+    drop(store);
+    fs::create_dir(dir.join("state")).unwrap();
+    assert_eq!(remove_all(&dir).unwrap(), 1);
+    assert!(!dir.join(ACTIVE_FILE).exists());
+    assert!(dir.join("state").is_dir(), "not the store's: kept, and so is the directory");
+}

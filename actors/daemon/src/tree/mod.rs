@@ -38,7 +38,13 @@
 //! wireguard-go, which runs detached), the routes and rules, the pinned BPF
 //! programs and maps keep forwarding. Nothing is torn down, so an upgrade or
 //! a restart of the daemon costs no packet; the next daemon adopts all of
-//! it. Removing vpblu from a node is a separate, deliberate act.
+//! it.
+//!
+//! Unless vpblu is being removed: with `--remove-on-stop=auto` (the
+//! chart's), a stopping daemon asks the API server whether its DaemonSet
+//! still exists; when it is gone or being deleted (`helm uninstall`), the
+//! daemon removes everything it put on the node once the tree has stopped
+//! ([`crate::uninstall`]), and exits non-zero if something is left.
 
 mod metrics;
 mod observer;
@@ -46,6 +52,8 @@ mod readiness;
 mod shared_data_plane;
 
 pub use metrics::examples as metrics_examples;
+
+use std::time::Duration;
 
 use vpblu_runtime::{ChildSpec, Health, HealthServer, RestartPolicy, RootExit, run_root};
 
@@ -57,6 +65,11 @@ use crate::Args;
 use crate::args::FaultPhase;
 use crate::data_plane::{Config, NodeDataPlane};
 use crate::stream::{ClientConfig, DataPlane as _, StreamClient, StreamClientArgs, StreamSecurity};
+use crate::uninstall::{self, Decision, RemoveOnStop};
+
+/// How long a stopping daemon waits for the API server's answer about its
+/// DaemonSet (the pod's grace period is 30 s; removal needs a few).
+const ASK_OWNER_WITHIN: Duration = Duration::from_secs(10);
 
 /// The stream client's child name (the observer finds it by it).
 const STREAM_CHILD: &str = "stream";
@@ -89,6 +102,9 @@ pub async fn run(args: Args) -> RootExit {
         backend,
         wireguard_go,
         observe_interval,
+        remove_on_stop,
+        daemonset,
+        pod_namespace,
     } = args;
     // Bad stream flags stop the daemon before it touches the node.
     let security = match StreamSecurity::from_flags(
@@ -110,6 +126,7 @@ pub async fn run(args: Args) -> RootExit {
     }
     config.strict = strict;
     config.pod_interfaces = pod_interfaces;
+    let removal_config = config.clone();
     let (data_plane, data_plane_actors) = match NodeDataPlane::open(node_name.clone(), config).await {
         Ok(opened) => opened,
         Err(e) => {
@@ -159,5 +176,34 @@ pub async fn run(args: Args) -> RootExit {
     let mut children = vec![HealthServer::child(metrics_addr, &health)];
     children.extend(data_plane_actors);
     children.extend([stream, observer]);
-    run_root(children, RestartPolicy::default(), vpblu_runtime::shutdown_signal()).await
+    let exit = run_root(children, RestartPolicy::default(), vpblu_runtime::shutdown_signal()).await;
+    if !matches!(exit, RootExit::Stopped) {
+        // A daemon that gave up keeps the data plane: the kubelet restarts it.
+        return exit;
+    }
+    let owner = match (remove_on_stop, &daemonset, &pod_namespace) {
+        (RemoveOnStop::Auto, Some(name), Some(namespace)) => {
+            Some(uninstall::owner::daemonset(namespace, name, ASK_OWNER_WITHIN).await)
+        }
+        _ => None,
+    };
+    match Decision::of(remove_on_stop, daemonset.as_deref(), owner.as_ref()) {
+        Decision::Keep(why) => {
+            tracing::info!(reason = %why, "stopped; the data plane stays in force for the next daemon");
+            exit
+        }
+        Decision::Remove(why) => {
+            tracing::info!(reason = %why, "stopped; removing vpblu from this node");
+            match uninstall::remove_from_node(&removal_config).await {
+                Ok(removal) => {
+                    tracing::info!(removed = %removal, "vpblu removed from this node");
+                    exit
+                }
+                Err((removal, e)) => {
+                    tracing::error!(removed = %removal, error = %e, "vpblu was not entirely removed from this node");
+                    RootExit::Failed(e.to_string())
+                }
+            }
+        }
+    }
 }

@@ -49,6 +49,17 @@ pub enum WireGuardError {
         #[source]
         source: io::Error,
     },
+    /// wireguard-go could not be signalled to stop.
+    #[error("stopping wireguard-go for {name} (pid {pid}) failed: {source}; stop it by hand (`kill {pid}`)")]
+    Stop {
+        /// The device.
+        name: String,
+        /// Its process id.
+        pid: u32,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
     /// wireguard-go exited (at start-up, or later while supervised).
     #[error(
         "wireguard-go for {name} (pid {pid}) exited ({status}); its UAPI socket was {socket}. \

@@ -73,7 +73,10 @@ pub use diff::{PeerDiff, PeerUpdate, diff_peers};
 pub use error::WireGuardError;
 /// The UAPI `get=1` reply parser (public for the fuzz target).
 pub use uapi::parse_get as parse_uapi_get;
-pub use userspace::{DEFAULT_LOG_DIR, DEFAULT_SOCKET_DIR, UserspaceOptions, WireGuardGo, find_wireguard_go};
+pub use userspace::{
+    DEFAULT_LOG_DIR, DEFAULT_SOCKET_DIR, UserspaceOptions, WireGuardGo, find_wireguard_go,
+    stop as stop_wireguard_go,
+};
 use vpblu_messages::PeerMap;
 use vpblu_messages::{Backend, Cidr, NodeName, Peer, PublicKey};
 

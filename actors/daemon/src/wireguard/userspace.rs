@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rustix::process::{Pid, Signal, kill_process};
+
 use super::uapi::{self, Client};
 use super::{DeviceState, WireGuardError};
 
@@ -351,6 +353,52 @@ fn client(name: &str, options: &UserspaceOptions) -> Client {
 
 fn log_path(name: &str, options: &UserspaceOptions) -> PathBuf {
     options.log_dir.join(format!("wireguard-go-{name}.log"))
+}
+
+/// Stops the wireguard-go that serves device `name` (removing vpblu from
+/// a node): SIGTERM, then SIGKILL if its socket still answers after
+/// `within`; then removes a socket file left behind. wireguard-go deletes
+/// its TUN device as it exits. The pid it stopped; `None` when nothing
+/// served the device.
+pub fn stop(name: &str, options: &UserspaceOptions, within: Duration) -> Result<Option<u32>, WireGuardError> {
+    let client = client(name, options);
+    let Probe::Answered(pid) = probe(name, &client)? else {
+        remove_stale_socket(name, &client)?;
+        return Ok(None);
+    };
+    let signal = |signal: Signal| {
+        let target = i32::try_from(pid).ok().and_then(Pid::from_raw);
+        match target.map(|target| kill_process(target, signal)) {
+            Some(Ok(())) | Some(Err(rustix::io::Errno::SRCH)) => Ok(()),
+            Some(Err(e)) => Err(WireGuardError::Stop { name: name.to_owned(), pid, source: e.into() }),
+            None => Ok(()),
+        }
+    };
+    signal(Signal::TERM)?;
+    let deadline = Instant::now() + within;
+    while matches!(probe(name, &client), Ok(Probe::Answered(_))) {
+        if Instant::now() >= deadline {
+            tracing::warn!(device = name, pid, waited = ?within, "wireguard-go ignored SIGTERM; sending SIGKILL");
+            signal(Signal::KILL)?;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    remove_stale_socket(name, &client)?;
+    Ok(Some(pid))
+}
+
+/// Removes the socket file of `name` when nothing listens on it.
+fn remove_stale_socket(name: &str, client: &Client) -> Result<(), WireGuardError> {
+    match fs::remove_file(&client.socket) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(WireGuardError::Uapi {
+            name: name.to_owned(),
+            socket: client.socket.clone(),
+            op: "remove",
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Who answers on the socket. A socket served from another network

@@ -227,18 +227,7 @@ impl Dataplane {
                     Err(e) => Err(link_pin_error(&path, e)),
                 }
             }
-            AttachMode::Netlink => {
-                let link = netlink_link(program, interface)?;
-                match link.detach() {
-                    Ok(()) => Ok(true),
-                    Err(ProgramError::NetlinkError(e)) if e.raw_os_error() == Some(ENOENT) => Ok(false),
-                    Err(e) => Err(BpfError::Detach {
-                        program: program.name(),
-                        interface: interface.to_owned(),
-                        source: Box::new(e),
-                    }),
-                }
-            }
+            AttachMode::Netlink => detach_netlink(program, interface),
         }
     }
 
@@ -394,6 +383,10 @@ const EEXIST: i32 = 17;
 
 /// `ENOENT`: no filter at our priority and handle.
 const ENOENT: i32 = 2;
+/// `EINVAL`: deleting a filter from a device without a clsact qdisc.
+const EINVAL: i32 = 22;
+/// `ENODEV`: the device went.
+const ENODEV: i32 = 19;
 
 fn load_object(program: ProgramKind, bytes: &[u8], pin_dir: &Path) -> Result<Ebpf, BpfError> {
     let mut ebpf = EbpfLoader::new().default_map_pin_directory(pin_dir).load(bytes).map_err(|source| {
@@ -468,6 +461,26 @@ fn check_interface(interface: &str) -> Result<(), BpfError> {
     rustix::net::netdevice::name_to_index(&socket, interface)
         .map(|_| ())
         .map_err(|e| BpfError::NoInterface { interface: interface.into(), source: e.into() })
+}
+
+/// Removes our cls_bpf filter for `program` (its priority and handle)
+/// from tc ingress of `interface`, whoever loaded it: no loaded program or
+/// pinned map is needed, so removing vpblu from a node can call it. False
+/// when there was none.
+pub fn detach_netlink(program: ProgramKind, interface: &str) -> Result<bool, BpfError> {
+    let link = netlink_link(program, interface)?;
+    match link.detach() {
+        Ok(()) => Ok(true),
+        // No such filter; no clsact qdisc (never attached); the device went.
+        Err(ProgramError::NetlinkError(e)) if matches!(e.raw_os_error(), Some(ENOENT | EINVAL | ENODEV)) => {
+            Ok(false)
+        }
+        Err(e) => Err(BpfError::Detach {
+            program: program.name(),
+            interface: interface.to_owned(),
+            source: Box::new(e),
+        }),
+    }
 }
 
 fn netlink_link(program: ProgramKind, interface: &str) -> Result<SchedClassifierLink, BpfError> {
