@@ -115,6 +115,24 @@ pub struct Args {
         default_value = "10.96.0.0/12"
     )]
     pub service_cidrs: Vec<Cidr>,
+
+    /// A one-off job instead of the controller.
+    #[command(subcommand)]
+    pub job: Option<Job>,
+}
+
+/// One-off jobs the controller image runs.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Job {
+    /// Removes vpblu from every node (Helm's pre-delete hook): deletes the
+    /// daemon DaemonSet (`--daemon-daemonset`, in `--lease-namespace`) in
+    /// the foreground, so each daemon, still able to read it, removes what
+    /// it put on its node as it stops; waits until every daemon pod is gone.
+    Uninstall {
+        /// How long to wait for the daemon pods to stop.
+        #[arg(long, default_value = "2m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod rotation;
 pub mod status_writer;
 pub mod stream;
 mod tree;
+pub mod uninstall;
 
-pub use args::{Args, parse_duration};
+pub use args::{Args, Job, parse_duration};
 pub use tree::{run, run_until};

@@ -19,12 +19,13 @@ async fn main() -> ExitCode {
         (args.log_format, args.fault_injection, args.identity.clone());
     // Every line the controller logs, from every actor, names the replica once.
     let span = || tracing::info_span!("controller", identity = %identity);
-    vpblu_runtime::run_binary(
-        "vpblu-controller",
-        log_format,
-        fault_injection,
-        span,
-        vpblu_controller::run(args),
-    )
-    .await
+    let work = async move {
+        match args.job {
+            Some(vpblu_controller::Job::Uninstall { timeout }) => {
+                vpblu_controller::uninstall::run(&args, timeout).await
+            }
+            None => vpblu_controller::run(args).await,
+        }
+    };
+    vpblu_runtime::run_binary("vpblu-controller", log_format, fault_injection, span, work).await
 }

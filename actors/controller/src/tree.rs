@@ -88,6 +88,7 @@ pub async fn run_until(
         fault_injection: _, // main.rs, before the tree, as log_format
         log_format: _,
         service_cidrs,
+        job: _, // main.rs: a job runs instead of the tree
     } = &args;
     let leader_config = LeaderConfig {
         namespace: lease_namespace.clone(),
