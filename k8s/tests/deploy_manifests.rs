@@ -193,32 +193,48 @@ fn controller_rbac_is_least_privilege() {
 }
 
 #[test]
-fn daemon_has_no_rbac_at_all() {
+fn the_daemon_may_read_its_own_daemonset_and_nothing_else() {
+    let mut bound = Vec::new();
     for file in yaml_files(&deploy_dir()) {
         for doc in documents(&file) {
             let kind = doc["kind"].as_str().unwrap_or_default();
-            if kind == "RoleBinding" || kind == "ClusterRoleBinding" {
+            if kind == "ClusterRoleBinding" {
                 for subject in doc["subjects"].as_array().into_iter().flatten() {
-                    assert_ne!(
-                        subject["name"],
-                        "vpblu-daemon",
-                        "{}: the daemon must have no roles",
-                        file.display()
-                    );
+                    assert_ne!(subject["name"], "vpblu-daemon", "{}: no cluster-wide role", file.display());
                 }
+            }
+            if kind == "RoleBinding"
+                && doc["subjects"].as_array().into_iter().flatten().any(|s| s["name"] == "vpblu-daemon")
+            {
+                bound.push(doc["roleRef"]["name"].as_str().unwrap_or_default().to_owned());
             }
         }
     }
-    let sa = documents(&deploy_dir().join("daemon-rbac.yaml")).remove(0);
+    assert_eq!(bound, ["vpblu-daemon"], "one RoleBinding for the daemon");
+    let docs = documents(&deploy_dir().join("daemon-rbac.yaml"));
+    let sa = &docs[0];
     assert_eq!(sa["kind"], "ServiceAccount");
-    assert_eq!(sa["automountServiceAccountToken"], false);
+    assert_eq!(sa["automountServiceAccountToken"], false, "the DaemonSet decides");
+    let role = docs.iter().find(|d| d["kind"] == "Role").expect("the daemon's Role");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{
+            "apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": ["vpblu-daemon"], "verbs": ["get"]
+        }]),
+        "get on its own DaemonSet, by name, is all"
+    );
 }
 
 #[test]
-fn daemon_mounts_only_the_vpblu_audience_token() {
+fn daemon_mounts_the_vpblu_audience_token_and_an_api_token_for_its_stop() {
     let ds = documents(&deploy_dir().join("daemon-daemonset.yaml")).remove(0);
     let pod = &ds["spec"]["template"]["spec"];
-    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["automountServiceAccountToken"], true, "removeOnStop=auto reads the DaemonSet at stop");
+    let args = strings(&pod["containers"][0]["args"]);
+    assert!(
+        args.contains(&"--remove-on-stop=auto") && args.contains(&"--daemonset=vpblu-daemon"),
+        "{args:?}"
+    );
     assert_eq!(pod["serviceAccountName"], "vpblu-daemon");
     let token = pod["volumes"]
         .as_array()

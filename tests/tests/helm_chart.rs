@@ -165,6 +165,53 @@ fn k8s_deploy_is_what_the_chart_renders() {
 // -------------------------------------------------------- rendered objects
 
 #[test]
+fn uninstall_runs_a_pre_delete_hook_that_deletes_the_daemonset_first() {
+    let docs = documents(&render(None, "vpblu-system"));
+    let job = object(&docs, "Job", "vpblu-uninstall");
+    assert_eq!(job["metadata"]["annotations"]["helm.sh/hook"], "pre-delete");
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "vpblu-uninstall");
+    assert_eq!(pod["restartPolicy"], "Never");
+    let args = strings(&container(job, "uninstall")["args"]);
+    assert!(args.contains(&"uninstall".to_owned()) && args.contains(&"--timeout=2m".to_owned()), "{args:?}");
+    // Its RBAC exists before the Job (lower weight) and is a hook too, so
+    // it is there when Helm runs the Job and gone with it.
+    for kind in ["ServiceAccount", "Role", "RoleBinding"] {
+        let annotations = &object(&docs, kind, "vpblu-uninstall")["metadata"]["annotations"];
+        assert_eq!(annotations["helm.sh/hook"], "pre-delete", "{kind}");
+        assert_eq!(annotations["helm.sh/hook-weight"], "-10", "{kind}");
+    }
+    let rules = &object(&docs, "Role", "vpblu-uninstall")["rules"];
+    assert_eq!(rules[0]["resourceNames"], json!(["vpblu-daemon"]), "only the daemon DaemonSet: {rules}");
+
+    // Plain manifests (k8s/deploy) carry no hook: applying them must not
+    // run an uninstall.
+    let deploy = documents(&render(Some("k8s-deploy-values.yaml"), DEPLOY_NAMESPACE));
+    let hooks: Vec<String> = kinds(&deploy).into_iter().filter(|k| k.contains("vpblu-uninstall")).collect();
+    assert!(hooks.is_empty(), "{hooks:?}");
+}
+
+#[test]
+fn a_daemon_that_never_removes_itself_gets_no_api_token_and_no_role() {
+    let auto = documents(&render(None, "vpblu-system"));
+    let role = object(&auto, "Role", "vpblu-daemon");
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": ["vpblu-daemon"], "verbs": ["get"]}]),
+        "removeOnStop=auto: get on its own DaemonSet, nothing else"
+    );
+    object(&auto, "RoleBinding", "vpblu-daemon");
+
+    let never = documents(&render(Some("kernel-values.yaml"), "vpblu-system"));
+    let pod = &object(&never, "DaemonSet", "vpblu-daemon")["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false, "removeOnStop=never: no Kubernetes API token");
+    assert!(strings(&pod["containers"][0]["args"]).contains(&"--remove-on-stop=never".to_owned()));
+    let daemon_roles: Vec<String> =
+        kinds(&never).into_iter().filter(|k| k.contains("Role") && k.contains("vpblu-daemon")).collect();
+    assert!(daemon_roles.is_empty(), "no Role for the daemon: {daemon_roles:?}");
+}
+
+#[test]
 fn the_daemon_gets_the_node_and_nothing_more_than_it_needs() {
     let docs = documents(&render(None, "vpblu-system"));
     let ds = object(&docs, "DaemonSet", "vpblu-daemon");
@@ -172,7 +219,8 @@ fn the_daemon_gets_the_node_and_nothing_more_than_it_needs() {
     assert_eq!(pod["hostNetwork"], true, "the daemon configures the host network namespace");
     assert_eq!(pod["priorityClassName"], "system-node-critical");
     assert_eq!(pod["tolerations"], json!([{"operator": "Exists"}]), "every taint is tolerated");
-    assert_eq!(pod["automountServiceAccountToken"], false, "no Kubernetes API token");
+    assert_eq!(pod["automountServiceAccountToken"], true, "an API token, to read its DaemonSet at stop");
+    assert!(strings(&container(ds, "daemon")["args"]).contains(&"--remove-on-stop=auto".to_owned()));
     assert_eq!(pod["serviceAccountName"], "vpblu-daemon");
     assert_eq!(ds["spec"]["updateStrategy"]["type"], "RollingUpdate");
     assert_eq!(ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"], 1);
@@ -269,34 +317,53 @@ fn the_controller_is_highly_available_and_unprivileged() {
     }
 }
 
-/// The rules of every Role and ClusterRole in `docs`, by kind and name.
+/// The rules of every Role and ClusterRole in `docs`, by kind and name,
+/// but the uninstall hook's (actors/controller/tests/k8s_uninstall.rs
+/// proves those).
 fn rbac(docs: &[Value]) -> Vec<(String, String, Value)> {
     docs.iter()
         .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+        .filter(|d| d["metadata"]["annotations"]["helm.sh/hook"].is_null())
         .map(|d| (d["kind"].to_string(), d["metadata"]["name"].to_string(), d["rules"].clone()))
         .collect()
 }
 
 #[test]
 fn rbac_is_what_the_api_server_tests_prove_for_every_value_set() {
-    // tests/tests/kube_surface.rs proves k8s/deploy's RBAC on a real API
-    // server (the controller can do its job and no more, the daemon nothing);
-    // every value set must render exactly those rules.
-    let proven_text = std::fs::read_to_string(chart::deploy_dir().join("controller-rbac.yaml"))
-        .unwrap_or_else(|e| panic!("cannot read k8s/deploy/controller-rbac.yaml: {e}"));
-    let proven = rbac(&documents(&proven_text));
-    assert_eq!(proven.len(), 2, "a ClusterRole and the leader-election Role: {proven:?}");
+    // tests/tests/kube_rbac.rs proves k8s/deploy's RBAC on a real API
+    // server (the controller can do its job and no more, the daemon read its
+    // own DaemonSet); every value set must render exactly those rules, but
+    // the daemon's Role only with daemon.removeOnStop=auto.
+    let read = |file: &str| {
+        std::fs::read_to_string(chart::deploy_dir().join(file))
+            .unwrap_or_else(|e| panic!("cannot read k8s/deploy/{file}: {e}"))
+    };
+    let controller = rbac(&documents(&read("controller-rbac.yaml")));
+    assert_eq!(controller.len(), 2, "a ClusterRole and the leader-election Role: {controller:?}");
+    let daemon = rbac(&documents(&read("daemon-rbac.yaml")));
+    assert_eq!(daemon.len(), 1, "the daemon's Role: {daemon:?}");
     let mut sets: Vec<(Option<&str>, &str)> = vec![(None, "vpblu-system")];
     sets.extend(SERVER_VALUE_SETS.iter().map(|(file, ns)| (Some(*file), *ns)));
     sets.push((Some(OPERATOR_VALUE_SET), "vpblu-system"));
     for (values, namespace) in sets {
         let docs = documents(&render(values, namespace));
+        let ds = object(&docs, "DaemonSet", "vpblu-daemon");
+        let auto = strings(&container(ds, "daemon")["args"]).contains(&"--remove-on-stop=auto".to_owned());
+        let mut proven = controller.clone();
+        if auto {
+            proven.extend(daemon.iter().cloned());
+        }
         assert_eq!(rbac(&docs), proven, "{values:?}: RBAC rules differ from the proven ones");
-        for binding in docs.iter().filter(|d| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding")
-        {
+        let bindings =
+            docs.iter().filter(|d| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding");
+        for binding in bindings.filter(|d| d["metadata"]["annotations"]["helm.sh/hook"].is_null()) {
             for subject in binding["subjects"].as_array().into_iter().flatten() {
                 assert_eq!(subject["namespace"], namespace, "{values:?}: {binding}");
-                assert_ne!(subject["name"], "vpblu-daemon", "{values:?}: the daemon must have no roles");
+                if subject["name"] == "vpblu-daemon" {
+                    assert!(auto, "{values:?}: a daemon that never removes itself needs no role");
+                    assert_eq!(binding["kind"], "RoleBinding", "{values:?}: {binding}");
+                    assert_eq!(binding["roleRef"]["name"], "vpblu-daemon", "{values:?}: {binding}");
+                }
             }
         }
     }
