@@ -245,7 +245,12 @@ row 12.8 "large packets, MTU/MSS" PASS "mtu $mtu: $((mtu - 28)) B DF pass, $((mt
 
 log "§12.7 both controllers gone: pod traffic keeps flowing"
 kc -n vpblu-system scale deployment/vpblu-controller --replicas=0 >/dev/null
-kc -n vpblu-system wait --for=delete pod -l app.kubernetes.io/component=controller --timeout=60s >/dev/null 2>&1 || true
+for _ in $(seq 60); do
+	[[ -z $(kc -n vpblu-system get pods -l app.kubernetes.io/name=vpblu-controller -o name) ]] && break
+	sleep 1
+done
+[[ -z $(kc -n vpblu-system get pods -l app.kubernetes.io/name=vpblu-controller -o name) ]] ||
+	die "controller pods still there 60 s after scaling to 0: kubectl --context kind-$cluster -n vpblu-system get pods"
 out=$(kc -n vpblu-e2e exec "$pa" -- ping -q -c 2000 -i 0.01 "$ipb" || true)
 grep -q " 0% packet loss" <<<"$out" || die "traffic lost packets without controllers: $out"
 kc -n vpblu-system scale deployment/vpblu-controller --replicas=2 >/dev/null
@@ -322,18 +327,48 @@ row 12.5 "node delete drops peer" PASS "$victim gone from every peer list in $go
 
 failed=false
 table
-results=()
 
 log "helm uninstall: no WireGuard device, pinned map, fwmark rule or route left on the nodes"
+# The daemons log what they removed as they stop; their pods and logs go
+# with the uninstall, so follow them from before it.
+removal_log=$(mktemp)
+kc -n vpblu-system logs -f -l app.kubernetes.io/name=vpblu-daemon --prefix --max-log-requests 20 --tail 0 \
+	>"$removal_log" 2>&1 &
+follower=$!
+sleep 2
+uninstall_started=$SECONDS
 "$helm" --kube-context "kind-$cluster" uninstall vpblu --namespace vpblu-system --wait --timeout 3m
-kc wait --for=delete pod -n vpblu-system --all --timeout=120s >/dev/null 2>&1 || true
+for _ in $(seq 120); do
+	[[ -z $(kc -n vpblu-system get pods -o name) ]] && break
+	sleep 1
+done
+[[ -z $(kc -n vpblu-system get pods -o name) ]] ||
+	die "vpblu's pods were still there 120 s after helm uninstall: kubectl --context kind-$cluster -n vpblu-system get pods"
+uninstall_took=$((SECONDS - uninstall_started))
+kill "$follower" 2>/dev/null || true
+wait "$follower" 2>/dev/null || true
+removed=$(grep -c "vpblu removed from this node" "$removal_log" || true)
+stops=$(grep -E "stopped;|removing vpblu|vpblu removed|not entirely removed" "$removal_log" | cut -c1-600 || true)
+if [[ -n $stops ]]; then
+	sed 's/^/  /' <<<"$stops"
+else
+	echo "no daemon logged its stop; what the log follower saw:"
+	tail -40 "$removal_log" | sed 's/^/  /'
+fi
+rm -f "$removal_log"
 leftovers=0
 for node in "${node_list[@]}"; do
 	found=$(docker exec "$node" sh -c '
 		ip -o link show | grep -E "wg-mesh|wg-lane" || true
 		ls /sys/fs/bpf 2>/dev/null | grep -i vpblu || true
-		ip rule show | grep -E "fwmark" || true
+		ip rule show | grep -E "0x56500000|proto 86" || true
+		ip route show table 22096 2>/dev/null || true
 		ip route show table all | grep -E "wg-mesh|wg-lane" || true
+		nft list table inet vpblu >/dev/null 2>&1 && echo "nftables table inet vpblu"
+		for dev in $(ls /sys/class/net); do
+			tc filter show dev "$dev" ingress 2>/dev/null | grep -E "classify|deliver" | sed "s/^/$dev: /"
+		done
+		ls /var/lib/vpblu/private.key /var/lib/vpblu/state/applied-generation 2>/dev/null || true
 		pgrep -a wireguard-go || true')
 	if [[ -n $found ]]; then
 		echo "$node keeps:"; sed 's/^/  /' <<<"$found"
@@ -344,5 +379,10 @@ if ((leftovers > 0)); then
 	row uninst "helm uninstall leaves nodes clean" FAIL "vpblu state left on $leftovers of $node_count nodes (above)"
 	die "helm uninstall left vpblu state on $leftovers node(s) (above)"
 fi
-row uninst "helm uninstall leaves nodes clean" PASS "no device, pin, fwmark rule, route or wireguard-go on $node_count nodes"
+if ((removed != node_count)); then
+	row uninst "helm uninstall leaves nodes clean" FAIL "$removed of $node_count daemons logged their removal"
+	die "only $removed of $node_count daemons logged 'vpblu removed from this node'"
+fi
+row uninst "helm uninstall leaves nodes clean" PASS \
+	"$removed/$node_count daemons removed vpblu (${uninstall_took}s); no device, pin, rule, route, tc filter, nft table, key or wireguard-go left"
 log "all kind checks passed"
