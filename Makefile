@@ -84,6 +84,7 @@ testbed-up: testbed
 
 test: deps fmt-check clippy build testbed wireguard-go helm prometheus mdbook
 	$(CARGO) test --workspace --locked
+	tools/kind/e2e.sh
 
 # Every bench prints its figures and a GOAL line per goal; the log gathers
 # them and tools/bench/table.sh prints one table at the end.
