@@ -12,7 +12,9 @@
 //!   no node and two policies selecting one node become conditions (and
 //!   Warning Events), and the controller keeps serving;
 //! - the leader killed mid-rotation: the standby takes over and finishes
-//!   the same rotation from the status.
+//!   the same rotation from the status;
+//! - a rotation due on a node whose daemon has no stream to the leader
+//!   waits for it, then runs.
 
 mod stream_support;
 
@@ -177,6 +179,24 @@ async fn follow(api: &Api<VpbluNode>, node: &str, peer: &Daemon, mut on_phase: i
     }
 }
 
+/// node-1..3's daemons, each answering its rotations, once they hold the
+/// full mesh.
+async fn answering_daemons(
+    cluster: &TestCluster,
+    pki: &Arc<StreamPki>,
+    grpc: &str,
+) -> (Vec<Daemon>, Vec<JoinHandle<()>>) {
+    let mut daemons = Vec::new();
+    let mut answerers = Vec::new();
+    for i in 1..=3 {
+        let daemon = deployed_daemon(cluster, pki, grpc, i).await;
+        answerers.push(answer_rotations(&daemon, Arc::new(Mutex::new(None))));
+        daemons.push(daemon);
+    }
+    full_mesh(&daemons).await;
+    (daemons, answerers)
+}
+
 async fn converge(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
     while !check().await {
@@ -326,6 +346,47 @@ async fn rotate_now_rotates_a_node_and_an_error_at_activate_rolls_back() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_waits_for_its_nodes_daemon_to_reach_the_leader() {
+    let cluster = three_nodes().await;
+    let pki = Arc::new(StreamPki::new());
+    let grpc = free_addr().to_string();
+    let _controller =
+        tokio::task::block_in_place(|| ControllerProcess::start(&cluster, "controller-0", &grpc, &pki, LOG));
+    let (mut daemons, mut answerers) = answering_daemons(&cluster, &pki, &grpc).await;
+    let nodes: Api<VpbluNode> = Api::all(cluster.client());
+    let policies: Api<RotationPolicy> = Api::all(cluster.client());
+
+    // node-1's daemon is away (as after a failover, before its reconnects
+    // find the new leader): its key and desired state are still there, but
+    // a rotation started now could only time out and roll back.
+    answerers.remove(0).abort();
+    daemons.remove(0).stop().await;
+    policies
+        .create(&PostParams::default(), &policy_for("rotate-node-1", "node-1", 1, "while-away"))
+        .await
+        .expect("create the RotationPolicy");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (rotation, _, _) = rotation_of(&nodes, "node-1").await;
+    assert_eq!(rotation.id, None, "no rotation starts while node-1's daemon has no stream: {rotation:?}");
+    assert!(events(&cluster, "node-1", "RotationStarted").await.is_empty());
+
+    // It comes back: the rotation starts and succeeds.
+    let node1 = deployed_daemon(&cluster, &pki, &grpc, 1).await;
+    answerers.push(answer_rotations(&node1, Arc::new(Mutex::new(None))));
+    let followed = follow(&nodes, "node-1", &daemons[0], |_| {}).await;
+    assert_eq!(followed.last.last_result.as_deref(), Some("Succeeded"), "{followed:?}");
+    assert_eq!(followed.ids.len(), 1, "one rotation, started once the daemon was back: {followed:?}");
+
+    for answerer in answerers {
+        answerer.abort();
+    }
+    node1.stop().await;
+    for daemon in daemons {
+        daemon.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn policies_the_controller_cannot_use_become_conditions_and_it_keeps_serving() {
     let cluster = three_nodes().await;
     let pki = Arc::new(StreamPki::new());
@@ -424,14 +485,7 @@ async fn a_new_leader_finishes_the_rotation_the_old_one_started() {
     let grpc = free_addr().to_string();
     let first =
         tokio::task::block_in_place(|| ControllerProcess::start(&cluster, "controller-0", &grpc, &pki, LOG));
-    let mut daemons = Vec::new();
-    let mut answerers = Vec::new();
-    for i in 1..=3 {
-        let daemon = deployed_daemon(&cluster, &pki, &grpc, i).await;
-        answerers.push(answer_rotations(&daemon, Arc::new(Mutex::new(None))));
-        daemons.push(daemon);
-    }
-    full_mesh(&daemons).await;
+    let (daemons, answerers) = answering_daemons(&cluster, &pki, &grpc).await;
     // The standby: same stream address (it listens only once it leads).
     let _second =
         tokio::task::block_in_place(|| ControllerProcess::start(&cluster, "controller-1", &grpc, &pki, LOG));

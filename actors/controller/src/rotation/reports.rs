@@ -8,8 +8,12 @@
 //! rotation every node had finished. So a task that lives as long as the
 //! streams' event channel records them here, and every scheduler
 //! incarnation reads them from here.
+//!
+//! The same task keeps which nodes have a stream open to this replica (a
+//! Hello opened it, a close without a newer stream ended it): a rotation
+//! waits for its node's daemon to be there to take part.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::broadcast;
@@ -26,6 +30,7 @@ type Reports = BTreeMap<(u64, RotationPhase), BTreeMap<NodeName, RotationReport>
 #[derive(Clone, Debug, Default)]
 pub struct ReportBook {
     reports: Arc<Mutex<Reports>>,
+    streams: Arc<Mutex<BTreeSet<NodeName>>>,
 }
 
 impl ReportBook {
@@ -51,6 +56,12 @@ impl ReportBook {
                             "rotation report"
                         );
                         book.record(node, report);
+                    }
+                    Ok(StreamEvent::Message(node, Upstream::Hello(_))) => {
+                        book.streams().insert(node);
+                    }
+                    Ok(StreamEvent::Closed(node)) => {
+                        book.streams().remove(&node);
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(lost)) => tracing::warn!(
@@ -82,6 +93,15 @@ impl ReportBook {
     /// Forgets everything (no rotation under way).
     pub fn clear(&self) {
         self.lock().clear();
+    }
+
+    /// Whether `node`'s daemon has a stream open to this replica.
+    pub fn has_stream(&self, node: &NodeName) -> bool {
+        self.streams().contains(node)
+    }
+
+    fn streams(&self) -> std::sync::MutexGuard<'_, BTreeSet<NodeName>> {
+        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Reports> {
@@ -150,5 +170,30 @@ mod tests {
             .await
             .expect("the recorder ends with the channel")
             .expect("the recorder did not panic");
+    }
+
+    #[tokio::test]
+    async fn a_hello_opens_a_nodes_stream_and_a_close_ends_it() {
+        let (events, _) = broadcast::channel(16);
+        let book = ReportBook::new();
+        let _recorder = book.record_from(&events);
+        let hello = vpblu_messages::Hello {
+            node: node("node-1"),
+            public_key: vpblu_messages::PublicKey::from_bytes([7; 32]),
+            staged_public_key: None,
+            applied_generation: vpblu_messages::Generation(0),
+            backend: vpblu_messages::Backend::Userspace,
+            mtu: 1420,
+            version: "test".into(),
+        };
+        assert!(!book.has_stream(&node("node-1")), "no Hello yet");
+        events
+            .send(StreamEvent::Message(node("node-1"), Upstream::Hello(hello)))
+            .expect("the recorder listens");
+        eventually("node-1's stream open", || book.has_stream(&node("node-1"))).await;
+        book.clear();
+        assert!(book.has_stream(&node("node-1")), "clearing reports keeps the streams");
+        events.send(StreamEvent::Closed(node("node-1"))).expect("the recorder listens");
+        eventually("node-1's stream closed", || !book.has_stream(&node("node-1"))).await;
     }
 }

@@ -65,11 +65,15 @@ const HANDOFF_PATIENCE: TimeDelta = TimeDelta::seconds(10);
 pub struct SchedulerConfig {
     /// How often it looks at the world.
     pub tick: Duration,
+    /// How long a rotation due on a node waits for the node's daemon to
+    /// have a stream to this leader (after a failover the daemons take a
+    /// few reconnects to find the new leader) before it is skipped.
+    pub stream_wait: Duration,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { tick: Duration::from_millis(250) }
+        SchedulerConfig { tick: Duration::from_millis(250), stream_wait: Duration::from_secs(60) }
     }
 }
 
@@ -172,6 +176,10 @@ pub struct SchedulerState {
     /// it read and when. Until they change (or [`IDLE_RESCAN`] passes, for
     /// a schedule coming due) a tick does nothing.
     quiet: Option<(CacheStamp, Instant)>,
+    /// The node whose rotation waits for its daemon's stream, and since when.
+    waiting_for_stream: Option<(String, Instant)>,
+    /// [`SchedulerConfig::stream_wait`].
+    stream_wait: Duration,
 }
 
 /// The event counts of the caches a pass reads.
@@ -214,6 +222,8 @@ impl Actor for RotationScheduler {
             dwelling: None,
             expectations: Expectations::default(),
             quiet: None,
+            waiting_for_stream: None,
+            stream_wait: args.config.stream_wait,
         })
     }
 
@@ -437,13 +447,31 @@ impl SchedulerState {
         let previous = status.rotation.clone().unwrap_or_default();
         let handled = handled.or(previous.handled_rotate_now);
         let in_desired = NodeName::new(&name).ok().is_some_and(|n| self.desired.get_shared(&n).is_some());
-        let skip = if status.public_key.is_none() {
+        let mut skip = if status.public_key.is_none() {
             Some("the node has published no public key yet (is its daemon connected?)")
         } else if !in_desired {
             Some("the node has no desired state (is it Ready, with a pod CIDR and an internal IP?)")
         } else {
             None
         };
+        // Its daemon must take part from Prepare on: wait for its stream
+        // (a new leader's daemons reconnect one by one), then skip.
+        let connected = NodeName::new(&name).ok().is_some_and(|n| self.reports.has_stream(&n));
+        if skip.is_none() && !connected {
+            let since = match &self.waiting_for_stream {
+                Some((waiting, since)) if *waiting == name => *since,
+                _ => {
+                    tracing::info!(node = %name, "rotation due: waiting for the node's daemon to reach this leader");
+                    self.waiting_for_stream = Some((name.clone(), Instant::now()));
+                    return;
+                }
+            };
+            if since.elapsed() < self.stream_wait {
+                return;
+            }
+            skip = Some("its daemon has no stream to the leader");
+        }
+        self.waiting_for_stream = None;
         if let Some(why) = skip {
             let patch = json!({ "rotation": {
                 "phase": IDLE_PHASE, "policy": policy, "startedAt": stamp(now), "phaseStartedAt": null,
