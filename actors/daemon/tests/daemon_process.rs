@@ -23,7 +23,10 @@
 //!    wireguard-go process, no peer re-created (the device's byte counters
 //!    only grew and the new daemon changed no peer), and it is ready again;
 //! 4. SIGTERM: exit 0, and the mesh keeps forwarding without the daemon;
-//! 5. node 1's daemon starts again with `--remove-on-stop=always` and is
+//! 5. node 3's main wireguard-go is killed: its daemon exits 1 within an
+//!    observe interval, and a new one recreates the device (the pod talks
+//!    again);
+//! 6. node 1's daemon starts again with `--remove-on-stop=always` and is
 //!    stopped: its devices, wireguard-go processes, pins, fwmark rules,
 //!    mesh routes, MSS clamp table, key and generation files are gone, and
 //!    nodes 2 and 3 still talk.
@@ -214,6 +217,19 @@ fn left_on_node(node: &Node) -> Vec<String> {
     left
 }
 
+/// The pid of the wireguard-go serving `interface` in `ns`.
+fn wireguard_go_of(ns: &Netns, interface: &str) -> u32 {
+    let serving = |pid: &u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmdline| cmdline.split(|b| *b == 0).any(|arg| arg == interface.as_bytes()))
+    };
+    let pids = processes_named(ns, "wireguard-go");
+    *pids
+        .iter()
+        .find(|pid| serving(pid))
+        .unwrap_or_else(|| panic!("no wireguard-go for {interface}: {pids:?}"))
+}
+
 /// The daemon's own account of a removal.
 fn removal_line(log: &str) -> String {
     log.lines().find(|l| l.contains("vpblu removed from this node")).unwrap_or_default().trim().to_owned()
@@ -380,7 +396,35 @@ fn daemons_follow_the_controller_and_a_killed_daemon_costs_no_packet() {
     assert_eq!(processes_named(&nodes[0].ns, "wireguard-go"), wireguard_go, "wireguard-go kept running");
     summary.push("SIGTERM: exit 0; pods still talk through node-1 without its daemon".into());
 
-    // 5. Removal: a daemon that stops with --remove-on-stop=always (what
+    // 5. node-3's wireguard-go dies (as the OOM killer did on kind): its
+    // daemon notices within an observe interval and exits 1 rather than stay
+    // Ready over a device that is gone; the next daemon recreates it and
+    // node-3's pod talks again.
+    let node3 = &mut nodes[2];
+    let main_go = wireguard_go_of(&node3.ns, &node3.setup.interface);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(i32::try_from(main_go).unwrap()).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill node-3's wireguard-go");
+    let status = node3.daemon().child.wait_timeout(Duration::from_secs(15)).unwrap_or_else(|| {
+        panic!("node-3's daemon kept running without its wireguard-go:\n{}", nodes[2].daemon().log_text())
+    });
+    let log = nodes[2].daemon().log_text();
+    assert!(!status.success(), "a lost device is a failure, got {status}:\n{log}");
+    assert!(log.contains("a WireGuard device is gone"), "the loss is logged:\n{log}");
+    let node3 = &mut nodes[2];
+    node3.daemon = Some(node3.setup.start(&node3.ns));
+    node3.daemon().wait_status("/readyz", 200, Duration::from_secs(20));
+    // Its traffic starts new sessions with both peers (theirs to the old
+    // device died with it).
+    wait_flows(&nodes[2].pod, &NET.pod_ip(1), Duration::from_secs(20));
+    wait_flows(&nodes[2].pod, &NET.pod_ip(2), Duration::from_secs(20));
+    assert_flows(&nodes[1].pod, &NET.pod_ip(3), "node-2 to the restarted node-3");
+    assert_ne!(wireguard_go_of(&nodes[2].ns, &nodes[2].setup.interface), main_go, "a new wireguard-go");
+    summary.push("wireguard-go killed: its daemon exited 1, the next one recreated the device".into());
+
+    // 6. Removal: a daemon that stops with --remove-on-stop=always (what
     // `auto` does once its DaemonSet is deleted) takes away everything it
     // put on the node, and the other nodes are not touched.
     // The keys, read while they exist, for the log check at the end.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use vpblu_messages::{Backend, RotationPhase};
 
-use super::DataPlaneError;
+use super::{DataPlaneError, DeviceLost};
 use crate::bpf::AttachMode;
 use crate::pod_interfaces;
 use crate::routing::RoutingConfig;
@@ -50,6 +50,9 @@ pub struct Config {
     /// How classify and deliver are attached; `None`: tcx where the
     /// kernel has it.
     pub attach_mode: Option<AttachMode>,
+    /// Where the WireGuard actor reports a device gone for good (the
+    /// daemon watches it and stops).
+    pub device_lost: DeviceLost,
 }
 
 impl Config {
@@ -77,6 +80,7 @@ impl Config {
             pod_interfaces: pod_interfaces::DEFAULT_PATTERNS.iter().map(|p| (*p).to_owned()).collect(),
             pod_interface_resync: pod_interfaces::DEFAULT_RESYNC,
             attach_mode: None,
+            device_lost: DeviceLost::default(),
         }
     }
 

@@ -40,6 +40,7 @@
 mod actors;
 mod applied_generation;
 mod config;
+mod device_lost;
 mod error;
 mod handshake_wait;
 mod lane;
@@ -52,6 +53,7 @@ mod rotation_reports;
 pub use actors::{KeyFacts, Processes};
 pub use applied_generation::{FILE as GENERATION_FILE, GenerationFile};
 pub use config::Config;
+pub use device_lost::DeviceLost;
 pub use error::DataPlaneError;
 pub use node_data_plane::{DataPlaneReader, NodeDataPlane};
 pub use plan::{Plan, Refused};

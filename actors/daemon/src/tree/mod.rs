@@ -45,6 +45,12 @@
 //! still exists; when it is gone or being deleted (`helm uninstall`), the
 //! daemon removes everything it put on the node once the tree has stopped
 //! ([`crate::uninstall`]), and exits non-zero if something is left.
+//!
+//! A WireGuard device gone for good (its wireguard-go exited, the kernel
+//! device was deleted) stops the daemon too, with exit 1 and the rest of
+//! the data plane left as it is ([`crate::data_plane::DeviceLost`]): the
+//! kubelet starts a new daemon, which creates the device again and gets the
+//! full state on its first stream.
 
 mod metrics;
 mod observer;
@@ -127,6 +133,7 @@ pub async fn run(args: Args) -> RootExit {
     config.strict = strict;
     config.pod_interfaces = pod_interfaces;
     let removal_config = config.clone();
+    let lost = config.device_lost.clone();
     let (data_plane, data_plane_actors) = match NodeDataPlane::open(node_name.clone(), config).await {
         Ok(opened) => opened,
         Err(e) => {
@@ -176,7 +183,22 @@ pub async fn run(args: Args) -> RootExit {
     let mut children = vec![HealthServer::child(metrics_addr, &health)];
     children.extend(data_plane_actors);
     children.extend([stream, observer]);
-    let exit = run_root(children, RestartPolicy::default(), vpblu_runtime::shutdown_signal()).await;
+    // A signal, or a WireGuard device gone for good, stops the tree.
+    let stop = {
+        let lost = lost.clone();
+        async move {
+            tokio::select! {
+                signal = vpblu_runtime::shutdown_signal() => signal,
+                _ = lost.wait() => "a lost WireGuard device",
+            }
+        }
+    };
+    let exit = run_root(children, RestartPolicy::default(), stop).await;
+    if let Some(reason) = lost.reason() {
+        // Not an uninstall: the data plane stays for the next daemon,
+        // which recreates the device and gets the full state again.
+        return RootExit::Failed(format!("{reason}; exiting so that a new daemon recreates the device"));
+    }
     if !matches!(exit, RootExit::Stopped) {
         // A daemon that gave up keeps the data plane: the kubelet restarts it.
         return exit;

@@ -178,3 +178,22 @@ pub enum WireGuardError {
         source: io::Error,
     },
 }
+
+/// `ENODEV`: no such device.
+const ENODEV: i32 = 19;
+
+impl WireGuardError {
+    /// Whether the device is gone for good, not just slow to answer: the
+    /// wireguard-go serving it exited, nothing listens on its socket any
+    /// more, or the kernel has no such device.
+    pub fn is_device_gone(&self) -> bool {
+        match self {
+            WireGuardError::Exited { .. } => true,
+            WireGuardError::Uapi { source, .. } => {
+                matches!(source.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused)
+            }
+            WireGuardError::Netlink { source, .. } => source.raw_os_error() == Some(ENODEV),
+            _ => false,
+        }
+    }
+}

@@ -15,7 +15,7 @@ use super::Part;
 use crate::data_plane::handshake_wait::Awaiting;
 use crate::data_plane::lane::Lane;
 use crate::data_plane::rotation::{self, Device, LaneKey};
-use crate::data_plane::{DataPlaneError, blocking, lock};
+use crate::data_plane::{DataPlaneError, DeviceLost, blocking, lock};
 use crate::keys::KeyStore;
 use crate::wireguard::{DeviceState, WireGuard, WireGuardDevice};
 
@@ -32,6 +32,8 @@ pub struct WireGuardOpener {
     pub interface: String,
     /// The lane device, when the daemon has one.
     pub lane_interface: Option<String>,
+    /// Where a device gone for good is reported.
+    pub lost: DeviceLost,
 }
 
 /// The node's public keys.
@@ -133,6 +135,7 @@ pub struct WireGuardPart {
     /// When this incarnation added each main peer, or switched the main
     /// key under it (a rotation's Retire waits for a newer handshake).
     main_configured: BTreeMap<PublicKey, SystemTime>,
+    lost: DeviceLost,
 }
 
 impl Part for WireGuardPart {
@@ -166,6 +169,7 @@ impl Part for WireGuardPart {
             lane,
             main_key,
             main_configured: BTreeMap::new(),
+            lost: opener.lost.clone(),
         })
     }
 
@@ -318,9 +322,25 @@ impl WireGuardPart {
             .collect()
     }
 
+    /// Reads `which` back. When that fails and the device is gone for
+    /// good (its wireguard-go exited, its socket or the kernel device
+    /// went), reports it lost: nothing here can bring its peers back.
     async fn read_back(&self, which: Device) -> Result<DeviceState, DataPlaneError> {
-        let device = self.device(which);
-        blocking("wireguard", move || lock(&device).read_back().map_err(DataPlaneError::WireGuard)).await
+        let (device, lost) = (self.device(which), self.lost.clone());
+        blocking("wireguard", move || {
+            let mut device = lock(&device);
+            let error = match device.read_back() {
+                Ok(state) => return Ok(state),
+                Err(e) => e,
+            };
+            match device.check() {
+                Err(gone) if gone.is_device_gone() => lost.report(gone.to_string()),
+                _ if error.is_device_gone() => lost.report(error.to_string()),
+                _ => {}
+            }
+            Err(DataPlaneError::WireGuard(error))
+        })
+        .await
     }
 
     async fn attempt(&self, attempt: HandshakeAttempt) -> Result<(), DataPlaneError> {

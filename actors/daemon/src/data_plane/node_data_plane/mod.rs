@@ -162,6 +162,7 @@ impl NodeDataPlane {
             key_dir: config.key_dir.clone(),
             interface: config.interface.clone(),
             lane_interface: config.lane_interface.clone(),
+            lost: config.device_lost.clone(),
         };
         let wireguard = WireGuardPart::open(&wireguard_opener).await?;
         let keys = wireguard.key_facts();
