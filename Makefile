@@ -4,6 +4,11 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/vpblu/target
+# CI builds each run from a fresh clone, whose path may differ: incremental
+# caches (keyed by that path, about 9 GB a run) would only pile up there.
+ifdef CI
+export CARGO_INCREMENTAL ?= 0
+endif
 CARGO ?= cargo
 
 .PHONY: help deps build test fmt-check clippy bench crds deploy-manifests testbed testbed-up wireguard-go helm helm-install images lab lab-root lab-down build-meshtop install-cli kind-e2e kind-down prometheus soak chaos fuzz docs docs-serve mdbook kvm-validate kvm-down
