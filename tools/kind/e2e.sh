@@ -49,6 +49,17 @@ export DOCKER_HOST
 bin=$("$here/build.sh" | tail -1)
 export PATH=$bin:$PATH
 kc() { kubectl --context "kind-$cluster" "$@"; }
+# pods_gone SECONDS [SELECTOR...]: waits until no vpblu-system pod (matching
+# the selector) is left; false if some still are after SECONDS.
+pods_gone() {
+	local within=$1
+	shift
+	for _ in $(seq "$within"); do
+		[[ -z $(kc -n vpblu-system get pods "$@" -o name) ]] && return 0
+		sleep 1
+	done
+	[[ -z $(kc -n vpblu-system get pods "$@" -o name) ]]
+}
 
 if [[ $mode == down ]]; then
 	kind delete cluster --name "$cluster"
@@ -245,11 +256,7 @@ row 12.8 "large packets, MTU/MSS" PASS "mtu $mtu: $((mtu - 28)) B DF pass, $((mt
 
 log "§12.7 both controllers gone: pod traffic keeps flowing"
 kc -n vpblu-system scale deployment/vpblu-controller --replicas=0 >/dev/null
-for _ in $(seq 60); do
-	[[ -z $(kc -n vpblu-system get pods -l app.kubernetes.io/name=vpblu-controller -o name) ]] && break
-	sleep 1
-done
-[[ -z $(kc -n vpblu-system get pods -l app.kubernetes.io/name=vpblu-controller -o name) ]] ||
+pods_gone 60 -l app.kubernetes.io/name=vpblu-controller ||
 	die "controller pods still there 60 s after scaling to 0: kubectl --context kind-$cluster -n vpblu-system get pods"
 out=$(kc -n vpblu-e2e exec "$pa" -- ping -q -c 2000 -i 0.01 "$ipb" || true)
 grep -q " 0% packet loss" <<<"$out" || die "traffic lost packets without controllers: $out"
@@ -338,11 +345,7 @@ follower=$!
 sleep 2
 uninstall_started=$SECONDS
 "$helm" --kube-context "kind-$cluster" uninstall vpblu --namespace vpblu-system --wait --timeout 3m
-for _ in $(seq 120); do
-	[[ -z $(kc -n vpblu-system get pods -o name) ]] && break
-	sleep 1
-done
-[[ -z $(kc -n vpblu-system get pods -o name) ]] ||
+pods_gone 120 ||
 	die "vpblu's pods were still there 120 s after helm uninstall: kubectl --context kind-$cluster -n vpblu-system get pods"
 uninstall_took=$((SECONDS - uninstall_started))
 kill "$follower" 2>/dev/null || true

@@ -446,11 +446,11 @@ const EBUSY: i32 = 16;
 /// itself if that left it empty (removing vpblu from a node). How many key
 /// files there were; a missing `dir` holds none.
 pub fn remove_all(dir: &Path) -> Result<usize, KeyStoreError> {
-    let present = |name: &str| fs::symlink_metadata(dir.join(name)).is_ok();
-    let keys = [ACTIVE_FILE, STAGED_FILE, RETIRED_FILE].into_iter().filter(|name| present(name)).count();
     if !dir.exists() {
         return Ok(0);
     }
+    let present = |name: &str| fs::symlink_metadata(dir.join(name)).is_ok();
+    let keys = [ACTIVE_FILE, STAGED_FILE, RETIRED_FILE].into_iter().filter(|name| present(name)).count();
     scrub_leftovers(dir)?;
     scrub(&dir.join(STAGED_FILE))?;
     scrub(&dir.join(ACTIVE_FILE))?;

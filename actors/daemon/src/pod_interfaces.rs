@@ -313,7 +313,7 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn index_and_name(link: &LinkMessage) -> (u32, String) {
+pub(crate) fn index_and_name(link: &LinkMessage) -> (u32, String) {
     let name = link
         .attributes
         .iter()

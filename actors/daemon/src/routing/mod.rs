@@ -30,7 +30,9 @@ pub use diff::{
     plan_rules,
 };
 pub use error::RoutingError;
+pub(crate) use error::is_errno;
 pub use mss::{NFT_TABLE, mss_for, nft_script, nft_script_for};
+pub(crate) use mtu::link_by_name;
 pub use mtu::{Underlay, mesh_mtu};
 pub use routes::SyncReport;
 

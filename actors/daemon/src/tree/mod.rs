@@ -59,8 +59,6 @@ mod shared_data_plane;
 
 pub use metrics::examples as metrics_examples;
 
-use std::time::Duration;
-
 use vpblu_runtime::{ChildSpec, Health, HealthServer, RestartPolicy, RootExit, run_root};
 
 use self::metrics::DaemonMetrics;
@@ -71,11 +69,7 @@ use crate::Args;
 use crate::args::FaultPhase;
 use crate::data_plane::{Config, NodeDataPlane};
 use crate::stream::{ClientConfig, DataPlane as _, StreamClient, StreamClientArgs, StreamSecurity};
-use crate::uninstall::{self, Decision, RemoveOnStop};
-
-/// How long a stopping daemon waits for the API server's answer about its
-/// DaemonSet (the pod's grace period is 30 s; removal needs a few).
-const ASK_OWNER_WITHIN: Duration = Duration::from_secs(10);
+use crate::uninstall;
 
 /// The stream client's child name (the observer finds it by it).
 const STREAM_CHILD: &str = "stream";
@@ -203,29 +197,9 @@ pub async fn run(args: Args) -> RootExit {
         // A daemon that gave up keeps the data plane: the kubelet restarts it.
         return exit;
     }
-    let owner = match (remove_on_stop, &daemonset, &pod_namespace) {
-        (RemoveOnStop::Auto, Some(name), Some(namespace)) => {
-            Some(uninstall::owner::daemonset(namespace, name, ASK_OWNER_WITHIN).await)
-        }
-        _ => None,
-    };
-    match Decision::of(remove_on_stop, daemonset.as_deref(), owner.as_ref()) {
-        Decision::Keep(why) => {
-            tracing::info!(reason = %why, "stopped; the data plane stays in force for the next daemon");
-            exit
-        }
-        Decision::Remove(why) => {
-            tracing::info!(reason = %why, "stopped; removing vpblu from this node");
-            match uninstall::remove_from_node(&removal_config).await {
-                Ok(removal) => {
-                    tracing::info!(removed = %removal, "vpblu removed from this node");
-                    exit
-                }
-                Err((removal, e)) => {
-                    tracing::error!(removed = %removal, error = %e, "vpblu was not entirely removed from this node");
-                    RootExit::Failed(e.to_string())
-                }
-            }
-        }
+    let owner = daemonset.as_deref().zip(pod_namespace.as_deref());
+    match uninstall::at_stop(remove_on_stop, owner, &removal_config).await {
+        Ok(()) => exit,
+        Err(e) => RootExit::Failed(e.to_string()),
     }
 }

@@ -4,8 +4,12 @@
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt as _;
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::link::LinkMessage;
 use rtnetlink::Handle;
+use rustix::io::Errno;
+
+use crate::pod_interfaces::index_and_name;
+use crate::routing::{is_errno, link_by_name};
 
 /// An rtnetlink handle whose connection lives as long as the handle's task.
 fn connect() -> Result<(Handle, tokio::task::JoinHandle<()>), String> {
@@ -14,32 +18,19 @@ fn connect() -> Result<(Handle, tokio::task::JoinHandle<()>), String> {
     Ok((handle, vpblu_runtime::spawn(connection)))
 }
 
-fn name_of(link: &LinkMessage) -> Option<String> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(name) => Some(name.clone()),
-        _ => None,
-    })
-}
-
 /// Every interface's name.
 pub(super) async fn names() -> Result<Vec<String>, String> {
     let (handle, connection) = connect()?;
     let links: Result<Vec<LinkMessage>, _> = handle.link().get().execute().try_collect().await;
     connection.abort();
-    Ok(links.map_err(|e| format!("listing links: {e}"))?.iter().filter_map(name_of).collect())
+    Ok(links.map_err(|e| format!("listing links: {e}"))?.iter().map(|link| index_and_name(link).1).collect())
 }
 
 /// The index of interface `name`, if there is one.
 async fn index(handle: &Handle, name: &str) -> Result<Option<u32>, String> {
-    match handle.link().get().match_name(name.to_owned()).execute().try_next().await {
-        Ok(link) => Ok(link.map(|link| link.header.index)),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -ENODEV => Ok(None),
-        Err(e) => Err(format!("looking up {name}: {e}")),
-    }
+    let link = link_by_name(handle, name).await.map_err(|e| e.to_string())?;
+    Ok(link.map(|link| link.index))
 }
-
-/// `ENODEV`: no such device.
-const ENODEV: i32 = 19;
 
 /// Waits up to `wait` for `name` to go (a wireguard-go exiting deletes its
 /// TUN device), then deletes it if it is still there. Whether it existed.
@@ -59,7 +50,7 @@ pub(super) async fn remove(name: &str, wait: Duration) -> Result<bool, String> {
         }
         match handle.link().del(index_now).execute().await {
             Ok(()) => Ok(true),
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -ENODEV => Ok(true),
+            Err(e) if is_errno(&e, Errno::NODEV) => Ok(true),
             Err(e) => Err(format!("deleting {name}: {e}")),
         }
     }

@@ -38,6 +38,10 @@ use crate::{keys, wireguard};
 
 pub use self::owner::{Decision, Owner, RemoveOnStop};
 
+/// How long a stopping daemon waits for the API server's answer about its
+/// DaemonSet (the pod's grace period is 30 s; removal needs a few).
+const ASK_OWNER_WITHIN: Duration = Duration::from_secs(10);
+
 /// How long a wireguard-go gets to exit after SIGTERM before SIGKILL.
 const WIREGUARD_GO_STOP: Duration = Duration::from_secs(5);
 
@@ -80,6 +84,42 @@ impl fmt::Display for Removal {
 #[derive(Debug, thiserror::Error)]
 #[error("removing vpblu from this node left something behind: {}", .0.join("; "))]
 pub struct RemovalError(pub Vec<String>);
+
+/// What a daemon whose tree stopped in order does with the data plane:
+/// decides per `mode`, asking the API server about DaemonSet `owner`
+/// (name, namespace) in `auto` mode, and removes vpblu from the node when
+/// that is the decision. An error when the removal left something.
+pub async fn at_stop(
+    mode: RemoveOnStop,
+    owner: Option<(&str, &str)>,
+    config: &Config,
+) -> Result<(), RemovalError> {
+    let state = match (mode, owner) {
+        (RemoveOnStop::Auto, Some((name, namespace))) => {
+            Some(owner::daemonset(namespace, name, ASK_OWNER_WITHIN).await)
+        }
+        _ => None,
+    };
+    match Decision::of(mode, owner.map(|(name, _)| name), state.as_ref()) {
+        Decision::Keep(why) => {
+            tracing::info!(reason = %why, "stopped; the data plane stays in force for the next daemon");
+            Ok(())
+        }
+        Decision::Remove(why) => {
+            tracing::info!(reason = %why, "stopped; removing vpblu from this node");
+            match remove_from_node(config).await {
+                Ok(removal) => {
+                    tracing::info!(removed = %removal, "vpblu removed from this node");
+                    Ok(())
+                }
+                Err((removal, e)) => {
+                    tracing::error!(removed = %removal, error = %e, "vpblu was not entirely removed from this node");
+                    Err(e)
+                }
+            }
+        }
+    }
+}
 
 /// Removes everything the daemon configured from `config` puts on the node,
 /// in the calling thread's network namespace. Run it only once nothing of
