@@ -15,7 +15,7 @@ use vpblu_controller::from_k8s::{Objects, inputs_from};
 use vpblu_engine::compute;
 use vpblu_fuzz::K8sObjects;
 use vpblu_messages::{
-    Backend, Command, Downstream, Envelope, Generation, Hello, NodeDesiredState, PeerObservation,
+    Backend, Command, DigestKey, Downstream, Envelope, Generation, Hello, NodeDesiredState, PeerObservation,
     RotationPhase, RotationReport, Upstream, diff,
 };
 use vpblu_proto as pb;
@@ -61,6 +61,9 @@ fn seeds(root: &Path) -> Vec<(&'static str, String, Vec<u8>)> {
         }
     }
     let state = &mesh[0];
+    let key = DigestKey::from_bytes([0x5e; 16]);
+    let held = state.digest(&key);
+    down(format!("seed-keep-{}", state.node), 9, Command::KeepState(held));
     let peer = state.peers.values().next().expect("the seed state has peers");
     for (name, upstream) in [
         (
@@ -73,6 +76,8 @@ fn seeds(root: &Path) -> Vec<(&'static str, String, Vec<u8>)> {
                 backend: Backend::Userspace,
                 mtu: 1420,
                 version: "0.1.0".to_owned(),
+                digest_key: Some(key),
+                held: Some(held),
             }),
         ),
         ("seed-ack", Upstream::Ack { generation: Generation(42), result: Ok(()) }),

@@ -145,7 +145,8 @@ pub struct VpbluNodeStatus {
     pub mtu: Option<i32>,
 
     /// Generation of the latest desired state the controller sent to this
-    /// node. Generations only grow.
+    /// node. Generations only grow; a periodic resync that only confirms
+    /// the state the node holds (KeepState) is not counted here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub desired_generation: Option<i64>,

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use imbl::ordmap::DiffItem;
 use serde::{Deserialize, Serialize};
 
-use crate::{BlockRule, NodeDesiredState, NodeName, NodeRotation, Peer, PeerMap, SelfSettings, Unreachable};
+use crate::{
+    BlockRule, NodeDesiredState, NodeName, NodeRotation, Peer, PeerMap, SelfSettings, StateDigest,
+    Unreachable,
+};
 
 /// One change to a node's desired state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +28,10 @@ pub enum Command {
     SetUnreachable(Vec<Unreachable>),
     /// Replace the rotation this node takes part in (`None`: none).
     SetRotation(Option<NodeRotation>),
+    /// Keep the whole state held now, whose digest under the daemon's key
+    /// is this one, and apply it again (sent instead of a `SyncState` that
+    /// would repeat it; see `digest`). Changes nothing in the state.
+    KeepState(StateDigest),
 }
 
 impl Command {
@@ -38,6 +45,7 @@ impl Command {
             Command::SetBlocks(_) => "SetBlocks",
             Command::SetUnreachable(_) => "SetUnreachable",
             Command::SetRotation(_) => "SetRotation",
+            Command::KeepState(_) => "KeepState",
         }
     }
 }
@@ -101,6 +109,7 @@ pub fn apply(state: &mut NodeDesiredState, command: &Command) {
         Command::SetBlocks(blocks) => state.blocks = blocks.iter().copied().collect(),
         Command::SetUnreachable(list) => state.unreachable = list.iter().copied().collect(),
         Command::SetRotation(rotation) => state.rotation = rotation.clone(),
+        Command::KeepState(_) => {}
     }
 }
 

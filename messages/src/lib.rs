@@ -8,6 +8,7 @@
 
 mod cidr;
 mod command;
+mod digest;
 mod key;
 mod node;
 mod rotation;
@@ -17,6 +18,7 @@ pub mod wire;
 
 pub use cidr::{Cidr, CidrError};
 pub use command::{Command, apply, diff};
+pub use digest::{DigestKey, StateDigest};
 pub use key::{KeyError, PublicKey};
 pub use node::{Generation, NodeName, NodeNameError};
 pub use rotation::{NodeRotation, RotationPhase, RotationReport};

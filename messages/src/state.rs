@@ -148,7 +148,10 @@ impl NodeDesiredState {
     /// [`validate`]: Self::validate
     pub fn stays_valid_after(&self, command: &Command) -> bool {
         match command {
-            Command::PeerRemove(_) | Command::SetBlocks(_) | Command::SetUnreachable(_) => true,
+            Command::PeerRemove(_)
+            | Command::SetBlocks(_)
+            | Command::SetUnreachable(_)
+            | Command::KeepState(_) => true,
             Command::SetSettings(settings) => settings.lane_port != settings.listen_port,
             Command::PeerUpsert(peer) => {
                 peer.node != self.node

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Command, Generation, NodeName, PublicKey, RotationReport};
+use crate::{Command, DigestKey, Generation, NodeName, PublicKey, RotationReport, StateDigest};
 
 /// Which WireGuard implementation a daemon drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -44,6 +44,12 @@ pub struct Hello {
     pub mtu: u32,
     /// Daemon version.
     pub version: String,
+    /// The key it digests desired states under; `None` from a daemon that
+    /// cannot check a digest (it gets only full states).
+    pub digest_key: Option<DigestKey>,
+    /// The digest of the desired state it holds, under `digest_key`;
+    /// `None` when it holds none.
+    pub held: Option<StateDigest>,
 }
 
 /// What a daemon observes about one peer.

@@ -12,9 +12,10 @@ use std::time::Duration;
 use vpblu_proto as pb;
 
 use crate::{
-    Backend, BlockRule, Cidr, CidrError, Command, Downstream, Envelope, Generation, Hello, KeyError,
-    NodeDesiredState, NodeName, NodeNameError, NodeRotation, Peer, PeerMap, PeerObservation, PublicKey,
-    RotationPhase, RotationReport, SelfSettings, Unreachable, UnreachableReason, Upstream,
+    Backend, BlockRule, Cidr, CidrError, Command, DigestKey, Downstream, Envelope, Generation, Hello,
+    KeyError, NodeDesiredState, NodeName, NodeNameError, NodeRotation, Peer, PeerMap, PeerObservation,
+    PublicKey, RotationPhase, RotationReport, SelfSettings, StateDigest, Unreachable, UnreachableReason,
+    Upstream,
 };
 
 /// A wire message that does not make a valid domain value.
@@ -71,6 +72,14 @@ pub enum WireError {
         /// The allowed range.
         range: &'static str,
     },
+    /// A digest or digest key that was not 16 bytes.
+    #[error("{field}: {len} bytes; a state digest and its key are 16 bytes each")]
+    DigestLength {
+        /// Which field.
+        field: &'static str,
+        /// How many bytes it had.
+        len: usize,
+    },
     /// An enum value this build does not know.
     #[error("{field}: unknown value {value}")]
     UnknownEnum {
@@ -95,6 +104,14 @@ fn key(field: &'static str, bytes: &[u8]) -> Result<PublicKey, WireError> {
 
 fn optional_key(field: &'static str, bytes: &[u8]) -> Result<Option<PublicKey>, WireError> {
     if bytes.is_empty() { Ok(None) } else { key(field, bytes).map(Some) }
+}
+
+fn bytes16(field: &'static str, bytes: &[u8]) -> Result<[u8; 16], WireError> {
+    bytes.try_into().map_err(|_| WireError::DigestLength { field, len: bytes.len() })
+}
+
+fn optional_bytes16(field: &'static str, bytes: &[u8]) -> Result<Option<[u8; 16]>, WireError> {
+    if bytes.is_empty() { Ok(None) } else { bytes16(field, bytes).map(Some) }
 }
 
 fn node(field: &'static str, text: &str) -> Result<NodeName, WireError> {
@@ -347,6 +364,9 @@ impl From<&Envelope> for pb::ControllerMessage {
             Downstream::State(Command::SetRotation(r)) => {
                 C::SetRotation(pb::SetRotation { rotation: r.as_ref().map(Into::into) })
             }
+            Downstream::State(Command::KeepState(d)) => {
+                C::KeepState(pb::KeepState { digest: d.as_bytes().to_vec() })
+            }
         };
         pb::ControllerMessage { generation: e.generation.0, command: Some(command) }
     }
@@ -372,6 +392,10 @@ impl TryFrom<&pb::ControllerMessage> for Envelope {
             C::SetRotation(r) => Downstream::State(Command::SetRotation(
                 r.rotation.as_ref().map(TryInto::try_into).transpose()?,
             )),
+            C::KeepState(k) => Downstream::State(Command::KeepState(StateDigest::from_bytes(bytes16(
+                "keep_state.digest",
+                &k.digest,
+            )?))),
         };
         Ok(Envelope { generation: Generation(m.generation), body })
     }
@@ -398,6 +422,8 @@ impl From<&Upstream> for pb::DaemonMessage {
                 backend: pb::Backend::from(h.backend).into(),
                 mtu: h.mtu,
                 version: h.version.clone(),
+                digest_key: h.digest_key.map(|k| k.as_bytes().to_vec()).unwrap_or_default(),
+                held_digest: h.held.map(|d| d.as_bytes().to_vec()).unwrap_or_default(),
             }),
             Upstream::Ack { generation, result } => Msg::Ack(pb::Ack {
                 generation: generation.0,
@@ -454,6 +480,9 @@ impl TryFrom<&pb::DaemonMessage> for Upstream {
                     backend,
                     mtu: h.mtu,
                     version: h.version.clone(),
+                    digest_key: optional_bytes16("hello.digest_key", &h.digest_key)?
+                        .map(DigestKey::from_bytes),
+                    held: optional_bytes16("hello.held_digest", &h.held_digest)?.map(StateDigest::from_bytes),
                 })
             }
             Msg::Ack(a) => {

@@ -8,9 +8,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use vpblu_messages::wire::WireError;
 use vpblu_messages::{
-    Backend, BlockRule, Cidr, Command, Downstream, Envelope, Generation, Hello, NodeDesiredState, NodeName,
-    NodeRotation, Peer, PeerMap, PeerObservation, PublicKey, RotationPhase, RotationReport, SelfSettings,
-    Unreachable, UnreachableReason, Upstream,
+    Backend, BlockRule, Cidr, Command, DigestKey, Downstream, Envelope, Generation, Hello, NodeDesiredState,
+    NodeName, NodeRotation, Peer, PeerMap, PeerObservation, PublicKey, RotationPhase, RotationReport,
+    SelfSettings, StateDigest, Unreachable, UnreachableReason, Upstream,
 };
 use vpblu_proto as pb;
 
@@ -135,6 +135,7 @@ fn downstream_strategy() -> impl Strategy<Value = Downstream> {
         state_strategy()
             .prop_map(|s| Downstream::State(Command::SetUnreachable(s.unreachable.into_iter().collect()))),
         proptest::option::of(rotation_strategy()).prop_map(|r| Downstream::State(Command::SetRotation(r))),
+        any::<[u8; 16]>().prop_map(|d| Downstream::State(Command::KeepState(StateDigest::from_bytes(d)))),
     ]
 }
 
@@ -147,9 +148,10 @@ fn upstream_strategy() -> impl Strategy<Value = Upstream> {
             any::<u64>(),
             any::<bool>(),
             any::<u32>(),
-            "[a-z0-9.]{0,8}"
+            "[a-z0-9.]{0,8}",
+            (proptest::option::of(any::<[u8; 16]>()), proptest::option::of(any::<[u8; 16]>())),
         )
-            .prop_map(|(node, public_key, staged_public_key, g, kernel, mtu, version)| {
+            .prop_map(|(node, public_key, staged_public_key, g, kernel, mtu, version, held)| {
                 Upstream::Hello(Hello {
                     node,
                     public_key,
@@ -158,6 +160,8 @@ fn upstream_strategy() -> impl Strategy<Value = Upstream> {
                     backend: if kernel { Backend::Kernel } else { Backend::Userspace },
                     mtu,
                     version,
+                    digest_key: held.0.map(DigestKey::from_bytes),
+                    held: held.1.map(StateDigest::from_bytes),
                 })
             }),
         (any::<u64>(), proptest::option::of("[ -~]{1,20}")).prop_map(|(g, err)| Upstream::Ack {
@@ -203,6 +207,16 @@ proptest! {
     fn daemon_messages_round_trip(up in upstream_strategy()) {
         let wire = pb::DaemonMessage::from(&up);
         prop_assert_eq!(Upstream::try_from(&wire).unwrap(), up);
+    }
+
+    /// A daemon digests the state it decoded, the controller the one it
+    /// encoded: the two must agree, and differ for different states.
+    #[test]
+    fn a_state_keeps_its_digest_across_the_wire(a in state_strategy(), b in state_strategy(), key in any::<[u8; 16]>()) {
+        let key = DigestKey::from_bytes(key);
+        let decoded = NodeDesiredState::try_from(&pb::SyncState::from(&a)).unwrap();
+        prop_assert_eq!(decoded.digest(&key), a.digest(&key));
+        prop_assert_eq!(a == b, a.digest(&key) == b.digest(&key));
     }
 
     #[test]
@@ -251,6 +265,27 @@ fn missing_oneofs_and_unknown_enums_are_errors() {
     let err = Upstream::try_from(&pb::DaemonMessage { msg: Some(pb::daemon_message::Msg::Hello(hello)) })
         .unwrap_err();
     assert_eq!(err, WireError::UnknownEnum { field: "hello.backend", value: 99 });
+    let short_digest = pb::Hello {
+        node: "node-1".into(),
+        public_key: vec![1; 32],
+        backend: pb::Backend::Kernel.into(),
+        digest_key: vec![1; 16],
+        held_digest: vec![2; 15],
+        ..Default::default()
+    };
+    let err =
+        Upstream::try_from(&pb::DaemonMessage { msg: Some(pb::daemon_message::Msg::Hello(short_digest)) })
+            .unwrap_err();
+    assert_eq!(err, WireError::DigestLength { field: "hello.held_digest", len: 15 });
+    assert!(err.to_string().contains("15 bytes"), "{err}");
+    let keep = pb::ControllerMessage {
+        generation: 3,
+        command: Some(pb::controller_message::Command::KeepState(pb::KeepState { digest: vec![] })),
+    };
+    assert_eq!(
+        Envelope::try_from(&keep).unwrap_err(),
+        WireError::DigestLength { field: "keep_state.digest", len: 0 }
+    );
     let sync = pb::SyncState { node: "node-1".into(), settings: None, ..Default::default() };
     assert_eq!(
         NodeDesiredState::try_from(&sync).unwrap_err(),

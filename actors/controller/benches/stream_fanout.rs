@@ -13,7 +13,9 @@
 //!   peer, p50/p99 of as many joins;
 //! - controller CPU during that churn, and its RSS after it;
 //! - leader failover: the leader SIGKILLed, a warm standby with the same
-//!   flags takes the Lease and every daemon has a full state from it.
+//!   flags takes the Lease and every daemon has applied its whole state
+//!   from it (a KeepState where the daemon's digest showed it held it, as
+//!   every daemon here does, a SyncState otherwise), and how many of each.
 //!
 //! Everything shares this machine's cores: the API server, etcd, the
 //! controller and N daemons. The daemons here do no WireGuard or eBPF work;
@@ -109,7 +111,12 @@ impl DataPlane for CountingPlane {
                 self.peers.remove(&node_number(node));
             }
             MeshCommand::SetBlocks(blocks) => self.counts.blocks.store(blocks.len(), Ordering::Release),
-            MeshCommand::SetSettings(_) | MeshCommand::SetUnreachable(_) | MeshCommand::SetRotation(_) => {}
+            // The client hands a confirmed KeepState over as the SyncState
+            // it holds; none reaches a data plane as such.
+            MeshCommand::SetSettings(_)
+            | MeshCommand::SetUnreachable(_)
+            | MeshCommand::SetRotation(_)
+            | MeshCommand::KeepState(_) => {}
         }
         self.counts.peers.store(self.peers.len(), Ordering::Release);
         self.applied.store(generation.0, Ordering::Release);
@@ -569,6 +576,7 @@ async fn scenario(n: usize, trials: usize) {
     let standby = tokio::task::block_in_place(|| Controller::start(&cluster, "controller-1", &grpc));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let syncs: Vec<u64> = daemons.iter().map(|d| d.counts.syncs.load(Ordering::Acquire)).collect();
+    let kept_before = kept_states(&daemons).await;
     trace_trial("failover", 0);
     let (standby_cpu, failover_daemons_cpu) = (standby.cpu(), daemons_cpu());
     drop(leader);
@@ -578,7 +586,7 @@ async fn scenario(n: usize, trials: usize) {
     .await;
     match served {
         Some(took) => println!(
-            "leader failover @ {total} daemons (SIGKILL; {}): standby serving every daemon a full state in {:.2} s",
+            "leader failover @ {total} daemons (SIGKILL; {}): standby serving every daemon its whole state in {:.2} s",
             LEASE.join(" "),
             took.as_secs_f64()
         ),
@@ -589,11 +597,29 @@ async fn scenario(n: usize, trials: usize) {
         standby.cpu() - standby_cpu,
         daemons_cpu() - failover_daemons_cpu
     );
+    let kept_after = kept_states(&daemons).await;
+    let kept = kept_before.iter().zip(&kept_after).filter(|(before, after)| after > before).count();
+    println!(
+        "  {kept} of them had their state confirmed by its digest (KeepState), {} got it whole (SyncState)",
+        total - kept
+    );
     time_goal("leader failover -> standby serving all", n, goals.map(|g| g.failover), served);
     let (rss, peak) = standby.rss();
     println!("new leader after failover @ {total} daemons: RSS {rss:.1} MiB, peak {peak:.1} MiB");
     drop(standby);
     stop(daemons).await;
+}
+
+/// How many KeepStates each daemon applied so far.
+async fn kept_states(daemons: &[Daemon]) -> Vec<u64> {
+    let mut kept = Vec::with_capacity(daemons.len());
+    for d in daemons {
+        kept.push(match d.client.call(StreamClientMsg::Status, Some(Duration::from_secs(5))).await {
+            Ok(ractor::rpc::CallResult::Success(status)) => status.kept,
+            _ => 0,
+        });
+    }
+    kept
 }
 
 async fn stop(daemons: Vec<Daemon>) {

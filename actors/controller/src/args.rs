@@ -59,7 +59,7 @@ pub struct Args {
     #[arg(long, env = "VPBLU_LEASE_OUTAGE_GRACE", default_value = "60s", value_parser = parse_duration)]
     pub lease_outage_grace: Duration,
 
-    /// Period of the full SyncState resync to every daemon.
+    /// Period of the resync: every daemon applies its whole desired state again (a KeepState when it holds it).
     #[arg(long, env = "VPBLU_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub resync_interval: Duration,
 

@@ -114,6 +114,8 @@ async fn the_mesh_follows_the_api_through_the_real_controller() {
             backend: vpblu_messages::Backend::Userspace,
             mtu: 1420,
             version: "impostor".into(),
+            digest_key: None,
+            held: None,
         }));
     let endpoint = stream_support::Endpoint {
         url: format!("https://{grpc}"),

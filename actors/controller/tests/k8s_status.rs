@@ -64,6 +64,8 @@ fn hello(node: &NodeName, key: PublicKey, generation: u64) -> StreamEvent {
             backend: Backend::Userspace,
             mtu: 1420,
             version: "test".into(),
+            digest_key: None,
+            held: None,
         }),
     )
 }

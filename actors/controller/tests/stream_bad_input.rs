@@ -27,6 +27,8 @@ fn hello(node: &str) -> pb::DaemonMessage {
         backend: Backend::Userspace,
         mtu: 1420,
         version: "test".into(),
+        digest_key: None,
+        held: None,
     }))
 }
 

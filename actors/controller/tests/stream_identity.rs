@@ -65,6 +65,8 @@ fn hello(node: &str) -> pb::DaemonMessage {
         backend: Backend::Userspace,
         mtu: 1420,
         version: "intruder".into(),
+        digest_key: None,
+        held: None,
     }))
 }
 

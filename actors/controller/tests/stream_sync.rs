@@ -9,7 +9,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use vpblu_controller::stream::{Desired, RejectReason, StreamConfig, StreamEvent};
 use vpblu_daemon::stream::StreamClientMsg;
-use vpblu_messages::{Backend, Command, Downstream, Envelope, Generation, Hello, PeerObservation, Upstream};
+use vpblu_messages::{
+    Backend, Command, DigestKey, Downstream, Envelope, Generation, Hello, PeerObservation, StateDigest,
+    Upstream,
+};
 use vpblu_proto as pb;
 
 use stream_support::{
@@ -167,29 +170,8 @@ async fn a_newer_stream_of_a_node_replaces_the_old_one() {
 
     // A second connection says Hello as node-a: it gets node-a's full state,
     // counted on from where node-a's generations were.
-    let mut rpc = controller.endpoint.raw_client().await;
-    let (tx, rx) = mpsc::channel(4);
-    let hello = Hello {
-        node: name("node-a"),
-        public_key: key(0),
-        staged_public_key: None,
-        applied_generation: Generation(0),
-        backend: Backend::Kernel,
-        mtu: 1420,
-        version: "test".into(),
-    };
-    tx.send(pb::DaemonMessage::from(&Upstream::Hello(hello))).await.expect("queue has room");
-    let mut second = tokio::time::timeout(WAIT, rpc.session(ReceiverStream::new(rx)))
-        .await
-        .expect("answered in time")
-        .expect("accepted")
-        .into_inner();
-    let sync = tokio::time::timeout(WAIT, second.message())
-        .await
-        .expect("a SyncState in time")
-        .expect("no error")
-        .expect("not ended");
-    let sync = Envelope::try_from(&sync).expect("valid");
+    let (tx, mut second) = raw_session(&controller, Generation(0), None, None).await;
+    let sync = next_command(&mut second).await;
     assert!(matches!(sync.body, Downstream::State(Command::SyncState(_))), "{sync:?}");
     assert!(sync.generation > first);
 
@@ -236,6 +218,7 @@ async fn a_restarted_controller_counts_on_from_the_daemons_generation() {
     // tell it where each node is.
     let controller = Controller::start_at(addr, Desired::new(), StreamConfig::default(), pki).await;
     let mut states = mesh(&nodes);
+    states.get_mut(&name("node-a")).expect("node-a").settings.listen_port = 51823;
     states.get_mut(&name("node-b")).expect("node-b").settings.listen_port = 51822;
     controller.desired.publish(states.clone());
     for (daemon, before) in daemons.iter().zip(before) {
@@ -246,6 +229,11 @@ async fn a_restarted_controller_counts_on_from_the_daemons_generation() {
         assert!(last > before, "{}: {last} must be above {before}", daemon.node);
         assert_eq!(daemon.status().await.ignored_stale, 0);
     }
+    // node-a already held what the new leader has for it: confirmed by its
+    // digest, not sent (its data plane still applied it again, above its
+    // old generation). node-b's changed: sent whole.
+    assert_eq!(daemons[0].status().await.kept, 1);
+    assert_eq!(daemons[1].status().await.kept, 0);
     teardown(controller, daemons).await;
 }
 
@@ -324,14 +312,145 @@ async fn an_invalid_desired_state_is_refused_and_the_previous_one_stays() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_periodic_resync_sends_the_full_state_again() {
+async fn the_periodic_resync_applies_the_whole_state_again_confirmed_by_its_digest() {
     let config = StreamConfig { resync_interval: Duration::from_millis(200), ..StreamConfig::default() };
-    let (controller, daemons) = cluster(&["node-a"], config).await;
+    let (mut controller, daemons) = cluster(&["node-a"], config).await;
     eventually("two resyncs", async || daemons[0].commands().len() >= 3).await;
     let commands = daemons[0].commands();
     let want = controller.desired.get(&name("node-a")).expect("published");
+    // The data plane gets the whole state each time (a resync repairs what
+    // changed behind the daemon's back)...
     assert!(commands.iter().all(|c| c.command == Command::SyncState(want.clone()) && c.result.is_ok()));
     assert!(commands.windows(2).all(|w| w[0].generation < w[1].generation), "{commands:?}");
+    // ...but only the first crossed the wire: the resyncs were KeepStates.
+    let status = daemons[0].status().await;
+    assert!(status.kept >= 2 && status.refused == 0, "{status:?}");
+    let acked = controller.wait_acked("node-a").await;
+    assert!(acked.last_error.is_none(), "{acked:?}");
+    // The status writer hears of the first state only: a resync that
+    // changes nothing moves no generation in the node's status.
+    let first = commands[0].generation;
+    let mut generations = Vec::new();
+    while let Ok(event) = controller.events.try_recv() {
+        match event {
+            StreamEvent::Sent(_, generation) | StreamEvent::Message(_, Upstream::Ack { generation, .. }) => {
+                generations.push(generation);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(generations, [first, first], "one Sent and one Ack, of the first state");
+    teardown(controller, daemons).await;
+}
+
+/// A raw stream as node-a whose Hello says it applied `applied`, digests
+/// under `digest_key` and holds `held`; returns the request half and the
+/// response stream.
+async fn raw_session(
+    controller: &Controller,
+    applied: Generation,
+    digest_key: Option<DigestKey>,
+    held: Option<StateDigest>,
+) -> (mpsc::Sender<pb::DaemonMessage>, tonic::Streaming<pb::ControllerMessage>) {
+    let mut rpc = controller.endpoint.raw_client().await;
+    let (tx, rx) = mpsc::channel(4);
+    let hello = Hello {
+        node: name("node-a"),
+        public_key: key(0),
+        staged_public_key: None,
+        applied_generation: applied,
+        backend: Backend::Kernel,
+        mtu: 1420,
+        version: "test".into(),
+        digest_key,
+        held,
+    };
+    tx.send(pb::DaemonMessage::from(&Upstream::Hello(hello))).await.expect("queue has room");
+    let stream = tokio::time::timeout(WAIT, rpc.session(ReceiverStream::new(rx)))
+        .await
+        .expect("answered in time")
+        .expect("accepted")
+        .into_inner();
+    (tx, stream)
+}
+
+async fn next_command(stream: &mut tonic::Streaming<pb::ControllerMessage>) -> Envelope {
+    let message = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("a command in time")
+        .expect("no error")
+        .expect("not ended");
+    Envelope::try_from(&message).expect("valid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_state_is_confirmed_by_its_digest_and_a_refusal_gets_the_full_state_at_once() {
+    // No retry timer in the way: a refused KeepState is answered at once.
+    let config = StreamConfig { error_retry: Duration::from_secs(600), ..StreamConfig::default() };
+    let controller = Controller::start(config).await;
+    controller.desired.publish(mesh(&["node-a", "node-b"]));
+    let want = controller.desired.get(&name("node-a")).expect("published");
+    let key = DigestKey::from_bytes([3; 16]);
+
+    // The Hello shows the state the controller has for node-a: KeepState.
+    let (tx, mut stream) = raw_session(&controller, Generation(7), Some(key), Some(want.digest(&key))).await;
+    let keep = next_command(&mut stream).await;
+    assert_eq!(keep.body, Downstream::State(Command::KeepState(want.digest(&key))), "{keep:?}");
+    assert_eq!(keep.generation, Generation(8), "counted on from the Hello's applied generation");
+    // The daemon says it holds something else after all: the full state
+    // follows without waiting for the error retry.
+    let refusal = Upstream::Ack { generation: keep.generation, result: Err("digest differs".into()) };
+    tx.send(pb::DaemonMessage::from(&refusal)).await.expect("stream open");
+    let full = next_command(&mut stream).await;
+    assert_eq!(full.body, Downstream::State(Command::SyncState(want.clone())), "{full:?}");
+    assert!(full.generation > keep.generation);
+    tx.send(pb::DaemonMessage::from(&Upstream::Ack { generation: full.generation, result: Ok(()) }))
+        .await
+        .expect("stream open");
+    let status = controller.wait_acked("node-a").await;
+    assert_eq!(status.last_error.map(|e| e.generation), Some(keep.generation));
+    drop((tx, stream));
+
+    // A Hello with another state's digest, with none, or without a key:
+    // the full state.
+    let mut other = want.clone();
+    other.settings.listen_port += 10;
+    let cases = [(Some(key), Some(other.digest(&key))), (Some(key), None), (None, Some(want.digest(&key)))];
+    for (digest_key, held) in cases {
+        let (tx, mut stream) = raw_session(&controller, Generation(7), digest_key, held).await;
+        let first = next_command(&mut stream).await;
+        assert_eq!(
+            first.body,
+            Downstream::State(Command::SyncState(want.clone())),
+            "key {digest_key:?}, held {held:?}"
+        );
+        drop((tx, stream));
+    }
+    controller.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_state_with_another_digest_is_refused_and_changes_nothing() {
+    let (controller, daemons) = cluster(&["node-a", "node-b"], StreamConfig::default()).await;
+    let a = &daemons[0];
+    let before = a.commands();
+    let status = a.status().await;
+    let wrong = StateDigest::from_bytes([0xee; 16]);
+    let body = Ok(Downstream::State(Command::KeepState(wrong)));
+    let generation = Generation(status.applied.0 + 1);
+    a.client
+        .cast(StreamClientMsg::Received { epoch: status.epoch, generation, body })
+        .expect("client is running");
+    eventually("the refusal", async || a.status().await.refused == 1).await;
+    assert_eq!(a.commands(), before, "the data plane was not asked");
+    assert_eq!(a.status().await.kept, 0);
+    // The controller never sent that generation, so it closes the stream;
+    // the daemon reconnects holding its state, which is confirmed, not sent.
+    eventually("a second stream", async || a.status().await.connects == 2).await;
+    eventually("the state confirmed", async || a.status().await.kept == 1).await;
+    let want = controller.desired.get(&name("node-a")).expect("published");
+    assert_eq!(a.plane.state(), want);
+    assert_eq!(controller.metrics.rejected_count(RejectReason::UnknownAck), 1);
     teardown(controller, daemons).await;
 }
 

@@ -132,6 +132,8 @@ async fn a_tls_controller_refuses_plaintext() {
             backend: Backend::Kernel,
             mtu: 1420,
             version: "test".into(),
+            digest_key: None,
+            held: None,
         }));
         let result = MeshClient::new(channel).session(tokio_stream::iter(vec![hello])).await;
         assert!(result.is_err(), "a plaintext session must fail");

@@ -185,6 +185,8 @@ mod tests {
             backend: vpblu_messages::Backend::Userspace,
             mtu: 1420,
             version: "test".into(),
+            digest_key: None,
+            held: None,
         };
         assert!(!book.has_stream(&node("node-1")), "no Hello yet");
         events

@@ -6,7 +6,10 @@
 //! older stream of the same node). The `NodeStream` sends the node's whole
 //! desired state on connect and on a periodic resync, and only the
 //! difference in between; every message carries a per-node generation that
-//! only grows, and every ack is tracked.
+//! only grows, and every ack is tracked. "The whole state" is a `KeepState`
+//! with its digest when the daemon's Hello showed it holds that state (on
+//! connect) or can check it does (on a resync); see `vpblu_messages`'s
+//! `digest` module.
 //!
 //! What a node should hold comes from the [`Desired`] store: whoever computes
 //! desired state (the Recompute actor) calls [`Desired::publish`], and the
@@ -59,7 +62,8 @@ pub enum StreamEvent {
 /// Tunables of the stream server and its node streams.
 #[derive(Clone, Debug)]
 pub struct StreamConfig {
-    /// Period of the full SyncState resync to every connected daemon.
+    /// Period of the resync to every connected daemon (a KeepState, or a
+    /// SyncState to a daemon that cannot check a digest).
     pub resync_interval: Duration,
     /// How long a new stream may stay silent before its Hello.
     pub hello_timeout: Duration,

@@ -2,7 +2,7 @@
 //! last sent, and which of those it has acked.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tonic::Status;
 use vpblu_messages::wire::WireError;
 use vpblu_messages::{
-    Command, Downstream, Envelope, Generation, Hello, NodeDesiredState, NodeName, Upstream, diff,
+    Command, Downstream, Envelope, Generation, Hello, NodeDesiredState, NodeName, StateDigest, Upstream, diff,
 };
 use vpblu_proto as pb;
 
@@ -115,6 +115,18 @@ pub(crate) struct NodeStreamState {
     /// The generation of the newest SyncState sent: an error for anything
     /// older is already repaired.
     last_full_sync: Option<Generation>,
+    /// The KeepStates sent and not acked yet. A refusal of one means the
+    /// daemon holds another state, and a SyncState goes at once. Neither
+    /// they nor their acks go to the status writer: a state confirmed
+    /// without a change moves no generation in a node's status (as a
+    /// resync moves no `observedGeneration` in Kubernetes).
+    keeps: BTreeSet<Generation>,
+    /// The digest of a desired state under the daemon's key, so a resync
+    /// of an unchanged state does not walk its peers again. The state is
+    /// held weakly: a stream must not keep an old state's peers alive (and
+    /// the allocation a `Weak` keeps means no other state can take its
+    /// address).
+    digest: Option<(Weak<NodeDesiredState>, StateDigest)>,
     unacked: BTreeSet<Generation>,
     /// When each unacked generation was sent, for the convergence histogram.
     sent_at: BTreeMap<Generation, Instant>,
@@ -180,7 +192,7 @@ impl NodeStreamState {
                 }
                 diff(last, &desired)
             }
-            Some(_) | None => vec![Command::SyncState(NodeDesiredState::clone(&desired))],
+            Some(_) | None => vec![self.whole(&desired)],
         };
         // A change that touches many peers at once (a FullMesh policy over
         // a large cluster) goes as one full state: one converge on the node
@@ -194,20 +206,52 @@ impl NodeStreamState {
             self.needs_full_sync = false;
         }
         self.last_sent = Some(desired);
+        let confirms_only = matches!(commands.as_slice(), [Command::KeepState(_)]);
         for command in commands {
             self.send(command)?;
         }
-        if let Some(generation) = self.last_sent_generation {
+        if let Some(generation) = self.last_sent_generation.filter(|_| !confirms_only) {
             // The status writer shows how far behind the node is.
             let _no_subscriber = self.events.send(StreamEvent::Sent(self.node.clone(), generation));
         }
         Ok(())
     }
 
+    /// The command that gives the daemon all of `desired`: a KeepState when
+    /// the daemon holds it already (on connect, when its Hello showed that
+    /// state's digest; on a resync, when `desired` is what was last sent:
+    /// the daemon refuses a digest not its own), a SyncState otherwise (no
+    /// digest key from the daemon, an error ack since, or a resync that
+    /// meets a change not sent yet).
+    fn whole(&mut self, desired: &Arc<NodeDesiredState>) -> Command {
+        let holds = match &self.last_sent {
+            Some(last) => Arc::ptr_eq(last, desired) || last == desired,
+            None => self.hello.held.is_some(),
+        };
+        let key = self.hello.digest_key.filter(|_| holds && !self.needs_full_sync);
+        let Some(key) = key else {
+            return Command::SyncState(NodeDesiredState::clone(desired));
+        };
+        let digest = match &self.digest {
+            Some((state, digest)) if std::ptr::eq(state.as_ptr(), Arc::as_ptr(desired)) => *digest,
+            _ => {
+                let digest = desired.digest(&key);
+                self.digest = Some((Arc::downgrade(desired), digest));
+                digest
+            }
+        };
+        if self.last_sent.is_some() || self.hello.held == Some(digest) {
+            Command::KeepState(digest)
+        } else {
+            Command::SyncState(NodeDesiredState::clone(desired))
+        }
+    }
+
     fn send(&mut self, command: Command) -> Result<(), Closed> {
         let generation = self.desired.next_generation(&self.node, self.hello.applied_generation);
         let kind = command.kind();
         let full = matches!(command, Command::SyncState(_));
+        let keep = matches!(command, Command::KeepState(_));
         let envelope = Envelope { generation, body: Downstream::State(command) };
         let Some(outbound) = &self.outbound else {
             return Err(Closed);
@@ -232,6 +276,9 @@ impl NodeStreamState {
         self.last_sent_generation = Some(generation);
         if full {
             self.last_full_sync = Some(generation);
+        }
+        if keep {
+            self.keeps.insert(generation);
         }
         self.unacked.insert(generation);
         self.sent_at.insert(generation, Instant::now());
@@ -262,6 +309,12 @@ impl NodeStreamState {
 
     fn ack(&mut self, myself: &ActorRef<NodeStreamMsg>, generation: Generation, result: Result<(), String>) {
         let sent_at = self.sent_at.remove(&generation);
+        let kept = self.keeps.remove(&generation);
+        if !kept {
+            // The status writer shows what each node has applied.
+            let ack = Upstream::Ack { generation, result: result.clone() };
+            let _no_subscriber = self.events.send(StreamEvent::Message(self.node.clone(), ack));
+        }
         match result {
             Ok(()) => {
                 self.last_acked = self.last_acked.max(Some(generation));
@@ -276,7 +329,11 @@ impl NodeStreamState {
                     return; // a full state sent since then repairs it
                 }
                 self.needs_full_sync = true;
-                if !self.retry_scheduled {
+                if kept {
+                    // Not a failure to apply: the daemon holds another
+                    // state than the digest said. Nothing to wait for.
+                    let _stopping = myself.cast(NodeStreamMsg::Resync);
+                } else if !self.retry_scheduled {
                     self.retry_scheduled = true;
                     myself.send_after(self.config.error_retry, || NodeStreamMsg::Resync);
                 }
@@ -326,6 +383,8 @@ impl Actor for NodeStream {
             last_sent: None,
             last_sent_generation: None,
             last_full_sync: None,
+            keeps: BTreeSet::new(),
+            digest: None,
             unacked: BTreeSet::new(),
             sent_at: BTreeMap::new(),
             last_acked: None,
@@ -375,9 +434,6 @@ impl Actor for NodeStream {
             }
             NodeStreamMsg::Received(Upstream::Ack { generation, result }) => {
                 if state.unacked.remove(&generation) {
-                    // The status writer shows what each node has applied.
-                    let ack = Upstream::Ack { generation, result: result.clone() };
-                    let _no_subscriber = state.events.send(StreamEvent::Message(state.node.clone(), ack));
                     state.ack(&myself, generation, result);
                     Ok(())
                 } else {

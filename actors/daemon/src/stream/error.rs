@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use vpblu_messages::wire::WireError;
-use vpblu_messages::{InvalidState, NodeName};
+use vpblu_messages::{InvalidState, NodeName, StateDigest};
 
 /// Why the daemon refused a command. The text goes back in the ack.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,14 @@ pub enum Refusal {
     NoBaseState {
         /// The command's kind.
         kind: &'static str,
+    },
+    /// A KeepState whose digest is not that of the state held.
+    #[error("refused a KeepState: the state held here has digest {held}, not {sent}; send a SyncState")]
+    StateDiffers {
+        /// The digest of the state held, under this daemon's key.
+        held: StateDigest,
+        /// The digest the controller sent.
+        sent: StateDigest,
     },
     /// A command that does not convert from the wire.
     #[error("malformed command: {0}")]

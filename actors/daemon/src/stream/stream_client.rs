@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use vpblu_messages::wire::WireError;
 use vpblu_messages::{
-    Command, Downstream, Generation, Hello, NodeDesiredState, NodeName, PeerObservation, RotationPhase,
-    RotationReport, Upstream, apply,
+    Command, DigestKey, Downstream, Generation, Hello, NodeDesiredState, NodeName, PeerObservation,
+    RotationPhase, RotationReport, StateDigest, Upstream, apply,
 };
 use vpblu_proto as pb;
 use vpblu_runtime::Backoff;
@@ -122,6 +122,9 @@ pub struct ClientStatus {
     pub applied: Generation,
     /// Commands ignored by the generation guard.
     pub ignored_stale: u64,
+    /// KeepStates applied: whole states confirmed by their digest instead
+    /// of sent.
+    pub kept: u64,
     /// Commands refused or failed (acked with an error).
     pub refused: u64,
     /// Why the last stream ended or did not open (the controller's refusal,
@@ -166,6 +169,9 @@ pub struct StreamClientState<D> {
     /// What the data plane holds as far as the controller told us; `None`
     /// until the first full state since this client started.
     current: Option<NodeDesiredState>,
+    /// The key `current` is digested under for the Hello and KeepState:
+    /// random, drawn at start (see `vpblu_messages::digest`).
+    digest_key: DigestKey,
     epoch: u64,
     /// The connection task of `epoch`, while it runs.
     task: Option<JoinHandle<()>>,
@@ -175,6 +181,7 @@ pub struct StreamClientState<D> {
     attempt: u32,
     connects: u64,
     ignored_stale: u64,
+    kept: u64,
     refused: u64,
     last_error: Option<String>,
     /// The data plane's rotation report, when it takes part in rotations.
@@ -208,6 +215,8 @@ impl<D: DataPlane> StreamClientState<D> {
             backend: facts.backend,
             mtu: facts.mtu,
             version: self.config.version.clone(),
+            digest_key: Some(self.digest_key),
+            held: self.current.as_ref().map(|state| state.digest(&self.digest_key)),
         });
         let endpoint = self.endpoints[self.next_endpoint % self.endpoints.len()].clone();
         tracing::debug!(epoch = self.epoch, endpoint = %endpoint, "connecting to the controller");
@@ -261,6 +270,9 @@ impl<D: DataPlane> StreamClientState<D> {
     /// current state in place; only one the quick check cannot vouch for
     /// is tried on a copy and validated whole.
     async fn apply(&mut self, generation: Generation, command: Command) -> Result<(), Refusal> {
+        if let Command::KeepState(digest) = command {
+            return self.keep(generation, digest).await;
+        }
         match (&command, &self.current) {
             (Command::SyncState(full), _) if full.node != self.node => {
                 return Err(Refusal::OtherNode { node: self.node.clone(), got: full.node.clone() });
@@ -280,6 +292,24 @@ impl<D: DataPlane> StreamClientState<D> {
             (command, Some(current)) => apply(current, &command),
             (_, None) => {} // refused above
         }
+        Ok(())
+    }
+
+    /// The controller says the node's desired state is the one held here
+    /// (by its digest under this client's key): checks that, then applies
+    /// the held state again, as a full state would be, so a resync still
+    /// repairs a data plane changed behind the daemon's back.
+    async fn keep(&mut self, generation: Generation, digest: StateDigest) -> Result<(), Refusal> {
+        let Some(current) = &self.current else {
+            return Err(Refusal::NoBaseState { kind: "KeepState" });
+        };
+        let held = current.digest(&self.digest_key);
+        if held != digest {
+            return Err(Refusal::StateDiffers { held, sent: digest });
+        }
+        let again = Command::SyncState(current.clone());
+        self.data_plane.apply(generation, &again).await.map_err(|e| Refusal::DataPlane(Box::new(e)))?;
+        self.kept += 1;
         Ok(())
     }
 
@@ -349,6 +379,7 @@ impl<D: DataPlane> StreamClientState<D> {
             connects: self.connects,
             applied: self.data_plane.applied_generation(),
             ignored_stale: self.ignored_stale,
+            kept: self.kept,
             refused: self.refused,
             last_error: self.last_error.clone(),
         }
@@ -373,6 +404,7 @@ impl<D: DataPlane> Actor for StreamClient<D> {
             security: args.security,
             data_plane: args.data_plane,
             current: None,
+            digest_key: DigestKey::from_bytes(rand::random()),
             epoch: 0,
             task: None,
             outbound: None,
@@ -380,6 +412,7 @@ impl<D: DataPlane> Actor for StreamClient<D> {
             attempt: 0,
             connects: 0,
             ignored_stale: 0,
+            kept: 0,
             refused: 0,
             last_error: None,
             reports: None,

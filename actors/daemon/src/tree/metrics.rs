@@ -74,7 +74,9 @@ impl CommandKind {
 impl From<&Command> for CommandKind {
     fn from(command: &Command) -> Self {
         match command {
-            Command::SyncState(_) => CommandKind::SyncState,
+            // The stream client hands a confirmed KeepState to the data
+            // plane as the full state it holds.
+            Command::SyncState(_) | Command::KeepState(_) => CommandKind::SyncState,
             Command::SetSettings(_) => CommandKind::SetSettings,
             Command::PeerUpsert(_) => CommandKind::PeerUpsert,
             Command::PeerRemove(_) => CommandKind::PeerRemove,
