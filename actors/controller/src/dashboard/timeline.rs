@@ -14,6 +14,8 @@ const KEPT: usize = 200;
 /// Last phase per node and the steps seen.
 #[derive(Debug, Default)]
 pub(super) struct Timeline {
+    /// Only nodes seen in a rotation: a node not here is idle, so an idle
+    /// cluster of 5000 nodes is read each second without a copy.
     phases: BTreeMap<String, String>,
     steps: VecDeque<RotationStep>,
 }
@@ -24,26 +26,28 @@ impl Timeline {
     /// a (re)start does not fill the timeline with idle nodes.
     pub(super) fn observe<'a>(&mut self, nodes: impl IntoIterator<Item = &'a VpbluNode>, at: &str) {
         for node in nodes {
-            let Some(name) = node.metadata.name.clone() else { continue };
+            let Some(name) = node.metadata.name.as_deref() else { continue };
             let rotation = node.status.as_ref().and_then(|s| s.rotation.as_ref());
-            let phase = rotation.and_then(|r| r.phase.clone()).unwrap_or_else(|| IDLE_PHASE.to_owned());
-            let changed = match self.phases.get(&name) {
-                Some(last) => *last != phase,
-                None => phase != IDLE_PHASE,
-            };
-            if changed {
-                let result = rotation.and_then(|r| r.last_result.clone()).filter(|_| phase == IDLE_PHASE);
-                self.steps.push_back(RotationStep {
-                    at: at.to_owned(),
-                    node: name.clone(),
-                    phase: phase.clone(),
-                    result,
-                });
-                if self.steps.len() > KEPT {
-                    self.steps.pop_front();
-                }
+            let phase = rotation.and_then(|r| r.phase.as_deref()).unwrap_or(IDLE_PHASE);
+            let last = self.phases.get(name).map_or(IDLE_PHASE, String::as_str);
+            if last == phase {
+                continue;
             }
-            self.phases.insert(name, phase);
+            let result = rotation.and_then(|r| r.last_result.clone()).filter(|_| phase == IDLE_PHASE);
+            self.steps.push_back(RotationStep {
+                at: at.to_owned(),
+                node: name.to_owned(),
+                phase: phase.to_owned(),
+                result,
+            });
+            if self.steps.len() > KEPT {
+                self.steps.pop_front();
+            }
+            if phase == IDLE_PHASE {
+                self.phases.remove(name);
+            } else {
+                self.phases.insert(name.to_owned(), phase.to_owned());
+            }
         }
     }
 
