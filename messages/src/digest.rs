@@ -7,9 +7,9 @@
 //! peers encoded, sent and decoded to tell daemons what they already hold.
 //! Instead each daemon picks a random [`DigestKey`] when it starts and its
 //! Hello carries the key and the digest of the state it holds; the
-//! controller computes the digest of what the node
-//! should hold under the same key and, when the two are equal, sends a
-//! `KeepState` with that digest instead of the state. The daemon checks the
+//! controller computes the digest of what the node should hold under the
+//! same key and, when the two are equal, sends a `KeepState` with that
+//! digest instead of the state. The daemon checks the
 //! digest against its own copy and re-applies that copy, or refuses, and the
 //! controller sends the full state.
 //!

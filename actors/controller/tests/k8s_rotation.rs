@@ -181,6 +181,15 @@ async fn follow(api: &Api<VpbluNode>, node: &str, peer: &Daemon, mut on_phase: i
 
 /// node-1..3's daemons, each answering its rotations, once they hold the
 /// full mesh.
+/// A stream PKI, a stream address and controller-0 started on them.
+fn first_replica(cluster: &TestCluster) -> (Arc<StreamPki>, String, ControllerProcess) {
+    let pki = Arc::new(StreamPki::new());
+    let grpc = free_addr().to_string();
+    let controller =
+        tokio::task::block_in_place(|| ControllerProcess::start(cluster, "controller-0", &grpc, &pki, LOG));
+    (pki, grpc, controller)
+}
+
 async fn answering_daemons(
     cluster: &TestCluster,
     pki: &Arc<StreamPki>,
@@ -261,10 +270,7 @@ async fn rotate_now(api: &Api<RotationPolicy>, name: &str, token: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn rotate_now_rotates_a_node_and_an_error_at_activate_rolls_back() {
     let cluster = three_nodes().await;
-    let pki = Arc::new(StreamPki::new());
-    let grpc = free_addr().to_string();
-    let _controller =
-        tokio::task::block_in_place(|| ControllerProcess::start(&cluster, "controller-0", &grpc, &pki, LOG));
+    let (pki, grpc, _controller) = first_replica(&cluster);
     let mut daemons = Vec::new();
     let mut failing = Vec::new();
     let mut answerers = Vec::new();
@@ -348,10 +354,7 @@ async fn rotate_now_rotates_a_node_and_an_error_at_activate_rolls_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotation_waits_for_its_nodes_daemon_to_reach_the_leader() {
     let cluster = three_nodes().await;
-    let pki = Arc::new(StreamPki::new());
-    let grpc = free_addr().to_string();
-    let _controller =
-        tokio::task::block_in_place(|| ControllerProcess::start(&cluster, "controller-0", &grpc, &pki, LOG));
+    let (pki, grpc, _controller) = first_replica(&cluster);
     let (mut daemons, mut answerers) = answering_daemons(&cluster, &pki, &grpc).await;
     let nodes: Api<VpbluNode> = Api::all(cluster.client());
     let policies: Api<RotationPolicy> = Api::all(cluster.client());
@@ -389,10 +392,7 @@ async fn a_rotation_waits_for_its_nodes_daemon_to_reach_the_leader() {
 #[tokio::test(flavor = "multi_thread")]
 async fn policies_the_controller_cannot_use_become_conditions_and_it_keeps_serving() {
     let cluster = three_nodes().await;
-    let pki = Arc::new(StreamPki::new());
-    let grpc = free_addr().to_string();
-    let _controller =
-        tokio::task::block_in_place(|| ControllerProcess::start(&cluster, "controller-0", &grpc, &pki, LOG));
+    let (pki, grpc, _controller) = first_replica(&cluster);
     let daemon = deployed_daemon(&cluster, &pki, &grpc, 1).await;
     let policies: Api<RotationPolicy> = Api::all(cluster.client());
     let create = async |name: &str, schedule: &str, selector: Option<LabelSelector>| {
@@ -481,10 +481,7 @@ async fn policies_the_controller_cannot_use_become_conditions_and_it_keeps_servi
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_leader_finishes_the_rotation_the_old_one_started() {
     let cluster = three_nodes().await;
-    let pki = Arc::new(StreamPki::new());
-    let grpc = free_addr().to_string();
-    let first =
-        tokio::task::block_in_place(|| ControllerProcess::start(&cluster, "controller-0", &grpc, &pki, LOG));
+    let (pki, grpc, first) = first_replica(&cluster);
     let (daemons, answerers) = answering_daemons(&cluster, &pki, &grpc).await;
     // The standby: same stream address (it listens only once it leads).
     let _second =

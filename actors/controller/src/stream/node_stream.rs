@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 use tonic::Status;
 use vpblu_messages::wire::WireError;
 use vpblu_messages::{
-    Command, Downstream, Envelope, Generation, Hello, NodeDesiredState, NodeName, StateDigest, Upstream, diff,
+    Command, DigestKey, Downstream, Envelope, Generation, Hello, NodeDesiredState, NodeName, StateDigest,
+    Upstream, diff,
 };
 use vpblu_proto as pb;
 
@@ -172,6 +173,24 @@ async fn read_inbound(mut inbound: Inbound, stream: ActorRef<NodeStreamMsg>) {
     }
 }
 
+/// `desired`'s digest under `key`, from `cache` when that holds the same
+/// state (a `Weak` keeps its allocation, so no other state can have taken
+/// its address), else computed and cached.
+fn digest_of(
+    cache: &mut Option<(Weak<NodeDesiredState>, StateDigest)>,
+    desired: &Arc<NodeDesiredState>,
+    key: &DigestKey,
+) -> StateDigest {
+    match cache {
+        Some((state, digest)) if std::ptr::eq(state.as_ptr(), Arc::as_ptr(desired)) => *digest,
+        _ => {
+            let digest = desired.digest(key);
+            *cache = Some((Arc::downgrade(desired), digest));
+            digest
+        }
+    }
+}
+
 /// Above this many targeted commands for one change, a full state is sent
 /// instead.
 const MAX_TARGETED_COMMANDS: usize = 16;
@@ -224,26 +243,17 @@ impl NodeStreamState {
     /// digest key from the daemon, an error ack since, or a resync that
     /// meets a change not sent yet).
     fn whole(&mut self, desired: &Arc<NodeDesiredState>) -> Command {
-        let holds = match &self.last_sent {
-            Some(last) => Arc::ptr_eq(last, desired) || last == desired,
-            None => self.hello.held.is_some(),
-        };
-        let key = self.hello.digest_key.filter(|_| holds && !self.needs_full_sync);
-        let Some(key) = key else {
-            return Command::SyncState(NodeDesiredState::clone(desired));
-        };
-        let digest = match &self.digest {
-            Some((state, digest)) if std::ptr::eq(state.as_ptr(), Arc::as_ptr(desired)) => *digest,
-            _ => {
-                let digest = desired.digest(&key);
-                self.digest = Some((Arc::downgrade(desired), digest));
-                digest
+        let key = self.hello.digest_key.filter(|_| !self.needs_full_sync);
+        let keep = key.and_then(|key| match &self.last_sent {
+            Some(last) if Arc::ptr_eq(last, desired) || last == desired => {
+                Some(digest_of(&mut self.digest, desired, &key))
             }
-        };
-        if self.last_sent.is_some() || self.hello.held == Some(digest) {
-            Command::KeepState(digest)
-        } else {
-            Command::SyncState(NodeDesiredState::clone(desired))
+            Some(_) => None,
+            None => self.hello.held.filter(|held| *held == digest_of(&mut self.digest, desired, &key)),
+        });
+        match keep {
+            Some(digest) => Command::KeepState(digest),
+            None => Command::SyncState(NodeDesiredState::clone(desired)),
         }
     }
 
