@@ -26,13 +26,14 @@ use super::selector::Selector;
 pub use crate::decided::Decided;
 use crate::decided::fit_message;
 
-/// A Node as the scheduler selects it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeLabels {
+/// A Node as the scheduler selects it. The labels are borrowed from the
+/// cached Node: a pass runs every few seconds over every Node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeLabels<'n> {
     /// Its name.
-    pub name: NodeName,
+    pub name: &'n NodeName,
     /// Its labels.
-    pub labels: BTreeMap<String, String>,
+    pub labels: &'n BTreeMap<String, String>,
 }
 
 /// One policy, judged.
@@ -63,7 +64,7 @@ impl Judged<'_> {
 }
 
 /// Judges every policy against `nodes`; the result is in name order.
-pub fn judge<'a>(policies: &'a [RotationPolicy], nodes: &[NodeLabels]) -> Vec<Judged<'a>> {
+pub fn judge<'a>(policies: &'a [RotationPolicy], nodes: &[NodeLabels<'_>]) -> Vec<Judged<'a>> {
     let mut sorted: Vec<&RotationPolicy> = policies.iter().collect();
     sorted.sort_by_key(|p| p.name_any());
     let mut owners: BTreeMap<&NodeName, String> = BTreeMap::new();
@@ -86,11 +87,11 @@ pub fn judge<'a>(policies: &'a [RotationPolicy], nodes: &[NodeLabels]) -> Vec<Ju
         };
         let (mut owned, mut lost) = (Vec::new(), Vec::new());
         if let (Some(selector), true) = (selector, problems.is_empty()) {
-            for node in nodes.iter().filter(|n| selector.matches(&n.labels)) {
-                match owners.get(&node.name) {
+            for node in nodes.iter().filter(|n| selector.matches(n.labels)) {
+                match owners.get(node.name) {
                     Some(owner) => lost.push((node.name.clone(), owner.clone())),
                     None => {
-                        owners.insert(&node.name, policy.name_any());
+                        owners.insert(node.name, policy.name_any());
                         owned.push(node.name.clone());
                     }
                 }
@@ -233,14 +234,21 @@ mod tests {
         })
     }
 
-    fn nodes() -> Vec<NodeLabels> {
+    /// Three nodes, two in zone a, one in zone b.
+    fn cluster() -> Vec<(NodeName, BTreeMap<String, String>)> {
         [("n1", "a"), ("n2", "a"), ("n3", "b")]
             .iter()
-            .map(|(n, z)| NodeLabels {
-                name: NodeName::new(*n).expect("valid"),
-                labels: BTreeMap::from([("zone".to_owned(), (*z).to_owned())]),
+            .map(|(n, z)| {
+                (NodeName::new(*n).expect("valid"), BTreeMap::from([("zone".to_owned(), (*z).to_owned())]))
             })
             .collect()
+    }
+
+    fn judge_all<'a>(policies: &'a [RotationPolicy]) -> Vec<Judged<'a>> {
+        let cluster = cluster();
+        let nodes: Vec<NodeLabels<'_>> =
+            cluster.iter().map(|(name, labels)| NodeLabels { name, labels }).collect();
+        judge(policies, &nodes)
     }
 
     fn find<'a>(decided: &'a [Decided], type_: &str) -> &'a Decided {
@@ -250,7 +258,7 @@ mod tests {
     #[test]
     fn the_first_policy_by_name_owns_a_node_and_the_other_is_told() {
         let policies = [policy("zz-all", "@weekly", None), policy("aa-zone-a", "@daily", zone("a"))];
-        let judged = judge(&policies, &nodes());
+        let judged = judge_all(&policies);
         assert_eq!(judged[0].name(), "aa-zone-a");
         let names = |j: &Judged<'_>| j.owned.iter().map(|n| n.to_string()).collect::<Vec<_>>();
         assert_eq!(names(&judged[0]), ["n1", "n2"]);
@@ -277,7 +285,7 @@ mod tests {
             ..LabelSelector::default()
         };
         let policies = [policy("a", "0 3 * * Sun", None), policy("b", "@weekly", Some(bad_selector))];
-        let judged = judge(&policies, &nodes());
+        let judged = judge_all(&policies);
         assert!(judged.iter().all(|j| j.owned.is_empty() && !j.valid()));
         let a = conditions(&judged[0], None);
         assert_eq!(
@@ -297,7 +305,7 @@ mod tests {
     #[test]
     fn a_selector_matching_nothing_is_ready_with_no_nodes() {
         let policies = [policy("p", "@weekly", zone("nowhere"))];
-        let judged = judge(&policies, &nodes());
+        let judged = judge_all(&policies);
         let decided = conditions(&judged[0], None);
         let ready = find(&decided, READY);
         assert_eq!((ready.status, ready.reason.as_ref()), (true, reasons::NO_NODES));
@@ -307,7 +315,7 @@ mod tests {
     #[test]
     fn rotating_names_the_node_and_phase() {
         let policies = [policy("p", "@weekly", None)];
-        let judged = judge(&policies, &nodes());
+        let judged = judge_all(&policies);
         let n2 = NodeName::new("n2").expect("valid");
         let decided = conditions(&judged[0], Some((&n2, RotationPhase::Activate)));
         let rotating = find(&decided, ROTATING);

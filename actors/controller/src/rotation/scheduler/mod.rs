@@ -172,10 +172,9 @@ pub struct SchedulerState {
     /// The rotation whose Activate every node reported, and since when.
     dwelling: Option<(u64, DateTime<Utc>)>,
     expectations: Expectations,
-    /// After a pass that found nothing to drive: the caches' event counts
-    /// it read and when. Until they change (or [`IDLE_RESCAN`] passes, for
-    /// a schedule coming due) a tick does nothing.
-    quiet: Option<(CacheStamp, Instant)>,
+    /// After a pass that found nothing to drive, what it read: until that
+    /// changes a tick does nothing.
+    quiet: Option<Quiet>,
     /// The node whose rotation waits for its daemon's stream, and since when.
     waiting_for_stream: Option<(String, Instant)>,
     /// [`SchedulerConfig::stream_wait`].
@@ -185,9 +184,31 @@ pub struct SchedulerState {
 /// The event counts of the caches a pass reads.
 type CacheStamp = (u64, u64, u64);
 
+/// What a pass that found nothing to drive read.
+#[derive(Clone, Copy, Debug)]
+struct Quiet {
+    stamp: CacheStamp,
+    /// When the pass ran, if something can come due without a change (a
+    /// cron schedule, a daemon's stream): then a pass runs again
+    /// [`IDLE_RESCAN`] later. `None`: only a change starts anything.
+    timed: Option<Instant>,
+}
+
+/// When the scheduler must pass again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    /// Something is under way: at the next tick.
+    Again,
+    /// Nothing to drive, but a schedule or a daemon's stream may come due
+    /// without any cache changing: after [`IDLE_RESCAN`].
+    AfterRescan,
+    /// Nothing to drive until a Node, VpbluNode or RotationPolicy changes.
+    OnChange,
+}
+
 /// With no rotation running and nothing changed, how often a pass still
-/// runs: a cron schedule comes due without any change (a scheduled run
-/// starts at most this late).
+/// runs while a valid policy has a schedule (a scheduled run starts at
+/// most this late) or a rotation waits for its daemon's stream.
 const IDLE_RESCAN: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for SchedulerState {
@@ -287,40 +308,46 @@ impl SchedulerState {
     async fn tick(&mut self) {
         let caches = &self.caches;
         let stamp = (caches.nodes.events(), caches.vpblu_nodes.events(), caches.rotation_policies.events());
-        if let Some((seen, at)) = self.quiet
-            && seen == stamp
-            && at.elapsed() < IDLE_RESCAN
+        if let Some(quiet) = &self.quiet
+            && quiet.stamp == stamp
+            && quiet.timed.is_none_or(|at| at.elapsed() < IDLE_RESCAN)
         {
             return;
         }
-        let busy = self.reconcile().await;
-        self.quiet = (!busy).then(|| (stamp, Instant::now()));
+        self.quiet = match self.reconcile().await {
+            Next::Again => None,
+            Next::AfterRescan => Some(Quiet { stamp, timed: Some(Instant::now()) }),
+            Next::OnChange => Some(Quiet { stamp, timed: None }),
+        };
     }
 
-    /// One pass; whether something is under way (a rotation, a write not
-    /// yet seen, caches not synced), so the next tick must pass again.
-    async fn reconcile(&mut self) -> bool {
+    /// One pass; when the next one is needed.
+    async fn reconcile(&mut self) -> Next {
         let caches = &self.caches;
         if !(caches.nodes.synced() && caches.vpblu_nodes.synced() && caches.rotation_policies.synced()) {
-            return true;
+            return Next::Again;
         }
         if !self.expectations.met(caches) {
-            return true;
+            return Next::Again;
         }
         let now = Utc::now();
         let policies = caches.rotation_policies.objects();
         // Shared, not copied: Node objects are large and this runs every tick.
         let nodes = caches.nodes.store().state();
         let mut vpblu_nodes = caches.vpblu_nodes.shared();
-        vpblu_nodes.sort_by_key(|v| v.name_any());
-        let labels: Vec<NodeLabels> = nodes
-            .iter()
-            .filter(|n| n.metadata.deletion_timestamp.is_none())
-            .filter_map(|n| {
-                let name = NodeName::new(n.name_any()).ok()?;
-                Some(NodeLabels { name, labels: n.labels().clone() })
-            })
-            .collect();
+        vpblu_nodes.sort_unstable_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        // Without a policy no Node is selected: skip naming them.
+        let names: Vec<(NodeName, &BTreeMap<String, String>)> = if policies.is_empty() {
+            Vec::new()
+        } else {
+            nodes
+                .iter()
+                .filter(|n| n.metadata.deletion_timestamp.is_none())
+                .filter_map(|n| Some((NodeName::new(n.metadata.name.as_deref()?).ok()?, n.labels())))
+                .collect()
+        };
+        let labels: Vec<NodeLabels<'_>> =
+            names.iter().map(|(name, labels)| NodeLabels { name, labels }).collect();
         let judged = judge(&policies, &labels);
         let mut records: BTreeMap<String, RunRecord> = judged
             .iter()
@@ -361,7 +388,17 @@ impl SchedulerState {
             let record = records.remove(&j.name()).unwrap_or_default();
             self.write_policy_status(j, record, rotating, now).await;
         }
-        rotating.is_some() || !self.expectations.pending.is_empty()
+        if rotating.is_some() || !self.expectations.pending.is_empty() {
+            Next::Again
+        } else if self.waiting_for_stream.is_some()
+            || judged.iter().any(|j| j.valid() && j.schedule.is_some())
+        {
+            // A schedule comes due, or a daemon's stream arrives, without
+            // any cache changing.
+            Next::AfterRescan
+        } else {
+            Next::OnChange
+        }
     }
 
     /// Starts what comes next when no rotation runs: a node's own
@@ -387,8 +424,8 @@ impl SchedulerState {
                 return;
             }
         }
-        let by_name: BTreeMap<String, &VpbluNode> =
-            vpblu_nodes.iter().map(|v| (v.name_any(), v.as_ref())).collect();
+        let by_name: BTreeMap<&str, &VpbluNode> =
+            vpblu_nodes.iter().filter_map(|v| Some((v.metadata.name.as_deref()?, v.as_ref()))).collect();
         for j in judged.iter().filter(|j| j.valid()) {
             let Some(schedule) = j.schedule.as_ref() else { continue };
             let name = j.name();
