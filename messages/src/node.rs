@@ -43,6 +43,14 @@ impl PartialOrd for NodeName {
     }
 }
 
+/// Sets and maps of names can be searched by `&str`: a name's order,
+/// equality and hash are its text's.
+impl std::borrow::Borrow<str> for NodeName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl NodeName {
     /// Validates and wraps a node name.
     pub fn new(text: impl Into<String>) -> Result<Self, NodeNameError> {

@@ -220,8 +220,10 @@ impl StatusWriterState {
             .store()
             .state()
             .iter()
-            .filter_map(|v| NodeName::new(kube::ResourceExt::name_any(v.as_ref())).ok())
-            .filter(|n| !self.connected_here.contains(n))
+            // Borrowed until one is found: every 2-15 s over every node.
+            .filter_map(|v| v.metadata.name.as_deref())
+            .filter(|n| !self.connected_here.contains(*n))
+            .filter_map(|n| NodeName::new(n).ok())
             .collect();
         for node in nodes {
             if Connection::absent(&mut self.report(&node).connection) {
