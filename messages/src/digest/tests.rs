@@ -165,3 +165,14 @@ fn a_digest_prints_as_hex() {
     assert_eq!(digest.to_string(), "ab".repeat(16));
     assert_eq!(format!("{digest:?}"), format!("StateDigest({})", "ab".repeat(16)));
 }
+
+/// The walk pinned to the bytes it hashes: a change to it that kept
+/// [`WALK`] would make two releases disagree on every digest without
+/// saying why.
+#[test]
+fn the_walk_gives_the_digest_it_always_gave() {
+    let mut state = state();
+    let long = peer("node-with-a-long-name-1", 4, &["10.244.4.0/24"]);
+    state.peers.insert(long.node.clone(), Arc::new(long));
+    assert_eq!(state.digest(&KEY).to_string(), "041d821d54eb8ab24ba23d515595149e");
+}
