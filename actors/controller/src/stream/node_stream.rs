@@ -191,6 +191,29 @@ fn digest_of(
     }
 }
 
+/// [`NodeStreamState::whole`], given what it reads: `desired`, what was last
+/// sent, the digest the Hello said the daemon holds, the daemon's key
+/// (`None`: no key, or a full state is due), and how to digest `desired`
+/// under that key (called at most once).
+fn whole_command(
+    desired: &Arc<NodeDesiredState>,
+    last_sent: Option<&Arc<NodeDesiredState>>,
+    held: Option<StateDigest>,
+    key: Option<DigestKey>,
+    digest: impl FnOnce(&DigestKey) -> StateDigest,
+) -> Command {
+    let keep = key.and_then(|key| match last_sent {
+        Some(last) if Arc::ptr_eq(last, desired) || last == desired => Some(digest(&key)),
+        // A change not sent yet: the daemon holds `last`, not `desired`.
+        Some(_) => None,
+        None => held.filter(|held| *held == digest(&key)),
+    });
+    match keep {
+        Some(digest) => Command::KeepState(digest),
+        None => Command::SyncState(NodeDesiredState::clone(desired)),
+    }
+}
+
 /// Above this many targeted commands for one change, a full state is sent
 /// instead.
 const MAX_TARGETED_COMMANDS: usize = 16;
@@ -244,17 +267,10 @@ impl NodeStreamState {
     /// meets a change not sent yet).
     fn whole(&mut self, desired: &Arc<NodeDesiredState>) -> Command {
         let key = self.hello.digest_key.filter(|_| !self.needs_full_sync);
-        let keep = key.and_then(|key| match &self.last_sent {
-            Some(last) if Arc::ptr_eq(last, desired) || last == desired => {
-                Some(digest_of(&mut self.digest, desired, &key))
-            }
-            Some(_) => None,
-            None => self.hello.held.filter(|held| *held == digest_of(&mut self.digest, desired, &key)),
-        });
-        match keep {
-            Some(digest) => Command::KeepState(digest),
-            None => Command::SyncState(NodeDesiredState::clone(desired)),
-        }
+        let cache = &mut self.digest;
+        whole_command(desired, self.last_sent.as_ref(), self.hello.held, key, |key| {
+            digest_of(cache, desired, key)
+        })
     }
 
     fn send(&mut self, command: Command) -> Result<(), Closed> {
@@ -525,6 +541,80 @@ fn spread(node: &NodeName, every: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key of the daemon in these tests.
+    fn key() -> DigestKey {
+        DigestKey::from_bytes([3; 16])
+    }
+
+    fn state(listen_port: u16) -> Arc<NodeDesiredState> {
+        let mut state = NodeDesiredState::empty(NodeName::new("node-1").expect("a valid name"));
+        state.settings.listen_port = listen_port;
+        Arc::new(state)
+    }
+
+    /// `whole_command` for `desired`, and how many digests it computed.
+    fn whole_of(
+        desired: &Arc<NodeDesiredState>,
+        last_sent: Option<&Arc<NodeDesiredState>>,
+        held: Option<StateDigest>,
+        key: Option<DigestKey>,
+    ) -> (Command, usize) {
+        let mut digests = 0;
+        let command = whole_command(desired, last_sent, held, key, |key| {
+            digests += 1;
+            desired.digest(key)
+        });
+        (command, digests)
+    }
+
+    #[test]
+    fn a_resync_confirms_the_state_last_sent_by_its_digest() {
+        let sent = state(51820);
+        let (command, digests) = whole_of(&sent, Some(&sent), None, Some(key()));
+        assert_eq!(command, Command::KeepState(sent.digest(&key())));
+        assert_eq!(digests, 1);
+        // Equal but built anew (a recompute that changed nothing for it).
+        let again = state(51820);
+        assert_eq!(
+            whole_of(&again, Some(&sent), None, Some(key())).0,
+            Command::KeepState(sent.digest(&key()))
+        );
+    }
+
+    #[test]
+    fn a_resync_that_meets_a_change_not_sent_yet_sends_the_whole_new_state() {
+        // The daemon holds `sent`; a KeepState of `desired`'s digest would
+        // be refused, and one of `sent`'s would confirm the wrong state.
+        let (sent, desired) = (state(51820), state(51821));
+        let (command, digests) = whole_of(&desired, Some(&sent), Some(sent.digest(&key())), Some(key()));
+        assert_eq!(command, Command::SyncState(NodeDesiredState::clone(&desired)));
+        assert_eq!(digests, 0, "no digest is computed for a state the daemon cannot hold");
+    }
+
+    #[test]
+    fn on_connect_the_hellos_digest_decides() {
+        let desired = state(51820);
+        let (command, _) = whole_of(&desired, None, Some(desired.digest(&key())), Some(key()));
+        assert_eq!(command, Command::KeepState(desired.digest(&key())), "it holds this state");
+        let other = state(51821).digest(&key());
+        let (command, _) = whole_of(&desired, None, Some(other), Some(key()));
+        assert_eq!(command, Command::SyncState(NodeDesiredState::clone(&desired)), "it holds another state");
+        let (command, digests) = whole_of(&desired, None, None, Some(key()));
+        assert_eq!(command, Command::SyncState(NodeDesiredState::clone(&desired)), "it holds nothing");
+        assert_eq!(digests, 0);
+    }
+
+    #[test]
+    fn without_a_key_every_whole_state_is_sent() {
+        // An older daemon's Hello, or a full state due after an error ack.
+        let desired = state(51820);
+        for (last, held) in [(Some(&desired), None), (None, Some(desired.digest(&key())))] {
+            let (command, digests) = whole_of(&desired, last, held, None);
+            assert_eq!(command, Command::SyncState(NodeDesiredState::clone(&desired)));
+            assert_eq!(digests, 0);
+        }
+    }
 
     #[test]
     fn resyncs_of_streams_opened_together_spread_over_the_interval() {
