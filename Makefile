@@ -104,6 +104,7 @@ bench: deps wireguard-go testbed
 		echo "$(CARGO) bench -p $${b%%:*} --bench $${b#*:} --locked"; \
 		$(CARGO) bench -p "$${b%%:*}" --bench "$${b#*:}" --locked | tee -a "$(BENCH_LOG)"; \
 	done
+	tools/bench/classify_costs.sh | tee -a "$(BENCH_LOG)"
 	@tools/bench/table.sh "$(BENCH_LOG)"
 
 # Key rotation soak: VPBLU_SOAK_RUNS (default 50) 3-node rotations under
