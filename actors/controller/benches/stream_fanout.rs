@@ -65,8 +65,6 @@ const LEASE: [&str; 4] = ["--lease-duration", "2s", "--lease-renew", "500ms"];
 /// every stream): a shorter window either misses the pings or catches
 /// one burst of them, and idle CPU is mostly those pings.
 const IDLE: Duration = Duration::from_secs(60);
-/// The controller's default `--resync-interval`, which the bench keeps.
-const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
 /// Above 1000 daemons, how many start at once, and the pause between waves.
 const CONNECT_WAVE: usize = 500;
 const CONNECT_WAVE_PAUSE: Duration = Duration::from_secs(2);
@@ -500,7 +498,9 @@ async fn scenario(n: usize, trials: usize) {
     // Steady: every daemon has had a resync since the mesh formed, so the
     // controller holds the digest of every node's state and a resync
     // costs a lookup. Resyncs come 0.5-1.5 resync intervals apart.
-    let resynced_by = Duration::from_secs_f64(RESYNC_INTERVAL.as_secs_f64() * 1.5) + Duration::from_secs(60);
+    // The bench keeps the controller's default --resync-interval.
+    let resync_interval = vpblu_controller::stream::StreamConfig::default().resync_interval;
+    let resynced_by = resync_interval.mul_f64(1.5) + Duration::from_secs(60);
     let waited = Instant::now();
     let resynced = time_until(resynced_by, || {
         daemons.iter().zip(&formed_syncs).all(|(d, formed)| d.counts.syncs.load(Ordering::Acquire) > *formed)

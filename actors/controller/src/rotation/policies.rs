@@ -28,10 +28,10 @@ use crate::decided::fit_message;
 
 /// A Node as the scheduler selects it. The labels are borrowed from the
 /// cached Node: a pass runs every few seconds over every Node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeLabels<'n> {
     /// Its name.
-    pub name: &'n NodeName,
+    pub name: NodeName,
     /// Its labels.
     pub labels: &'n BTreeMap<String, String>,
 }
@@ -88,10 +88,10 @@ pub fn judge<'a>(policies: &'a [RotationPolicy], nodes: &[NodeLabels<'_>]) -> Ve
         let (mut owned, mut lost) = (Vec::new(), Vec::new());
         if let (Some(selector), true) = (selector, problems.is_empty()) {
             for node in nodes.iter().filter(|n| selector.matches(n.labels)) {
-                match owners.get(node.name) {
+                match owners.get(&node.name) {
                     Some(owner) => lost.push((node.name.clone(), owner.clone())),
                     None => {
-                        owners.insert(node.name, policy.name_any());
+                        owners.insert(&node.name, policy.name_any());
                         owned.push(node.name.clone());
                     }
                 }
@@ -247,7 +247,7 @@ mod tests {
     fn judge_all<'a>(policies: &'a [RotationPolicy]) -> Vec<Judged<'a>> {
         let cluster = cluster();
         let nodes: Vec<NodeLabels<'_>> =
-            cluster.iter().map(|(name, labels)| NodeLabels { name, labels }).collect();
+            cluster.iter().map(|(name, labels)| NodeLabels { name: name.clone(), labels }).collect();
         judge(policies, &nodes)
     }
 

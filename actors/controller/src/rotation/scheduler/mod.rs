@@ -337,17 +337,18 @@ impl SchedulerState {
         let mut vpblu_nodes = caches.vpblu_nodes.shared();
         vpblu_nodes.sort_unstable_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         // Without a policy no Node is selected: skip naming them.
-        let names: Vec<(NodeName, &BTreeMap<String, String>)> = if policies.is_empty() {
+        let labels: Vec<NodeLabels<'_>> = if policies.is_empty() {
             Vec::new()
         } else {
             nodes
                 .iter()
                 .filter(|n| n.metadata.deletion_timestamp.is_none())
-                .filter_map(|n| Some((NodeName::new(n.metadata.name.as_deref()?).ok()?, n.labels())))
+                .filter_map(|n| {
+                    let name = NodeName::new(n.metadata.name.as_deref()?).ok()?;
+                    Some(NodeLabels { name, labels: n.labels() })
+                })
                 .collect()
         };
-        let labels: Vec<NodeLabels<'_>> =
-            names.iter().map(|(name, labels)| NodeLabels { name, labels }).collect();
         let judged = judge(&policies, &labels);
         let mut records: BTreeMap<String, RunRecord> = judged
             .iter()
